@@ -1,0 +1,42 @@
+"""execdriver: run Linux containers through pluggable execution drivers.
+
+The public API is imported lazily so ``import execdriver`` stays cheap::
+
+    import execdriver
+    driver = execdriver.load_driver("native")
+    spec = execdriver.validate_spec({"root": {"path": "/srv/rootfs"},
+                                     "process": {"args": ["/bin/true"]}})
+    status = driver.run("web1", spec)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ExecDriver": "driver", "ExitStatus": "driver", "ContainerInfo": "driver",
+    "Stats": "driver", "Status": "driver", "Stdio": "driver", "Handle": "driver",
+    "Availability": "driver", "parse_signal": "driver",
+    "Spec": "spec", "Process": "spec", "validate_spec": "spec", "load_spec": "spec",
+    "features_used": "spec", "ALL_FEATURES": "spec",
+    "load_driver": "loader", "discover": "loader", "driver_names": "loader",
+    "StateStore": "state", "ContainerState": "state", "validate_id": "state",
+    "ExecDriverError": "errors", "SpecError": "errors", "UnsupportedFeature": "errors",
+    "DriverNotFound": "errors", "DriverLoadError": "errors", "DriverUnavailable": "errors",
+    "ContainerNotFound": "errors", "ContainerExists": "errors", "InvalidArgument": "errors",
+    "InvalidState": "errors", "StepFailed": "errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'execdriver' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f"execdriver.{mod}"), name)
+    globals()[name] = value
+    return value

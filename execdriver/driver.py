@@ -1,0 +1,298 @@
+"""The ExecDriver API: what every driver implements and what callers get back."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+import enum
+import os
+import signal as _signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from .errors import InvalidArgument, UnsupportedFeature
+from .spec import Process, Spec, features_used
+
+
+class Status(str, enum.Enum):
+    CREATING = "creating"
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a container's (or exec'd) process ended."""
+
+    code: int = 0
+    signal: int | None = None
+    oom_killed: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """What a shell would report: the code, or 128+N when killed by signal N."""
+        return 128 + self.signal if self.signal else self.code
+
+    @classmethod
+    def from_wait_status(cls, status: int, oom_killed: bool = False) -> "ExitStatus":
+        if os.WIFSIGNALED(status):
+            return cls(code=128 + os.WTERMSIG(status), signal=os.WTERMSIG(status),
+                       oom_killed=oom_killed)
+        return cls(code=os.WEXITSTATUS(status), oom_killed=oom_killed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "signal": self.signal, "oom_killed": self.oom_killed,
+                "exit_code": self.exit_code}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExitStatus":
+        return cls(code=int(d.get("code", 0)), signal=d.get("signal"),
+                   oom_killed=bool(d.get("oom_killed", False)))
+
+
+@dataclass
+class ContainerInfo:
+    id: str
+    driver: str
+    status: Status
+    pid: int | None = None
+    created: str | None = None
+    rootfs: str | None = None
+    bundle: str | None = None
+    exit_status: ExitStatus | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["status"] = self.status.value
+        d["exit_status"] = self.exit_status.to_dict() if self.exit_status else None
+        return d
+
+
+@dataclass
+class NetworkStats:
+    rx_bytes: int = 0
+    rx_packets: int = 0
+    tx_bytes: int = 0
+    tx_packets: int = 0
+
+
+@dataclass
+class Stats:
+    id: str
+    cpu_usage_ns: int | None = None
+    memory_usage: int | None = None
+    memory_max_usage: int | None = None
+    memory_limit: int | None = None
+    pids_current: int | None = None
+    pids_limit: int | None = None
+    blkio_read_bytes: int | None = None
+    blkio_write_bytes: int | None = None
+    networks: dict[str, NetworkStats] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Stdio:
+    """File descriptors for a container's stdin, stdout and stderr (None: inherit)."""
+
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+
+    def fds(self) -> tuple[int, int, int]:
+        return (0 if self.stdin is None else self.stdin,
+                1 if self.stdout is None else self.stdout,
+                2 if self.stderr is None else self.stderr)
+
+
+class Handle:
+    """A started container (or exec'd process) that can be waited on.
+
+    ``waiter`` returns the ExitStatus, blocking; drivers supply it. ``pid`` is
+    the process to watch for asyncio waits (via a pidfd).
+    """
+
+    def __init__(self, container_id: str, pid: int, waiter: Callable[[float | None], ExitStatus | None]):
+        self.id = container_id
+        self.pid = pid
+        self._waiter = waiter
+        self._status: ExitStatus | None = None
+
+    def wait(self, timeout: float | None = None) -> ExitStatus | None:
+        """Block until the process ends (None when ``timeout`` expired first)."""
+        if self._status is None:
+            self._status = self._waiter(timeout)
+        return self._status
+
+    async def wait_async(self) -> ExitStatus:
+        """Await the end without blocking the event loop."""
+        if self._status is not None:
+            return self._status
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            pidfd = -1
+        if pidfd >= 0:
+            done = loop.create_future()
+            loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+            try:
+                await done
+            finally:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+        status = await loop.run_in_executor(None, self.wait, None)
+        assert status is not None
+        return status
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str = ""
+
+
+class ExecDriver(abc.ABC):
+    """Base class of every execution driver.
+
+    Subclasses set ``name`` and ``features`` (a subset of spec.ALL_FEATURES) and
+    implement the abstract verbs. They get a state store rooted at
+    ``state_root`` shared with every other driver, so ids are unique across
+    drivers and the CLI can find a container's driver from its id.
+    """
+
+    name: ClassVar[str] = "abstract"
+    features: ClassVar[frozenset[str]] = frozenset()
+    description: ClassVar[str] = ""
+
+    def __init__(self, state_root: str | os.PathLike[str] | None = None) -> None:
+        from .state import StateStore
+        self.state = StateStore(state_root)
+
+    # -- host and spec checks ------------------------------------------------
+    @classmethod
+    def availability(cls) -> Availability:
+        """Whether the driver can work on this host, and if not, why."""
+        return Availability(True)
+
+    def default_spec(self, rootfs: str, args: list[str] | None = None) -> Spec:
+        """A safe default spec this driver can run."""
+        spec = Spec(root={"path": rootfs})  # type: ignore[arg-type]
+        if args:
+            spec.process.args = list(args)
+        return spec
+
+    def check_spec(self, spec: Spec) -> None:
+        """Refuse, before anything is created, a spec asking for what we lack."""
+        missing = features_used(spec) - set(self.features)
+        if missing:
+            raise UnsupportedFeature(self.name, sorted(missing))
+
+    # -- verbs ---------------------------------------------------------------
+    def run(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
+            on_start: Callable[[ContainerInfo], None] | None = None) -> ExitStatus:
+        """Run in the foreground; return how it ended; remove the container after."""
+        handle = self.start(container_id, spec, stdio=stdio)
+        try:
+            if on_start is not None:
+                on_start(self.info(container_id))
+            status = handle.wait()
+            assert status is not None
+            return status
+        finally:
+            self.terminate(container_id)
+
+    @abc.abstractmethod
+    def start(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
+              detach: bool = False) -> Handle:
+        """Create and start a container; return at once with a handle.
+
+        With ``detach`` the container must outlive the calling process and its
+        exit status is recorded in the state store for ``info``.
+        """
+
+    @abc.abstractmethod
+    def kill(self, container_id: str, signal: int = _signal.SIGTERM, all: bool = False) -> None:
+        ...
+
+    @abc.abstractmethod
+    def pause(self, container_id: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    def unpause(self, container_id: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    def info(self, container_id: str) -> ContainerInfo:
+        ...
+
+    @abc.abstractmethod
+    def terminate(self, container_id: str) -> None:
+        """Kill everything in the container and remove all it created. Idempotent
+        for a container whose creation was interrupted at any point."""
+
+    @abc.abstractmethod
+    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+             detach: bool = False) -> ExitStatus | Handle:
+        """Run another process in a running container (blocking unless ``detach``)."""
+
+    @abc.abstractmethod
+    def stats(self, container_id: str) -> Stats:
+        ...
+
+    @abc.abstractmethod
+    def pids(self, container_id: str) -> list[int]:
+        ...
+
+    def list(self) -> list[ContainerInfo]:
+        """Every container of this driver in the state store."""
+        out = []
+        for cid in self.state.ids():
+            st = self.state.read_or_none(cid)
+            if st is not None and st.driver == self.name:
+                try:
+                    out.append(self.info(cid))
+                except Exception:  # noqa: BLE001 - a vanished container is simply not listed
+                    continue
+        return out
+
+    # -- helpers for subclasses ----------------------------------------------
+    def process_for_exec(self, container_id: str, args: list[str], **overrides: Any) -> Process:
+        """The container's process settings with other args (what ``exec`` runs)."""
+        spec = self.state.read_spec(container_id)
+        proc = spec.process.model_copy(deep=True)
+        proc.args = list(args)
+        proc.terminal = False
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(proc, key, value)
+        return proc
+
+
+def parse_signal(value: str | int) -> int:
+    """``KILL``, ``SIGKILL``, ``sigkill`` or ``9`` -> 9; anything else is InvalidArgument."""
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        num = int(value)
+        if 1 <= num < _signal.SIGRTMAX + 1:
+            return num
+        raise InvalidArgument(f"signal {value}: out of range")
+    name = str(value).strip().upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(getattr(_signal.Signals, name))
+    except AttributeError:
+        raise InvalidArgument(f"signal {value!r}: unknown signal name") from None
+
+
+def rootfs_path(spec: Spec) -> Path:
+    return Path(spec.root.path)

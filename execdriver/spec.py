@@ -1,0 +1,720 @@
+"""The container spec: one pydantic model shared by every driver.
+
+Defaults describe a safe container: the default capability set, masked and
+read-only paths, no_new_privileges on, the default seccomp profile. Sizes
+accept ``"64M"`` or ``"1G"``. :func:`load_spec` turns any validation failure
+into a :class:`SpecError` with one ``path: reason`` line per bad field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, field_validator, model_validator)
+
+from .errors import SpecError
+
+SPEC_VERSION = "1"
+
+# --- capabilities -----------------------------------------------------------
+
+CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
+    "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD",
+    "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+)
+CAP_NUMBERS = {name: i for i, name in enumerate(CAPABILITIES)}
+
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+    "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+
+
+def normalize_capability(name: str) -> str:
+    """``net_admin``, ``NET_ADMIN`` and ``CAP_NET_ADMIN`` all mean CAP_NET_ADMIN."""
+    cap = name.strip().upper()
+    if not cap.startswith("CAP_"):
+        cap = "CAP_" + cap
+    if cap not in CAP_NUMBERS:
+        raise ValueError(f"unknown capability {name!r}")
+    return cap
+
+
+def _cap_list(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        out: list[str] = []
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError("capabilities are names like CAP_NET_ADMIN")
+            cap = normalize_capability(item)
+            if cap not in out:
+                out.append(cap)
+        return out
+    return value
+
+
+CapList = Annotated[list[str], BeforeValidator(_cap_list)]
+
+# --- sizes ------------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.I)
+_SIZE_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(value: Any) -> Any:
+    """Accept ints and strings like ``64M``, ``1G``, ``512k``, ``1.5GiB``."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size like 64M or a number of bytes")
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if not m:
+            raise ValueError(f"{value!r} is not a size (use e.g. 64M, 1G)")
+        return int(float(m.group(1)) * _SIZE_MULT[m.group(2).lower()])
+    return value
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True,
+                              populate_by_name=True)
+
+
+# --- process ----------------------------------------------------------------
+
+RLIMIT_NAMES = ("cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile",
+                "memlock", "as", "locks", "sigpending", "msgqueue", "nice",
+                "rtprio", "rttime")
+
+
+class Rlimit(_Model):
+    type: str = Field(description="rlimit name: nofile, RLIMIT_NOFILE, ...")
+    soft: int = Field(ge=0)
+    hard: int = Field(ge=0)
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        name = v.strip().lower().removeprefix("rlimit_")
+        if name not in RLIMIT_NAMES:
+            raise ValueError(f"unknown rlimit {v!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _order(self) -> "Rlimit":
+        if self.soft > self.hard:
+            raise ValueError("soft limit must be <= hard limit")
+        return self
+
+
+class User(_Model):
+    uid: int = Field(0, ge=0, lt=2**32 - 1)
+    gid: int = Field(0, ge=0, lt=2**32 - 1)
+    additional_gids: list[Annotated[int, Field(ge=0, lt=2**32 - 1)]] = []
+
+
+class Capabilities(_Model):
+    bounding: CapList = Field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    effective: CapList = Field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    permitted: CapList = Field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    inheritable: CapList = []
+    ambient: CapList = []
+
+    @model_validator(mode="after")
+    def _subsets(self) -> "Capabilities":
+        for name in ("effective", "ambient"):
+            extra = set(getattr(self, name)) - set(self.permitted)
+            if extra:
+                raise ValueError(f"{name} capabilities not in permitted: {', '.join(sorted(extra))}")
+        extra = set(self.ambient) - set(self.inheritable)
+        if extra:
+            raise ValueError(f"ambient capabilities not in inheritable: {', '.join(sorted(extra))}")
+        return self
+
+    def with_changes(self, add: list[str], drop: list[str]) -> "Capabilities":
+        """Return a copy with caps added to / dropped from bounding, effective, permitted."""
+        add_n = [normalize_capability(c) for c in add if c.upper() != "ALL"]
+        if any(c.upper() == "ALL" for c in add):
+            add_n = list(CAPABILITIES)
+        drop_all = any(c.upper() == "ALL" for c in drop)
+        drop_n = set() if drop_all else {normalize_capability(c) for c in drop}
+
+        def change(caps: list[str]) -> list[str]:
+            base = [] if drop_all else [c for c in caps if c not in drop_n]
+            return base + [c for c in add_n if c not in base and c not in drop_n]
+        return Capabilities(
+            bounding=change(self.bounding), effective=change(self.effective),
+            permitted=change(self.permitted),
+            inheritable=[c for c in self.inheritable if c in change(self.permitted)],
+            ambient=[c for c in self.ambient if c in change(self.permitted)])
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _env_dict(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        out: dict[str, str] = {}
+        for item in value:
+            if not isinstance(item, str) or "=" not in item:
+                raise ValueError(f"{item!r} is not KEY=VALUE")
+            key, _, val = item.partition("=")
+            out[key] = val
+        return out
+    return value
+
+
+class Process(_Model):
+    args: list[str] = Field(default_factory=lambda: ["/bin/sh"], min_length=1)
+    env: Annotated[dict[str, str], BeforeValidator(_env_dict)] = Field(
+        default_factory=lambda: {"PATH": DEFAULT_PATH},
+        description="environment; a list of KEY=VALUE is accepted too")
+    cwd: str = "/"
+    user: User = Field(default_factory=User)
+    umask: int = Field(0o022, ge=0, le=0o777)
+    terminal: bool = False
+    stdin: bool = Field(False, description="keep stdin open (docker -i)")
+    rlimits: list[Rlimit] = []
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    no_new_privileges: bool = True
+    apparmor_profile: str | None = None
+    oom_score_adj: int | None = Field(None, ge=-1000, le=1000)
+    preserve_fds: int = Field(0, ge=0, le=1024, description="extra fds 3..3+N-1 kept open")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not key or "=" in key or "\0" in key:
+                raise ValueError(f"bad environment variable name {key!r}")
+        return v
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return v
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, v: list[str]) -> list[str]:
+        if not v[0]:
+            raise ValueError("the command must not be empty")
+        if any("\0" in a for a in v):
+            raise ValueError("arguments must not contain NUL")
+        return v
+
+
+# --- filesystem -------------------------------------------------------------
+
+class Root(_Model):
+    path: str = Field(description="rootfs directory (relative paths are taken from the spec file's folder)")
+    readonly: bool = False
+
+
+class Mount(_Model):
+    destination: str
+    type: str = "bind"
+    source: str | None = None
+    options: list[str] = []
+
+    @field_validator("destination")
+    @classmethod
+    def _dest(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must be an absolute path inside the container")
+        if "\0" in v or any(part == ".." for part in v.split("/")):
+            raise ValueError("must not contain '..'")
+        return v
+
+    @model_validator(mode="after")
+    def _source(self) -> "Mount":
+        if self.type == "bind" or "bind" in self.options or "rbind" in self.options:
+            if not self.source:
+                raise ValueError("a bind mount needs a source")
+        return self
+
+
+def default_mounts() -> list[Mount]:
+    return [
+        Mount(destination="/proc", type="proc", source="proc", options=["nosuid", "noexec", "nodev"]),
+        Mount(destination="/dev", type="tmpfs", source="tmpfs",
+              options=["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        Mount(destination="/dev/pts", type="devpts", source="devpts",
+              options=["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+        Mount(destination="/dev/shm", type="tmpfs", source="shm",
+              options=["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        Mount(destination="/dev/mqueue", type="mqueue", source="mqueue",
+              options=["nosuid", "noexec", "nodev"]),
+        Mount(destination="/sys", type="sysfs", source="sysfs",
+              options=["nosuid", "noexec", "nodev", "ro"]),
+        Mount(destination="/sys/fs/cgroup", type="cgroup", source="cgroup",
+              options=["nosuid", "noexec", "nodev", "relatime", "ro"]),
+    ]
+
+
+DEFAULT_MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware",
+]
+DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+# --- namespaces and id maps -----------------------------------------------
+
+NamespaceType = Literal["pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"]
+_NS_ALIASES = {"net": "network", "mnt": "mount"}
+
+
+class Namespace(_Model):
+    type: NamespaceType
+    path: str | None = Field(None, description="join this namespace instead of creating one")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _alias(cls, v: Any) -> Any:
+        return _NS_ALIASES.get(v, v) if isinstance(v, str) else v
+
+
+def default_namespaces() -> list[Namespace]:
+    return [Namespace(type=t) for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
+
+
+class IDMapping(_Model):
+    container_id: int = Field(ge=0)
+    host_id: int = Field(ge=0)
+    size: int = Field(ge=1)
+
+
+# --- resources --------------------------------------------------------------
+
+class MemoryResources(_Model):
+    limit: Size | None = None
+    reservation: Size | None = None
+    swap: Annotated[int, BeforeValidator(parse_size)] | None = Field(
+        None, description="memory+swap limit; -1 for unlimited")
+
+    @field_validator("limit", "reservation")
+    @classmethod
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("swap")
+    @classmethod
+    def _swap(cls, v: int | None) -> int | None:
+        if v is not None and v != -1 and v <= 0:
+            raise ValueError("must be > 0 or -1")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> "MemoryResources":
+        if self.limit and self.swap and self.swap != -1 and self.swap < self.limit:
+            raise ValueError("swap (memory+swap) must be >= limit")
+        return self
+
+
+_CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+
+class CPUResources(_Model):
+    shares: int | None = Field(None, ge=2, le=262144)
+    quota: int | None = Field(None, ge=1000, description="microseconds per period")
+    period: int | None = Field(None, ge=1000, le=1000000)
+    cpus: str | None = Field(None, description="cpuset, e.g. 0-1")
+    mems: str | None = None
+
+    @field_validator("cpus", "mems")
+    @classmethod
+    def _cpuset(cls, v: str | None) -> str | None:
+        if v is not None and not _CPUSET_RE.match(v):
+            raise ValueError(f"{v!r} is not a cpu list like 0-1,3")
+        return v
+
+
+class PidsResources(_Model):
+    limit: int | None = Field(None, ge=1)
+
+
+class BlockIOResources(_Model):
+    weight: int | None = Field(None, ge=10, le=1000)
+
+
+class DeviceRule(_Model):
+    allow: bool
+    type: Literal["a", "c", "b"] = "a"
+    major: int | None = Field(None, ge=0)
+    minor: int | None = Field(None, ge=0)
+    access: str = "rwm"
+
+    @field_validator("access")
+    @classmethod
+    def _access(cls, v: str) -> str:
+        if not v or set(v) - set("rwm"):
+            raise ValueError("must be a combination of r, w, m")
+        return v
+
+
+class Resources(_Model):
+    memory: MemoryResources = Field(default_factory=MemoryResources)
+    cpu: CPUResources = Field(default_factory=CPUResources)
+    pids: PidsResources = Field(default_factory=PidsResources)
+    block_io: BlockIOResources = Field(default_factory=BlockIOResources)
+    devices: list[DeviceRule] = Field(
+        default_factory=list,
+        description="extra rules after the default deny-all plus the standard allow list")
+
+    def is_empty(self) -> bool:
+        return self == Resources()
+
+
+# --- network ----------------------------------------------------------------
+
+class PortMapping(_Model):
+    host_ip: str = "0.0.0.0"
+    host_port: int = Field(ge=1, le=65535)
+    container_port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    @classmethod
+    def parse(cls, text: str) -> "PortMapping":
+        """``[hostip:]hostport:containerport[/proto]``."""
+        proto = "tcp"
+        if "/" in text:
+            text, proto = text.rsplit("/", 1)
+        parts = text.rsplit(":", 2)
+        try:
+            if len(parts) == 3:
+                return cls(host_ip=parts[0], host_port=int(parts[1]),
+                           container_port=int(parts[2]), protocol=proto)  # type: ignore[arg-type]
+            if len(parts) == 2:
+                return cls(host_port=int(parts[0]), container_port=int(parts[1]),
+                           protocol=proto)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ValueError(f"bad port mapping {text!r}: {exc}") from None
+        raise ValueError(f"bad port mapping {text!r} (want [hostip:]hostport:containerport[/tcp|udp])")
+
+
+class Route(_Model):
+    destination: str
+    gateway: str | None = None
+
+
+class Network(_Model):
+    mode: Literal["none", "host", "bridge", "container", "netns"] = "none"
+    container: str | None = Field(None, description="with mode container: the id whose netns to join")
+    netns_path: str | None = Field(None, description="with mode netns: a namespace file to join")
+    bridge: str = Field("execdriver0", max_length=15)
+    subnet: str = "10.88.0.0/16"
+    addresses: list[str] = Field(default_factory=list, description="static CIDR addresses for eth0")
+    gateway: str | None = None
+    mtu: int | None = Field(None, ge=68, le=65535)
+    routes: list[Route] = []
+    ports: list[PortMapping] = []
+    dns: list[str] = []
+    isolate: bool = Field(False, description="block traffic to other containers on the bridge")
+
+    @model_validator(mode="after")
+    def _mode_args(self) -> "Network":
+        if self.mode == "container" and not self.container:
+            raise ValueError("mode container needs 'container'")
+        if self.mode == "netns" and not self.netns_path:
+            raise ValueError("mode netns needs 'netns_path'")
+        if self.ports and self.mode != "bridge":
+            raise ValueError("published ports need mode bridge")
+        return self
+
+
+# --- security profiles, hooks ----------------------------------------------
+
+SeccompAction = Literal["allow", "errno", "kill", "kill_process", "trap", "log", "trace"]
+
+
+class SeccompArg(_Model):
+    index: int = Field(ge=0, le=5)
+    value: int = Field(ge=0)
+    value_two: int = Field(0, ge=0)
+    op: Literal["eq", "ne", "lt", "le", "gt", "ge", "masked_eq"] = "eq"
+
+
+class SeccompRule(_Model):
+    names: list[str] = Field(min_length=1)
+    action: SeccompAction = "allow"
+    errno: int | None = Field(None, ge=0, le=4095)
+    args: list[SeccompArg] = []
+
+
+class SeccompProfile(_Model):
+    default_action: SeccompAction = "errno"
+    default_errno: int = Field(1, ge=0, le=4095)
+    syscalls: list[SeccompRule] = []
+
+
+class Seccomp(_Model):
+    mode: Literal["default", "unconfined", "profile"] = "default"
+    profile: SeccompProfile | None = None
+
+    @model_validator(mode="after")
+    def _profile(self) -> "Seccomp":
+        if self.mode == "profile" and self.profile is None:
+            raise ValueError("mode profile needs 'profile'")
+        return self
+
+
+class Hook(_Model):
+    path: str
+    args: list[str] = []
+    env: list[str] = []
+    timeout: int | None = Field(None, ge=1)
+
+
+class Hooks(_Model):
+    prestart: list[Hook] = []
+    create_runtime: list[Hook] = []
+    create_container: list[Hook] = []
+    start_container: list[Hook] = []
+    poststart: list[Hook] = []
+    poststop: list[Hook] = []
+
+    def is_empty(self) -> bool:
+        return self == Hooks()
+
+
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?$")
+
+
+class Spec(_Model):
+    """A container, as every driver sees it."""
+
+    version: str = SPEC_VERSION
+    root: Root
+    process: Process = Field(default_factory=Process)
+    hostname: str | None = None
+    domainname: str | None = None
+    mounts: list[Mount] = Field(default_factory=default_mounts)
+    namespaces: list[Namespace] = Field(default_factory=default_namespaces)
+    uid_mappings: list[IDMapping] = []
+    gid_mappings: list[IDMapping] = []
+    resources: Resources = Field(default_factory=Resources)
+    network: Network = Field(default_factory=Network)
+    seccomp: Seccomp = Field(default_factory=Seccomp)
+    masked_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_MASKED_PATHS))
+    readonly_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_READONLY_PATHS))
+    sysctls: dict[str, str] = {}
+    hooks: Hooks = Field(default_factory=Hooks)
+    annotations: dict[str, str] = {}
+
+    @field_validator("hostname", "domainname")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        if v is not None and not _HOSTNAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a valid host name")
+        return v
+
+    @field_validator("namespaces")
+    @classmethod
+    def _ns_unique(cls, v: list[Namespace]) -> list[Namespace]:
+        seen = [n.type for n in v]
+        dups = {t for t in seen if seen.count(t) > 1}
+        if dups:
+            raise ValueError(f"namespace listed twice: {', '.join(sorted(dups))}")
+        return v
+
+    @field_validator("masked_paths", "readonly_paths")
+    @classmethod
+    def _abs_paths(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.startswith("/"):
+                raise ValueError(f"{p!r} must be an absolute path")
+        return v
+
+    @field_validator("sysctls")
+    @classmethod
+    def _sysctls(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not re.match(r"^[a-z0-9_.\-/]+$", key) or ".." in key:
+                raise ValueError(f"bad sysctl name {key!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Spec":
+        types = self.namespace_types()
+        if (self.uid_mappings or self.gid_mappings) and "user" not in types:
+            raise ValueError("uid/gid mappings need a user namespace")
+        if "user" in types and not self.namespace_path("user") and not (
+                self.uid_mappings and self.gid_mappings):
+            raise ValueError("a new user namespace needs uid_mappings and gid_mappings")
+        if self.hostname and "uts" not in types:
+            raise ValueError("setting hostname needs a uts namespace")
+        net_ns = "network" in types
+        if self.network.mode == "host" and net_ns:
+            raise ValueError("network mode host cannot have a network namespace")
+        if self.network.mode in ("none", "bridge") and not net_ns:
+            raise ValueError(f"network mode {self.network.mode} needs a network namespace")
+        return self
+
+    # -- helpers ------------------------------------------------------------
+    def namespace_types(self) -> set[str]:
+        return {n.type for n in self.namespaces}
+
+    def namespace_path(self, ns_type: str) -> str | None:
+        for n in self.namespaces:
+            if n.type == ns_type:
+                return n.path
+        return None
+
+
+# --- features ---------------------------------------------------------------
+
+ALL_FEATURES = (
+    "namespaces.pid", "namespaces.network", "namespaces.mount", "namespaces.ipc",
+    "namespaces.uts", "namespaces.user", "namespaces.cgroup", "namespaces.time",
+    "namespaces.join", "root.readonly", "mounts", "hostname", "domainname",
+    "process.user", "process.rlimits", "process.capabilities",
+    "process.no_new_privileges", "process.apparmor", "process.oom_score_adj",
+    "process.terminal", "process.umask", "process.preserve_fds",
+    "resources.memory", "resources.cpu", "resources.cpuset", "resources.pids",
+    "resources.block_io", "resources.devices", "network.none", "network.host",
+    "network.bridge", "network.container", "network.netns", "network.ports",
+    "seccomp.default", "seccomp.profile", "masked_paths", "readonly_paths",
+    "sysctls", "hooks", "idmap", "pause", "exec", "stats",
+)
+
+
+def features_used(spec: Spec) -> set[str]:
+    """The features a spec asks for, in the vocabulary of ALL_FEATURES."""
+    used = {f"namespaces.{t}" for t in spec.namespace_types()}
+    if any(n.path for n in spec.namespaces):
+        used.add("namespaces.join")
+    if spec.root.readonly:
+        used.add("root.readonly")
+    if spec.mounts:
+        used.add("mounts")
+    if spec.hostname:
+        used.add("hostname")
+    if spec.domainname:
+        used.add("domainname")
+    p = spec.process
+    if p.user != User():
+        used.add("process.user")
+    if p.rlimits:
+        used.add("process.rlimits")
+    used.add("process.capabilities")
+    if p.no_new_privileges:
+        used.add("process.no_new_privileges")
+    if p.apparmor_profile:
+        used.add("process.apparmor")
+    if p.oom_score_adj is not None:
+        used.add("process.oom_score_adj")
+    if p.terminal:
+        used.add("process.terminal")
+    if p.preserve_fds:
+        used.add("process.preserve_fds")
+    r = spec.resources
+    if r.memory != MemoryResources():
+        used.add("resources.memory")
+    if r.cpu.shares or r.cpu.quota or r.cpu.period:
+        used.add("resources.cpu")
+    if r.cpu.cpus or r.cpu.mems:
+        used.add("resources.cpuset")
+    if r.pids.limit:
+        used.add("resources.pids")
+    if r.block_io.weight:
+        used.add("resources.block_io")
+    if r.devices:
+        used.add("resources.devices")
+    used.add(f"network.{spec.network.mode}")
+    if spec.network.ports:
+        used.add("network.ports")
+    if spec.seccomp.mode == "default":
+        used.add("seccomp.default")
+    elif spec.seccomp.mode == "profile":
+        used.add("seccomp.profile")
+    if spec.masked_paths:
+        used.add("masked_paths")
+    if spec.readonly_paths:
+        used.add("readonly_paths")
+    if spec.sysctls:
+        used.add("sysctls")
+    if not spec.hooks.is_empty():
+        used.add("hooks")
+    if spec.uid_mappings or spec.gid_mappings:
+        used.add("idmap")
+    return used
+
+
+# --- loading ----------------------------------------------------------------
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and (part.startswith("function-") or part in (
+                "list[str]", "int", "str", "constrained-int")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "spec"
+
+
+def problems_from(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required"
+        lines.append(f"{_loc(err['loc'])}: {msg}")
+    return lines
+
+
+def validate_spec(data: Any) -> Spec:
+    """Validate a dict (or a Spec) into a Spec; raise SpecError with one line per problem."""
+    if isinstance(data, Spec):
+        return data
+    if not isinstance(data, dict):
+        raise SpecError(["spec: must be a JSON object"])
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(problems_from(exc)) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read a spec from a JSON file; a relative root.path is taken from the file's folder."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise SpecError([f"spec file {p}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([f"spec file {p}: {exc}"]) from None
+    except json.JSONDecodeError as exc:
+        raise SpecError([f"spec file {p}: not JSON ({exc.msg} at line {exc.lineno})"]) from None
+    spec = validate_spec(data)
+    if not Path(spec.root.path).is_absolute():
+        spec.root.path = str((p.parent / spec.root.path).resolve())
+    return spec
+
+
+def json_schema() -> dict[str, Any]:
+    return Spec.model_json_schema()

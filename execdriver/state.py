@@ -1,0 +1,213 @@
+"""The state store: one directory per container under a root.
+
+``<root>/<id>/state.json`` is written temp-then-rename with fsync, so a reader
+never sees a torn file. ``create`` is a ``mkdir``, so of many parallel creates
+of one id exactly one wins. A per-container ``flock`` on the directory guards
+read-modify-write. Resources are recorded *before* they are created so that
+``terminate`` can always clean up, whatever point a crash stopped us at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import ContainerExists, ContainerNotFound, InvalidArgument, StateCorrupt
+from .spec import Spec
+
+DEFAULT_ROOT = "/run/execdriver"
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+STATE_FILE = "state.json"
+SPEC_FILE = "spec.json"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("EXECDRIVER_ROOT") or DEFAULT_ROOT)
+
+
+def validate_id(container_id: str) -> str:
+    if not isinstance(container_id, str) or not ID_RE.match(container_id):
+        raise InvalidArgument(
+            f"container id {container_id!r}: must be 1-128 characters of letters, digits, "
+            "'_', '.', '-' and start with a letter or digit")
+    return container_id
+
+
+def pid_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None, start_time: int | None) -> bool:
+    """True if ``pid`` is running and is the same process (not a reused pid)."""
+    if not pid:
+        return False
+    now = pid_start_time(pid)
+    if now is None:
+        return False
+    if start_time is not None and now != start_time:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        state = data[data.rfind(b")") + 2:].split()[0]
+        return state not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+@dataclass
+class ContainerState:
+    id: str
+    driver: str
+    status: str = "creating"
+    pid: int | None = None
+    pid_start: int | None = None
+    created: str = ""
+    rootfs: str | None = None
+    bundle: str | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    exit: dict[str, Any] | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ContainerState":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.pid_start)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+class StateStore:
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root else default_root()
+
+    # -- paths ---------------------------------------------------------------
+    def dir(self, container_id: str) -> Path:
+        return self.root / validate_id(container_id)
+
+    def exists(self, container_id: str) -> bool:
+        return self.dir(container_id).is_dir()
+
+    def ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if ID_RE.match(n) and (self.root / n).is_dir())
+
+    # -- lifecycle -----------------------------------------------------------
+    def create(self, container_id: str, driver: str, spec: Spec | None = None,
+               **fields: Any) -> ContainerState:
+        """Claim the id (atomically) and write the first state. ContainerExists if taken."""
+        d = self.dir(container_id)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            raise ContainerExists(container_id) from None
+        st = ContainerState(id=container_id, driver=driver,
+                            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            rootfs=spec.root.path if spec else None, **fields)
+        if spec is not None:
+            st.annotations = dict(spec.annotations)
+            _write_atomic(d / SPEC_FILE, spec.model_dump_json())
+        self.write(st)
+        return st
+
+    def write(self, st: ContainerState) -> None:
+        _write_atomic(self.dir(st.id) / STATE_FILE, st.to_json())
+
+    def read(self, container_id: str) -> ContainerState:
+        d = self.dir(container_id)
+        try:
+            text = (d / STATE_FILE).read_text()
+        except FileNotFoundError:
+            if d.is_dir():
+                # Claimed but never written: a create that died right after mkdir.
+                return ContainerState(id=container_id, driver="", status="creating")
+            raise ContainerNotFound(container_id) from None
+        try:
+            return ContainerState.from_dict(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise StateCorrupt(f"state id={container_id}: unreadable state file: {exc}",
+                               container_id=container_id) from None
+
+    def read_or_none(self, container_id: str) -> ContainerState | None:
+        try:
+            return self.read(container_id)
+        except (ContainerNotFound, StateCorrupt, InvalidArgument):
+            return None
+
+    def read_spec(self, container_id: str) -> Spec:
+        path = self.dir(container_id) / SPEC_FILE
+        try:
+            return Spec.model_validate_json(path.read_text())
+        except FileNotFoundError:
+            raise ContainerNotFound(container_id) from None
+
+    def update(self, container_id: str, change: Callable[[ContainerState], None]) -> ContainerState:
+        """Read, change and write the state under the container's lock."""
+        with self.lock(container_id):
+            st = self.read(container_id)
+            change(st)
+            self.write(st)
+            return st
+
+    def record(self, container_id: str, kind: str, value: Any) -> None:
+        """Note a resource *before* creating it, so terminate can undo it."""
+        def add(st: ContainerState) -> None:
+            items = st.resources.setdefault(kind, [])
+            if value not in items:
+                items.append(value)
+        self.update(container_id, add)
+
+    def remove(self, container_id: str) -> None:
+        shutil.rmtree(self.dir(container_id), ignore_errors=True)
+
+    @contextlib.contextmanager
+    def lock(self, container_id: str, shared: bool = False) -> Iterator[None]:
+        d = self.dir(container_id)
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ContainerNotFound(container_id) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

@@ -1,0 +1,39 @@
+"""Shared fixtures: a busybox rootfs built once, and a private state root per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="needs root")
+        for item in items:
+            if "root" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-mostly busybox rootfs shared by the session (do not modify it)."""
+    from execdriver.rootfs import build_busybox
+    return build_busybox(tmp_path_factory.mktemp("rootfs") / "busybox")
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Path:
+    """A fresh busybox rootfs a test may modify."""
+    from execdriver.rootfs import build_busybox
+    return build_busybox(tmp_path / "rootfs")
+
+
+@pytest.fixture
+def state_root(tmp_path: Path) -> Path:
+    d = tmp_path / "state"
+    d.mkdir()
+    return d
