@@ -19,10 +19,10 @@ libc = ctypes.CDLL(None, use_errno=True)
 _NR = {
     "x86_64": {"pivot_root": 155, "seccomp": 317, "open_tree": 428, "move_mount": 429,
                "pidfd_open": 434, "close_range": 436, "openat2": 437, "pidfd_send_signal": 424,
-               "capget": 125, "capset": 126},
+               "capget": 125, "capset": 126, "bpf": 321},
     "aarch64": {"pivot_root": 41, "seccomp": 277, "open_tree": 428, "move_mount": 429,
                 "pidfd_open": 434, "close_range": 436, "openat2": 437, "pidfd_send_signal": 424,
-                "capget": 90, "capset": 91},
+                "capget": 90, "capset": 91, "bpf": 280},
 }
 MACHINE = platform.machine()
 NR = _NR.get(MACHINE, _NR["x86_64"])

@@ -1,0 +1,1 @@
+"""The chroot execution driver."""

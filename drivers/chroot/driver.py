@@ -1,0 +1,66 @@
+"""The chroot driver: chroot(2) into the rootfs, with weak isolation.
+
+It runs the process in its own mount namespace (so its /proc and /dev mounts
+stay private) and chroots instead of pivot_root. It shares the host's pid,
+network, ipc and uts namespaces: processes in it can see and signal host
+processes that its user may signal, and it sees the host's network.
+CAP_SYS_CHROOT is never granted, since with it a root process escapes any
+chroot (mkdir x; chroot x; cd ..; chroot .). Resource limits and pause work
+through cgroups, exactly as with the native driver.
+"""
+
+from __future__ import annotations
+
+import os
+
+from execdriver.driver import Availability
+from execdriver.errors import UnsupportedFeature
+from execdriver.linuxdriver import LinuxContainerDriver
+from execdriver.spec import Mount, Namespace, Spec
+
+FEATURES = frozenset({
+    "namespaces.mount", "mounts", "root.readonly", "process.user", "process.rlimits",
+    "process.capabilities", "process.no_new_privileges", "process.oom_score_adj",
+    "process.umask", "process.preserve_fds", "process.apparmor", "resources.memory",
+    "resources.cpu", "resources.cpuset", "resources.pids", "resources.block_io",
+    "resources.devices", "network.host", "seccomp.default", "seccomp.profile",
+    "masked_paths", "readonly_paths", "pause", "exec", "stats",
+})
+
+
+class ChrootDriver(LinuxContainerDriver):
+    name = "chroot"
+    description = "chroot into the rootfs; own mount namespace only (weak isolation)"
+    features = FEATURES
+    root_mode = "chroot"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if os.geteuid() != 0:
+            return Availability(False, "needs root")
+        return Availability(True)
+
+    def default_spec(self, rootfs: str, args: list[str] | None = None) -> Spec:
+        spec = super().default_spec(rootfs, args)
+        spec.network.mode = "host"
+        spec.namespaces = [Namespace(type="mount")]
+        # sysfs and cgroupfs would expose the host's: leave them out.
+        spec.mounts = [m for m in spec.mounts if m.type not in ("sysfs", "cgroup")]
+        caps = spec.process.capabilities
+        spec.process.capabilities = caps.with_changes([], ["CAP_SYS_CHROOT"])
+        return spec
+
+    def check_spec(self, spec: Spec) -> None:
+        super().check_spec(spec)
+        caps = spec.process.capabilities
+        if "CAP_SYS_CHROOT" in caps.bounding or "CAP_SYS_CHROOT" in caps.permitted:
+            # With it, root in a chroot can always chroot its way out.
+            raise UnsupportedFeature(self.name, ["process.capabilities CAP_SYS_CHROOT"])
+        if "namespaces.mount" not in {f"namespaces.{t}" for t in spec.namespace_types()}:
+            raise UnsupportedFeature(self.name, ["running without a mount namespace"])
+        bad = [m.destination for m in spec.mounts if m.type in ("sysfs", "cgroup")]
+        if bad:
+            raise UnsupportedFeature(self.name, [f"mounts {d} (host sysfs/cgroupfs)" for d in bad])
+
+
+__all__ = ["ChrootDriver", "Mount"]

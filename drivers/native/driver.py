@@ -1,0 +1,32 @@
+"""The native driver: containers straight from the kernel API (no LXC, no runc).
+
+Built on execdriver's kernel layer through LinuxContainerDriver: namespaces,
+cgroups v1/v2, pivot_root, capabilities, seccomp, user namespaces, networking.
+"""
+
+from __future__ import annotations
+
+import os
+
+from execdriver.driver import Availability
+from execdriver.linuxdriver import LinuxContainerDriver
+from execdriver.spec import ALL_FEATURES
+
+_UNSUPPORTED = {"process.terminal"}
+
+
+class NativeDriver(LinuxContainerDriver):
+    name = "native"
+    description = "execdriver's own libcontainer: namespaces, cgroups, pivot_root, seccomp"
+    features = frozenset(set(ALL_FEATURES) - _UNSUPPORTED)
+    root_mode = "pivot"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if os.geteuid() != 0:
+            return Availability(False, "needs root (rootless mode is not supported yet)")
+        if not os.path.exists("/proc/self/ns/pid"):
+            return Availability(False, "kernel without namespaces")
+        if not os.path.isdir("/sys/fs/cgroup"):
+            return Availability(False, "no /sys/fs/cgroup")
+        return Availability(True)

@@ -1,0 +1,159 @@
+"""Capabilities: plan in the parent, apply in the forked container init.
+
+``prepare`` turns the spec's capability lists into bit masks, reads the kernel's
+last capability and builds the capset(2) structs, so the child's ``apply`` /
+``apply_user`` only make prctl/capset/set*id calls (no imports, no parsing).
+
+Order in the child (as runc): drop the bounding set while still root (needs
+CAP_SETPCAP), switch ids with PR_SET_KEEPCAPS so the permitted set survives,
+then capset (effective/permitted/inheritable), then the ambient set.
+Capabilities the running kernel does not know (number > cap_last_cap) are
+left out of every mask, like runc does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from dataclasses import dataclass, field
+
+from .. import spec
+from ..errors import StepFailed
+from . import syscalls
+
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+@dataclass
+class CapPlan:
+    """Bit masks (bit N = capability number N) plus the prebuilt capset arguments."""
+
+    bounding: int
+    effective: int
+    permitted: int
+    inheritable: int
+    ambient: int
+    last_cap: int
+    drop_bounding: tuple[int, ...] = ()
+    raise_ambient: tuple[int, ...] = ()
+    _header: _CapHeader = field(default_factory=_CapHeader, repr=False, compare=False)
+    _data: ctypes.Array = field(default_factory=lambda: (_CapData * 2)(), repr=False,
+                                compare=False)
+
+
+@functools.lru_cache(maxsize=1)
+def last_cap() -> int:
+    """The highest capability number the running kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return len(spec.CAPABILITIES) - 1
+
+
+def names_to_mask(names: list[str]) -> int:
+    mask = 0
+    for name in names:
+        mask |= 1 << spec.CAP_NUMBERS[spec.normalize_capability(name)]
+    return mask
+
+
+def mask_to_names(mask: int) -> list[str]:
+    """Capability names for the bits of ``mask`` (unknown bits as ``CAP_<n>``)."""
+    out = []
+    for n in range(mask.bit_length()):
+        if mask >> n & 1:
+            out.append(spec.CAPABILITIES[n] if n < len(spec.CAPABILITIES) else f"CAP_{n}")
+    return out
+
+
+def prepare(caps: spec.Capabilities, kernel_last_cap: int | None = None) -> CapPlan:
+    """Parent side: masks, the bounding caps to drop, and the capset structs."""
+    last = last_cap() if kernel_last_cap is None else kernel_last_cap
+    known = (1 << (last + 1)) - 1
+    masks = {k: names_to_mask(getattr(caps, k)) & known
+             for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+    # capset(2) refuses inheritable bits outside the bounding set: say so now.
+    outside = masks["inheritable"] & ~masks["bounding"]
+    if outside:
+        raise StepFailed("capabilities", "inheritable capabilities not in the bounding set: "
+                         + ", ".join(mask_to_names(outside)))
+    plan = CapPlan(
+        bounding=masks["bounding"], effective=masks["effective"], permitted=masks["permitted"],
+        inheritable=masks["inheritable"], ambient=masks["ambient"], last_cap=last,
+        drop_bounding=tuple(n for n in range(last + 1) if not masks["bounding"] >> n & 1),
+        raise_ambient=tuple(n for n in range(last + 1) if masks["ambient"] >> n & 1))
+    plan._header.version = LINUX_CAPABILITY_VERSION_3
+    plan._header.pid = 0
+    for i in (0, 1):  # capset takes two 32-bit words per set
+        shift = 32 * i
+        plan._data[i].effective = (plan.effective >> shift) & 0xFFFFFFFF
+        plan._data[i].permitted = (plan.permitted >> shift) & 0xFFFFFFFF
+        plan._data[i].inheritable = (plan.inheritable >> shift) & 0xFFFFFFFF
+    return plan
+
+
+# --- child side: only prctl/capset/set*id below ------------------------------
+
+def drop_bounding(plan: CapPlan) -> None:
+    """Drop every capability not in the plan's bounding set (needs CAP_SETPCAP)."""
+    for cap in plan.drop_bounding:
+        syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
+
+
+def set_caps(plan: CapPlan) -> None:
+    """capset(2) v3 for effective/permitted/inheritable, then the ambient set."""
+    res = syscalls.libc.syscall(ctypes.c_long(syscalls.NR["capset"]),
+                                ctypes.byref(plan._header), ctypes.byref(plan._data))
+    if res == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, "capset: " + os.strerror(err))
+    syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in plan.raise_ambient:
+        syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, cap)
+
+
+def apply(plan: CapPlan) -> None:
+    """Child side, as root: bounding set, then capset, then ambient."""
+    drop_bounding(plan)
+    set_caps(plan)
+
+
+def apply_user(uid: int, gid: int, additional_gids: list[int] | tuple[int, ...],
+               plan: CapPlan) -> None:
+    """Child side: drop bounding, switch to uid/gid keeping caps, then set the plan's caps.
+
+    PR_SET_KEEPCAPS keeps the permitted set across setresuid; the effective set
+    is emptied by the switch and capset restores it from the plan.
+    """
+    drop_bounding(plan)
+    syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1)
+    os.setgroups(additional_gids)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    set_caps(plan)
+    syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 0)
+
+
+# --- inspection ---------------------------------------------------------------
+
+def read_status_caps(pid: int | str = "self") -> dict[str, int]:
+    """CapInh/CapPrm/CapEff/CapBnd/CapAmb of a process, from /proc/<pid>/status."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in STATUS_FIELDS:
+                out[key] = int(value.strip(), 16)
+    return out

@@ -1,0 +1,348 @@
+"""The container side of the native process model (runs after fork).
+
+``stage1`` runs in a child of the runtime: it joins the cgroup, creates the
+namespaces (the user namespace first, waiting for the parent to write the
+maps), forks the container init, reports its pid, and then stays as the
+monitor that reaps the init and records its exit status.
+
+``container_init`` is pid 1 of the new pid namespace: it waits for the
+parent's "continue", builds the rootfs, pivots into it, and finally drops
+privileges and execs the user's command (see ``finish_process``).
+
+Nothing here may return into the runtime's code: every path ends in
+``os._exit``. Errors go back to the parent as sync "error" messages.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+
+from . import capabilities, devices, mounts, rlimits, seccomp, sync
+from . import syscalls as sc
+from .initconfig import InitConfig, ProcessConfig
+
+EXIT_SETUP_FAILED = 126
+
+
+class Step:
+    """Names the step in progress so a failure reports it."""
+
+    name = "init"
+
+
+def _write(path: str, data: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+
+
+def setup_stdio(fds: tuple[int, int, int]) -> None:
+    for target, fd in enumerate(fds):
+        if fd != target:
+            os.dup2(fd, target, inheritable=True)
+        else:
+            os.set_inheritable(target, True)
+
+
+def write_exit(path: str, status: int) -> None:
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.write(fd, json.dumps({"wait_status": status}).encode())
+    os.fsync(fd)
+    os.close(fd)
+    os.rename(tmp, path)
+
+
+def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) -> None:
+    """Child of the runtime. Never returns."""
+    step = "stage1"
+    try:
+        sc.set_dumpable(False)
+        if cfg.detach:
+            # Double fork: the monitor must not be the caller's child, so it
+            # outlives the CLI and leaves no zombie in an embedding program.
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+        else:
+            sc.set_pdeathsig(signal.SIGKILL)
+        # Restore default signal handling: the runtime's handlers are not ours.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        setup_stdio(stdio)
+        step = "cgroup join"
+        for path in cfg.cgroup_procs:
+            _write(path, "0")
+        step = "namespace join"
+        for flag, path in cfg.join:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                sc.setns(fd, flag)
+            finally:
+                os.close(fd)
+        if cfg.new_userns:
+            step = "namespace user"
+            sc.unshare(sc.CLONE_NEWUSER)
+            sync.send(sock, {"type": "userns"})
+            sync.expect(sock, "mapped")
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        step = "namespace unshare"
+        # The mount namespace is the init's alone: pivot_root changes the root of
+        # every process in the namespace, and the monitor must keep the host's.
+        if cfg.unshare_flags & ~sc.CLONE_NEWNS:
+            sc.unshare(cfg.unshare_flags & ~sc.CLONE_NEWNS)
+        sc.set_child_subreaper()
+        step = "fork init"
+        pid = os.fork()
+        if pid == 0:
+            container_init(cfg, sock)
+        # The monitor leaves the container's cgroup (it was there only so the
+        # cgroup namespace and the init start inside it): it must not count
+        # against the container's pids/memory limits.
+        for path in cfg.monitor_cgroup_procs:
+            try:
+                _write(path, "0")
+            except OSError:
+                pass
+        sync.send(sock, {"type": "pid", "pid": pid, "monitor": os.getpid()})
+        sock.close()
+    except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
+        sync.send_error(sock, step, exc)
+        os._exit(EXIT_SETUP_FAILED)
+    monitor(cfg, pid)
+
+
+def monitor(cfg: InitConfig, init_pid: int) -> None:
+    """Reap the init (and orphans that come to us), record the exit status, exit."""
+    try:
+        os.close(0)
+        fd = os.open("/dev/null", os.O_RDWR)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    except OSError:
+        pass
+    status = None
+    while True:
+        try:
+            pid, st = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if pid == init_pid:
+            status = st
+            if cfg.exit_file:
+                try:
+                    write_exit(cfg.exit_file, st)
+                except OSError:
+                    pass
+    if status is None:
+        os._exit(EXIT_SETUP_FAILED)
+    if os.WIFSIGNALED(status):
+        os._exit(128 + os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status))
+
+
+def container_init(cfg: InitConfig, sock: socket.socket) -> None:
+    """pid 1 of the container. Never returns."""
+    step = "init"
+    try:
+        if not cfg.detach:
+            sc.set_pdeathsig(signal.SIGKILL)
+        if cfg.unshare_flags & sc.CLONE_NEWNS:
+            step = "namespace mount"
+            sc.unshare(sc.CLONE_NEWNS)
+        sync.expect(sock, "continue", container_id=cfg.container_id)
+        fifo_fd = -1
+        if cfg.exec_fifo:
+            step = "exec fifo"
+            fifo_fd = os.open(cfg.exec_fifo, sc.O_PATH | os.O_CLOEXEC)
+        if cfg.loopback_up:
+            step = "network lo"
+            loopback_up()
+        step = "rootfs"
+        setup_rootfs(cfg)
+        if cfg.hostname is not None:
+            step = "hostname"
+            sc.sethostname(cfg.hostname)
+        if cfg.domainname is not None:
+            step = "domainname"
+            sc.setdomainname(cfg.domainname)
+        for key, value in cfg.sysctls.items():
+            step = f"sysctl {key}"
+            path = "/proc/sys/" + key.replace(".", "/")
+            if not mounts.is_procfs("/proc/sys"):
+                raise OSError(errno.EACCES, "/proc is not procfs", "/proc/sys")
+            _write(path, value)
+        sync.send(sock, {"type": "ready"})
+        if fifo_fd >= 0:
+            step = "exec fifo wait"
+            fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+            os.write(fd, b"0")
+            os.close(fd)
+            os.close(fifo_fd)
+        os.setsid()
+        finish_process(cfg.process, sock)
+    except BaseException as exc:  # noqa: BLE001
+        sync.send_error(sock, getattr(exc, "step", None) or step, exc)
+        os._exit(EXIT_SETUP_FAILED)
+
+
+def loopback_up() -> None:
+    """ifconfig lo up, by ioctl: cheap enough for every container start."""
+    import struct
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s.fileno(), siocgifflags, req))[1]
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sh14x", b"lo", flags | iff_up))
+
+
+def setup_rootfs(cfg: InitConfig) -> None:
+    root = cfg.rootfs
+    if cfg.unshare_flags & sc.CLONE_NEWNS:
+        sc.mount(None, "/", None, cfg.root_propagation)
+        # A bind of the rootfs onto itself makes it a mount point pivot_root accepts.
+        sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for m in cfg.mounts:
+            try:
+                mounts.mount_in_root(root_fd, m)
+            except OSError as exc:
+                raise _step(exc, f"mount {m.destination}")
+            if m.destination == "/proc":
+                target = mounts.open_in_root(root_fd, "/proc")
+                try:
+                    if not mounts.is_procfs(mounts.fd_path(target)):
+                        raise _step(OSError(errno.EINVAL, "mounted /proc is not procfs"), "mount /proc")
+                finally:
+                    os.close(target)
+        if cfg.populate_dev:
+            devices.populate_dev(root_fd, use_bind=cfg.new_userns)
+        if cfg.cgroup_mount:
+            mount_cgroups(root_fd, cfg)
+        for dest, src in cfg.extra_binds:
+            mounts.mount_in_root(root_fd, mounts.plan_mount(dest, "bind", src, ["bind"]))
+    finally:
+        os.close(root_fd)
+    if cfg.root_mode == "pivot":
+        mounts.pivot_into(root)
+    elif cfg.root_mode == "move":
+        mounts.move_into(root)
+    else:
+        os.chdir(root)
+        os.chroot(".")
+        os.chdir("/")
+    for path in cfg.masked_paths:
+        try:
+            mounts.mask_path(path)
+        except OSError as exc:
+            raise _step(exc, f"mask {path}")
+    for path in cfg.readonly_paths:
+        try:
+            mounts.readonly_path(path)
+        except OSError as exc:
+            raise _step(exc, f"readonly {path}")
+    if cfg.readonly_root:
+        sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+
+
+def mount_cgroups(root_fd: int, cfg: InitConfig) -> None:
+    """A read-only view of the container's own cgroups (CVE-2023-25809)."""
+    dest = cfg.cgroup_mount
+    assert dest
+    flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    if len(cfg.cgroup_binds) == 1 and cfg.cgroup_binds[0][0] == "":
+        plan = mounts.plan_mount(dest, "bind", cfg.cgroup_binds[0][1], ["bind", "ro", "nosuid", "nodev", "noexec"])
+        mounts.mount_in_root(root_fd, plan)
+        return
+    mounts.mount_in_root(root_fd, mounts.MountPlan(dest, "tmpfs", "cgroup", flags, "mode=755"))
+    for sub, host_dir in cfg.cgroup_binds:
+        mounts.mount_in_root(root_fd, mounts.plan_mount(
+            f"{dest}/{sub}", "bind", host_dir, ["bind", "ro", "nosuid", "nodev", "noexec"]))
+    target = mounts.open_in_root(root_fd, dest)
+    try:
+        sc.mount(None, mounts.fd_path(target), None,
+                 sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+    finally:
+        os.close(target)
+
+
+def _step(exc: OSError, step: str) -> OSError:
+    exc.step = step  # type: ignore[attr-defined]
+    return exc
+
+
+def close_fds(keep_below: int, keep: set[int]) -> None:
+    """Close every fd >= keep_below except ``keep`` (which must be CLOEXEC)."""
+    start = keep_below
+    for fd in sorted(k for k in keep if k >= keep_below):
+        if fd > start:
+            sc.close_range(start, fd - 1)
+        start = fd + 1
+    sc.close_range(start)
+
+
+def find_executable(name: str, env: list[str]) -> str:
+    if "/" in name:
+        return name
+    path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    for item in env:
+        if item.startswith("PATH="):
+            path = item[5:]
+    for d in path.split(":"):
+        candidate = f"{d or '.'}/{name}"
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise OSError(errno.ENOENT, "executable file not found in $PATH", name)
+
+
+def finish_process(p: ProcessConfig, sock: socket.socket) -> None:
+    """Drop to the process's identity and exec it. Shared by init and exec."""
+    step = "oom_score_adj"
+    try:
+        if p.oom_score_adj is not None:
+            _write("/proc/self/oom_score_adj", str(p.oom_score_adj))
+        step = "rlimits"
+        rlimits.apply(p.rlimits)
+        # Close every fd we did not mean to pass *before* chdir, so that a cwd
+        # like /proc/self/fd/7 cannot reach a leaked host directory (CVE-2024-21626).
+        step = "close fds"
+        close_fds(3 + p.preserve_fds, {sock.fileno()})
+        if not p.no_new_privileges and p.seccomp_filter is not None:
+            # Without no_new_privs seccomp needs CAP_SYS_ADMIN: load it while we have it.
+            step = "seccomp"
+            seccomp.install(p.seccomp_filter)
+        step = "user"
+        capabilities.apply_user(p.uid, p.gid, p.additional_gids, p.cap_plan)
+        step = "cwd"
+        os.chdir(p.cwd)
+        if os.getcwd().startswith("(unreachable)"):
+            raise OSError(errno.EPERM, "cwd is outside the container", p.cwd)
+        os.umask(p.umask)
+        step = "exec"
+        exe = find_executable(p.args[0], p.env)
+        if p.no_new_privileges:
+            step = "no_new_privileges"
+            sc.set_no_new_privs()
+            if p.seccomp_filter is not None:
+                step = "seccomp"
+                seccomp.install(p.seccomp_filter)
+        step = "exec"
+        os.execve(exe, p.args, dict(e.split("=", 1) for e in p.env))
+    except BaseException as exc:  # noqa: BLE001
+        sync.send_error(sock, getattr(exc, "step", None) or f"{step} args={p.args[0]}", exc)
+        os._exit(EXIT_SETUP_FAILED)
+
+
+def set_cloexec(fd: int) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFD)
+    fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)

@@ -1,0 +1,152 @@
+"""Everything the container init needs, computed in the parent before fork.
+
+The init is a forked copy of the runtime; it gets this object through the
+fork (no serialisation) and only makes syscalls with it: no pydantic, no
+imports, no compilation after fork. The slow parts (seccomp compilation,
+capability masks, mount option parsing) happen here, once, in the parent.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import StepFailed
+from ..spec import Process, Spec
+from . import capabilities, mounts, rlimits, seccomp
+from . import syscalls as sc
+
+
+@dataclass
+class ProcessConfig:
+    """The part shared by a container's init and an exec'd process."""
+
+    args: list[str]
+    env: list[str]
+    cwd: str
+    uid: int
+    gid: int
+    additional_gids: list[int]
+    umask: int
+    cap_plan: Any
+    no_new_privileges: bool
+    seccomp_filter: Any
+    rlimits: list[tuple[int, int, int]]
+    terminal: bool = False
+    preserve_fds: int = 0
+    oom_score_adj: int | None = None
+    apparmor_profile: str | None = None
+
+
+@dataclass
+class InitConfig:
+    container_id: str
+    rootfs: str
+    root_mode: str                      # "pivot" | "move" | "chroot"
+    process: ProcessConfig
+    unshare_flags: int = 0              # every new namespace except user
+    new_userns: bool = False
+    join: list[tuple[int, str]] = field(default_factory=list)   # (flag, path), user first
+    uid_map: str = ""
+    gid_map: str = ""
+    cgroup_procs: list[str] = field(default_factory=list)
+    monitor_cgroup_procs: list[str] = field(default_factory=list)
+    readonly_root: bool = False
+    root_propagation: int = sc.MS_PRIVATE | sc.MS_REC
+    mounts: list[mounts.MountPlan] = field(default_factory=list)
+    cgroup_mount: str | None = None
+    cgroup_binds: list[tuple[str, str]] = field(default_factory=list)   # (subdir, host dir)
+    populate_dev: bool = False
+    extra_binds: list[tuple[str, str]] = field(default_factory=list)   # (dest, host file)
+    masked_paths: list[str] = field(default_factory=list)
+    readonly_paths: list[str] = field(default_factory=list)
+    hostname: str | None = None
+    domainname: str | None = None
+    sysctls: dict[str, str] = field(default_factory=dict)
+    exec_fifo: str | None = None
+    exit_file: str | None = None
+    detach: bool = False
+    loopback_up: bool = False
+
+
+def _idmap(mappings: list[Any]) -> str:
+    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+
+
+def process_config(proc: Process) -> ProcessConfig:
+    env = dict(proc.env)
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.setdefault("HOME", "/root" if proc.user.uid == 0 else "/")
+    if proc.terminal:
+        env.setdefault("TERM", "xterm")
+    if proc.apparmor_profile:
+        raise StepFailed("apparmor", "AppArmor is not enabled on this host "
+                         "(/sys/kernel/security/apparmor missing); remove process.apparmor_profile",
+                         profile=proc.apparmor_profile)
+    return ProcessConfig(
+        args=list(proc.args), env=[f"{k}={v}" for k, v in env.items()], cwd=proc.cwd,
+        uid=proc.user.uid, gid=proc.user.gid, additional_gids=list(proc.user.additional_gids),
+        umask=proc.umask, cap_plan=capabilities.prepare(proc.capabilities),
+        no_new_privileges=proc.no_new_privileges, seccomp_filter=None,
+        rlimits=rlimits.prepare(proc.rlimits), terminal=proc.terminal,
+        preserve_fds=proc.preserve_fds, oom_score_adj=proc.oom_score_adj,
+        apparmor_profile=proc.apparmor_profile)
+
+
+def build(container_id: str, spec: Spec, *, root_mode: str = "pivot",
+          cgroup_procs: list[str] | None = None, monitor_cgroup_procs: list[str] | None = None, cgroup_dirs: dict[str, str] | None = None,
+          extra_binds: list[tuple[str, str]] | None = None, exec_fifo: str | None = None,
+          exit_file: str | None = None, detach: bool = False) -> InitConfig:
+    """Translate a validated spec into an InitConfig (pure apart from host checks)."""
+    root = os.path.realpath(spec.root.path)
+    if not os.path.isdir(root):
+        raise StepFailed("rootfs", "not a directory" if os.path.exists(root)
+                         else "no such directory", path=spec.root.path)
+    proc = process_config(spec.process)
+    proc.seccomp_filter = seccomp.prepare(spec.seccomp)
+    cfg = InitConfig(container_id=container_id, rootfs=root, root_mode=root_mode, process=proc,
+                     cgroup_procs=list(cgroup_procs or []),
+                     monitor_cgroup_procs=list(monitor_cgroup_procs or []), readonly_root=spec.root.readonly,
+                     extra_binds=list(extra_binds or []), masked_paths=list(spec.masked_paths),
+                     readonly_paths=list(spec.readonly_paths), hostname=spec.hostname,
+                     domainname=spec.domainname, sysctls=dict(spec.sysctls),
+                     exec_fifo=exec_fifo, exit_file=exit_file, detach=detach)
+    for ns in spec.namespaces:
+        flag = sc.NS_FLAGS[ns.type]
+        if ns.path:
+            if not os.path.exists(ns.path):
+                raise StepFailed("namespace", "no such file", type=ns.type, path=ns.path)
+            entry = (flag, ns.path)
+            if ns.type == "user":
+                cfg.join.insert(0, entry)
+            else:
+                cfg.join.append(entry)
+        elif ns.type == "user":
+            cfg.new_userns = True
+        else:
+            cfg.unshare_flags |= flag
+    cfg.loopback_up = bool(cfg.unshare_flags & sc.CLONE_NEWNET) and spec.network.mode == "none"
+    cfg.uid_map, cfg.gid_map = _idmap(spec.uid_mappings), _idmap(spec.gid_mappings)
+    for m in spec.mounts:
+        if m.type == "cgroup":
+            cfg.cgroup_mount = m.destination
+            cfg.cgroup_binds = sorted((cgroup_dirs or {}).items())
+            continue
+        if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
+            assert m.source
+            if not os.path.exists(m.source):
+                raise StepFailed("mount", "source does not exist", destination=m.destination,
+                                 source=m.source)
+        plan = mounts.plan_mount(m.destination, m.type, m.source, m.options)
+        if plan.fstype == "sysfs" and not (cfg.unshare_flags & sc.CLONE_NEWNET):
+            # sysfs can only be mounted in a netns we own: bind the host's, read-only.
+            plan = mounts.plan_mount(m.destination, "bind", "/sys", ["rbind", "ro", "nosuid",
+                                                                     "noexec", "nodev"])
+        cfg.mounts.append(plan)
+        if m.destination == "/dev" and m.type == "tmpfs":
+            cfg.populate_dev = True
+    for path in list(cfg.sysctls):
+        if not os.path.exists("/proc/sys/" + path.replace(".", "/")):
+            raise StepFailed("sysctl", "unknown on this kernel", name=path)
+    return cfg

@@ -1,0 +1,207 @@
+"""The parent side of the native process model: spawn a container, exec into one.
+
+See sync.py for the protocol. The parent writes the uid/gid maps, lets its
+caller set up the network once the init exists, then releases the init and
+waits for "ready" (and, unless the container waits for ``start``, for the
+EOF that means the exec succeeded).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import StepFailed
+from . import init as initmod
+from . import sync
+from . import syscalls as sc
+from .initconfig import InitConfig, ProcessConfig
+
+
+@dataclass
+class Spawned:
+    monitor_pid: int      # stage-1: reaps the init and records its exit status
+    init_pid: int         # the container's pid 1 (in our pid namespace)
+    child_pid: int        # our direct child (== monitor_pid unless detached)
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
+          on_init: Callable[[int], None] | None = None,
+          wait_exec: bool = True) -> Spawned:
+    """Fork the container. ``on_init(init_pid)`` runs before the init continues
+    (network set-up, hooks); an exception there kills the container."""
+    parent_sock, child_sock = sync.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        parent_sock.close()
+        try:
+            initmod.stage1(cfg, child_sock, stdio)
+        finally:
+            os._exit(initmod.EXIT_SETUP_FAILED)
+    child_sock.close()
+    init_pid = 0
+    try:
+        with parent_sock:
+            if cfg.new_userns:
+                sync.expect(parent_sock, "userns", container_id=cfg.container_id)
+                write_id_maps(pid, cfg.uid_map, cfg.gid_map)
+                sync.send(parent_sock, {"type": "mapped"})
+            msg, _ = sync.expect(parent_sock, "pid", container_id=cfg.container_id)
+            init_pid = int(msg["pid"])
+            monitor_pid = int(msg["monitor"])
+            if on_init is not None:
+                on_init(init_pid)
+            sync.send(parent_sock, {"type": "continue"})
+            sync.expect(parent_sock, "ready", container_id=cfg.container_id)
+            if wait_exec:
+                # The socket is CLOEXEC in the init: EOF means execve succeeded.
+                msg, _ = sync.recv(parent_sock)
+                if msg is not None and msg.get("type") == "error":
+                    raise sync.SyncError(msg.get("step") or "exec", msg.get("message") or "failed",
+                                         errno=msg.get("errno"), container_id=cfg.container_id)
+    except BaseException:
+        if init_pid:
+            try:
+                os.kill(init_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _kill_and_reap(pid)
+        raise
+    return Spawned(monitor_pid, init_pid, pid)
+
+
+def write_id_maps(pid: int, uid_map: str, gid_map: str) -> None:
+    try:
+        with open(f"/proc/{pid}/uid_map", "w") as f:
+            f.write(uid_map)
+        with open(f"/proc/{pid}/gid_map", "w") as f:
+            f.write(gid_map)
+    except OSError as exc:
+        raise StepFailed("idmap", os.strerror(exc.errno or 0), pid=pid) from None
+
+
+def wait_monitor(pid: int, timeout: float | None = None) -> int | None:
+    """Wait for the monitor (our child); its exit code mirrors the init's."""
+    if timeout is None:
+        _, status = os.waitpid(pid, 0)
+        return status
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        wpid, status = os.waitpid(pid, os.WNOHANG)
+        if wpid:
+            return status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+# --- exec into a running container -----------------------------------------
+
+NS_ORDER = ("user", "mount", "cgroup", "ipc", "uts", "network", "pid", "time")
+
+
+def join_fds(init_pid: int, ns_types: set[str]) -> list[tuple[int, int]]:
+    """Open the init's namespaces that differ from ours: [(fd, flag)], user first."""
+    out = []
+    for ns in NS_ORDER:
+        if ns not in ns_types:
+            continue
+        name = sc.NS_PROC_NAMES[ns]
+        theirs = f"/proc/{init_pid}/ns/{name}"
+        try:
+            if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                continue
+        except FileNotFoundError:
+            continue
+        if ns == "pid":
+            theirs = f"/proc/{init_pid}/ns/pid"
+        out.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), sc.NS_FLAGS[ns]))
+    return out
+
+
+def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
+                 proc: ProcessConfig, stdio: tuple[int, int, int], *,
+                 chroot_root: bool, detach: bool = False) -> int:
+    """Start ``proc`` inside the container of ``init_pid``; return the helper's pid.
+
+    The helper joins the cgroup and namespaces, forks (to enter the pid
+    namespace), and its child drops privileges and execs. The helper's exit
+    code mirrors the process's. Helpers are non-dumpable and hold no host
+    directory fd once in the container (CVE-2016-9962).
+    """
+    parent_sock, child_sock = sync.socketpair()
+    root_fd = os.open(f"/proc/{init_pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    ns_fds = join_fds(init_pid, ns_types)
+    pid = os.fork()
+    if pid == 0:
+        parent_sock.close()
+        _exec_helper(root_fd, ns_fds, cgroup_procs, proc, stdio, child_sock, chroot_root, detach)
+    child_sock.close()
+    os.close(root_fd)
+    for fd, _ in ns_fds:
+        os.close(fd)
+    with parent_sock:
+        try:
+            msg, _ = sync.recv(parent_sock)
+            if msg is not None and msg.get("type") == "error":
+                raise sync.SyncError(msg.get("step") or "exec", msg.get("message") or "failed",
+                                     errno=msg.get("errno"))
+        except BaseException:
+            _kill_and_reap(pid)
+            raise
+    return pid
+
+
+def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list[str],
+                 proc: ProcessConfig, stdio: tuple[int, int, int], sock: socket.socket,
+                 chroot_root: bool, detach: bool) -> None:
+    step = "exec join"
+    try:
+        sc.set_dumpable(False)
+        if detach:
+            os.setsid()
+        else:
+            sc.set_pdeathsig(signal.SIGKILL)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        initmod.setup_stdio(stdio)
+        for path in cgroup_procs:
+            initmod._write(path, "0")
+        for fd, flag in ns_fds:
+            sc.setns(fd, flag)
+            os.close(fd)
+        if chroot_root or not any(flag == sc.CLONE_NEWNS for _, flag in ns_fds):
+            os.fchdir(root_fd)
+            os.chroot(".")
+        os.close(root_fd)
+        os.chdir("/")
+        step = "exec fork"
+        child = os.fork()
+        if child == 0:
+            if not detach:
+                sc.set_pdeathsig(signal.SIGKILL)
+            initmod.finish_process(proc, sock)
+        sock.close()
+    except BaseException as exc:  # noqa: BLE001
+        sync.send_error(sock, step, exc)
+        os._exit(initmod.EXIT_SETUP_FAILED)
+    _, status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(status):
+        os._exit(128 + os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status))

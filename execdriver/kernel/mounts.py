@@ -1,0 +1,223 @@
+"""Mount options, secure in-root mounting, masked and read-only paths.
+
+Mount targets are resolved inside the rootfs with openat2(RESOLVE_IN_ROOT)
+and the mount is made onto ``/proc/self/fd/N``: a symlink in the image can
+never lead a mount out of the rootfs (CVE-2021-30465 and kin).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+
+from . import syscalls as sc
+
+_FLAGS = {
+    "ro": (sc.MS_RDONLY, True), "rw": (sc.MS_RDONLY, False),
+    "nosuid": (sc.MS_NOSUID, True), "suid": (sc.MS_NOSUID, False),
+    "nodev": (sc.MS_NODEV, True), "dev": (sc.MS_NODEV, False),
+    "noexec": (sc.MS_NOEXEC, True), "exec": (sc.MS_NOEXEC, False),
+    "sync": (sc.MS_SYNCHRONOUS, True), "async": (sc.MS_SYNCHRONOUS, False),
+    "dirsync": (sc.MS_DIRSYNC, True), "remount": (sc.MS_REMOUNT, True),
+    "mand": (sc.MS_MANDLOCK, True), "nomand": (sc.MS_MANDLOCK, False),
+    "atime": (sc.MS_NOATIME, False), "noatime": (sc.MS_NOATIME, True),
+    "diratime": (sc.MS_NODIRATIME, False), "nodiratime": (sc.MS_NODIRATIME, True),
+    "bind": (sc.MS_BIND, True), "rbind": (sc.MS_BIND | sc.MS_REC, True),
+    "relatime": (sc.MS_RELATIME, True), "norelatime": (sc.MS_RELATIME, False),
+    "strictatime": (sc.MS_STRICTATIME, True), "nostrictatime": (sc.MS_STRICTATIME, False),
+    "nosymfollow": (sc.MS_NOSYMFOLLOW, True),
+}
+_PROPAGATION = {
+    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+PROC_SUPER_MAGIC = 0x9FA0
+
+
+@dataclass
+class MountPlan:
+    """A spec mount, parsed in the parent; executed by the init."""
+
+    destination: str
+    fstype: str
+    source: str | None
+    flags: int
+    data: str
+    propagation: list[int] = field(default_factory=list)
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & sc.MS_BIND)
+
+
+def parse_options(options: list[str]) -> tuple[int, list[int], str]:
+    """Split mount options into (flags, propagation flags, fs data string)."""
+    flags = 0
+    prop: list[int] = []
+    data: list[str] = []
+    for opt in options:
+        if opt in _FLAGS:
+            bit, on = _FLAGS[opt]
+            flags = (flags | bit) if on else (flags & ~bit)
+        elif opt in _PROPAGATION:
+            prop.append(_PROPAGATION[opt])
+        else:
+            data.append(opt)
+    return flags, prop, ",".join(data)
+
+
+def plan_mount(destination: str, fstype: str, source: str | None, options: list[str]) -> MountPlan:
+    flags, prop, data = parse_options(options)
+    if fstype == "bind":
+        flags |= sc.MS_BIND
+    return MountPlan(destination, "" if fstype == "bind" else fstype, source, flags, data, prop)
+
+
+# --- in-root resolution -------------------------------------------------
+
+def open_in_root(root_fd: int, path: str, flags: int = sc.O_PATH) -> int:
+    """Open ``path`` as seen from inside the rootfs (symlinks resolved in the root)."""
+    return sc.openat2(root_fd, path.lstrip("/") or ".", flags,
+                      sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+
+
+def mkdir_in_root(root_fd: int, path: str, mode: int = 0o755) -> None:
+    """mkdir -p inside the rootfs, each component resolved in the root."""
+    parts = [p for p in path.split("/") if p]
+    cur = ""
+    for part in parts:
+        cur = f"{cur}/{part}"
+        try:
+            fd = open_in_root(root_fd, cur)
+            os.close(fd)
+            continue
+        except FileNotFoundError:
+            pass
+        parent = open_in_root(root_fd, cur.rsplit("/", 1)[0] or "/")
+        try:
+            os.mkdir(part, mode, dir_fd=parent)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(parent)
+
+
+def create_file_in_root(root_fd: int, path: str) -> None:
+    parent_path, _, name = path.rstrip("/").rpartition("/")
+    mkdir_in_root(root_fd, parent_path or "/")
+    parent = open_in_root(root_fd, parent_path or "/")
+    try:
+        fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=parent)
+        os.close(fd)
+    except FileExistsError:
+        pass
+    finally:
+        os.close(parent)
+
+
+def make_target(root_fd: int, dest: str, source_is_dir: bool) -> int:
+    """Create the mount target inside the root if missing; return an O_PATH fd on it."""
+    try:
+        return open_in_root(root_fd, dest)
+    except FileNotFoundError:
+        pass
+    if source_is_dir:
+        mkdir_in_root(root_fd, dest)
+    else:
+        create_file_in_root(root_fd, dest)
+    return open_in_root(root_fd, dest)
+
+
+def fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def mount_in_root(root_fd: int, m: MountPlan) -> None:
+    """Perform one spec mount onto its target resolved inside the rootfs."""
+    source_is_dir = True
+    if m.is_bind:
+        assert m.source
+        source_is_dir = os.path.isdir(m.source)
+    target = make_target(root_fd, m.destination, source_is_dir)
+    try:
+        tpath = fd_path(target)
+        if m.is_bind:
+            sc.mount(m.source, tpath, None, m.flags & (sc.MS_BIND | sc.MS_REC))
+            # Bind mounts ignore other flags on creation: apply them by remount.
+            extra = m.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+            if extra:
+                # Reopen: the target fd refers to the dentry under the new mount now.
+                os.close(target)
+                target = open_in_root(root_fd, m.destination)
+                tpath = fd_path(target)
+                sc.mount(None, tpath, None, sc.MS_BIND | sc.MS_REMOUNT | extra)
+        else:
+            sc.mount(m.source or m.fstype, tpath, m.fstype, m.flags, m.data or None)
+        for prop in m.propagation:
+            os.close(target)
+            target = open_in_root(root_fd, m.destination)
+            sc.mount(None, fd_path(target), None, prop)
+    finally:
+        os.close(target)
+
+
+def is_procfs(path: str) -> bool:
+    """True if ``path`` lives on a real procfs (CVE-2019-16884: /proc must be proc)."""
+    import ctypes
+
+    class _Statfs(ctypes.Structure):
+        _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
+    buf = _Statfs()
+    if sc.libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        return False
+    return buf.f_type == PROC_SUPER_MAGIC
+
+
+# --- after pivot_root ----------------------------------------------------
+
+def mask_path(path: str) -> None:
+    """Hide a path: /dev/null over a file, an empty read-only tmpfs over a dir."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY, "size=0k,mode=000")
+    else:
+        try:
+            sc.mount("/dev/null", path, None, sc.MS_BIND)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
+
+def readonly_path(path: str) -> None:
+    try:
+        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+    except FileNotFoundError:
+        return
+    sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC
+             | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+
+def pivot_into(root: str) -> None:
+    """pivot_root(".", ".") then detach the old root: no put_old dir needed."""
+    os.chdir(root)
+    sc.pivot_root(".", ".")
+    # Make the old root a slave first so the detach does not propagate to the host.
+    sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
+
+
+def move_into(root: str) -> None:
+    """The no-pivot fallback (rootfs on ramfs/initramfs): MS_MOVE onto / and chroot."""
+    os.chdir(root)
+    sc.mount(root, "/", None, sc.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")

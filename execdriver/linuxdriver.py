@@ -1,0 +1,414 @@
+"""LinuxContainerDriver: an ExecDriver built on execdriver's kernel layer.
+
+The native and chroot drivers are thin subclasses; a third party may
+subclass it too. It owns the container lifecycle around the kernel layer:
+claim the id, record every resource before creating it, create the cgroup,
+spawn the init, record pid + start time, and undo all of it on failure or
+terminate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal as _signal
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from .driver import ContainerInfo, ExecDriver, ExitStatus, Handle, Stats, Status, Stdio
+from .errors import ContainerNotFound, ExecDriverError, InvalidState, StepFailed, step_error
+from .spec import Process, Spec
+from .state import ContainerState, pid_alive, pid_start_time
+
+EXIT_FILE = "exit.json"
+FIFO_FILE = "exec.fifo"
+LOG_FILE = "output.log"
+CGROUP_PARENT = "execdriver"
+
+
+class LinuxContainerDriver(ExecDriver):
+    """Shared lifecycle for drivers that run containers with the kernel layer."""
+
+    root_mode: ClassVar[str] = "pivot"
+
+    # -- hooks for subclasses ---------------------------------------------
+    def prepare_spec(self, spec: Spec) -> Spec:
+        """Last adjustments before translation (e.g. the chroot driver drops SYS_CHROOT)."""
+        return spec
+
+    # -- create / start ---------------------------------------------------
+    def start(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
+              detach: bool = False) -> Handle:
+        info = self._create(container_id, spec, stdio=stdio, detach=detach, wait_for_start=False)
+        return self._handle(container_id, info)
+
+    def create(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None) -> ContainerState:
+        """Set everything up and leave the init waiting before exec until ``start_created``."""
+        return self._create(container_id, spec, stdio=stdio, detach=True, wait_for_start=True)
+
+    def start_created(self, container_id: str) -> None:
+        st = self.state.read(container_id)
+        fifo = self.state.dir(container_id) / FIFO_FILE
+        if not fifo.exists() or not st.alive():
+            raise InvalidState(f"start id={container_id}: container is not in created state",
+                               container_id=container_id)
+        fd = os.open(fifo, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.read(fd, 1)
+        finally:
+            os.close(fd)
+        fifo.unlink(missing_ok=True)
+        self.state.update(container_id, lambda s: setattr(s, "status", "running"))
+
+    def _create(self, container_id: str, spec: Spec, *, stdio: Stdio | None, detach: bool,
+                wait_for_start: bool) -> ContainerState:
+        from .kernel import initconfig, launch
+        self.check_spec(spec)
+        spec = self.prepare_spec(spec)
+        st = self.state.create(container_id, self.name, spec)
+        cdir = self.state.dir(container_id)
+        opened: list[int] = []
+        try:
+            cg = self._cgroup(container_id, spec)
+            extra_binds, on_init = self._network(container_id, spec, cdir)
+            fifo = None
+            if wait_for_start:
+                fifo = str(cdir / FIFO_FILE)
+                os.mkfifo(fifo, 0o600)
+            cgroup_dirs = self._cgroup_dirs(cg) if cg else {}
+            cfg = initconfig.build(
+                container_id, spec, root_mode=self.root_mode,
+                cgroup_procs=cg.procs_paths() if cg else [], cgroup_dirs=cgroup_dirs,
+                monitor_cgroup_procs=self._own_procs_paths(cg) if cg else [],
+                extra_binds=extra_binds, exec_fifo=fifo, exit_file=str(cdir / EXIT_FILE),
+                detach=detach)
+            fds = self._stdio_fds(stdio, detach, cdir, opened)
+            spawned = launch.spawn(cfg, fds, on_init=on_init, wait_exec=not wait_for_start)
+            if detach:
+                # stage-1 double-forked: reap the intermediate now.
+                try:
+                    os.waitpid(spawned.child_pid, 0)
+                except ChildProcessError:
+                    pass
+            monitor = spawned.monitor_pid
+
+            def started(s: ContainerState) -> None:
+                s.status = "created" if wait_for_start else "running"
+                s.pid = spawned.init_pid
+                s.pid_start = pid_start_time(spawned.init_pid)
+                s.extra["monitor_pid"] = monitor
+                s.extra["monitor_start"] = pid_start_time(monitor) if monitor else None
+                s.extra["detached"] = detach
+            return self.state.update(container_id, started)
+        except BaseException as exc:
+            try:
+                self._cleanup(container_id)
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            if isinstance(exc, ExecDriverError):
+                exc.container_id = exc.container_id or container_id
+                exc.driver = exc.driver or self.name
+                raise
+            if isinstance(exc, OSError):
+                raise step_error("create", exc, id=container_id) from exc
+            raise
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    def _stdio_fds(self, stdio: Stdio | None, detach: bool, cdir: Path,
+                   opened: list[int]) -> tuple[int, int, int]:
+        if stdio is not None:
+            return stdio.fds()
+        if not detach:
+            return (0, 1, 2)
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        log = os.open(cdir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        opened += [null, log]
+        return (null, log, log)
+
+    def _cgroup(self, container_id: str, spec: Spec) -> Any:
+        from .kernel.cgroups import open_manager
+        cg = open_manager(f"{CGROUP_PARENT}/{container_id}")
+        self.state.record(container_id, "cgroup", cg.record())
+        cg.create()
+        cg.apply(spec.resources)
+        return cg
+
+    @staticmethod
+    def _own_procs_paths(cg: Any) -> list[str]:
+        """The cgroup.procs files of the cgroups this process is in now."""
+        rec = cg.record()
+        try:
+            lines = Path("/proc/self/cgroup").read_text().splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if rec.get("version") == 2:
+                if controllers == "":
+                    out.append(os.path.join(rec.get("root", "/sys/fs/cgroup"),
+                                            path.lstrip("/"), "cgroup.procs"))
+                continue
+            for c in controllers.split(","):
+                mount = rec["mounts"].get(c)
+                if mount:
+                    procs = os.path.join(mount, path.lstrip("/"), "cgroup.procs")
+                    if procs not in out:
+                        out.append(procs)
+        return out
+
+    @staticmethod
+    def _cgroup_dirs(cg: Any) -> dict[str, str]:
+        rec = cg.record()
+        if rec.get("version") == 2:
+            return {"": rec["path"]} if "path" in rec else {}
+        out = {}
+        for controller, path in rec["paths"].items():
+            mount = rec["mounts"][controller]
+            out[os.path.basename(mount.rstrip("/"))] = path
+        return out
+
+    def _network(self, container_id: str, spec: Spec, cdir: Path
+                 ) -> tuple[list[tuple[str, str]], Callable[[int], None] | None]:
+        """Plan the network; return (files to bind into /etc, the set-up to run on the init)."""
+        mode = spec.network.mode
+        if mode in ("host", "container", "netns", "none"):
+            # "none": the init brings lo up itself (no pyroute2 on the hot path).
+            return [], None
+        from .kernel import network
+        plan = network.plan(container_id, spec.network, self.state.root)
+        self.state.record(container_id, "network", plan.record())
+        files = network.write_etc_files(plan, cdir, spec.hostname or container_id[:12],
+                                        spec.network.dns)
+        binds = [(dest, src) for dest, src in sorted(files.items())]
+
+        def setup(init_pid: int) -> None:
+            network.setup(plan, init_pid)
+        return binds, setup
+
+    # -- waiting ------------------------------------------------------------
+    def _handle(self, container_id: str, st: ContainerState) -> Handle:
+        cdir = self.state.dir(container_id)
+        detached = st.extra.get("detached", False)
+        monitor = st.extra.get("monitor_pid")
+        cg_rec = (st.resources.get("cgroup") or [None])[0]
+
+        def waiter(timeout: float | None) -> ExitStatus | None:
+            from .kernel import launch
+            if not detached and monitor:
+                status = launch.wait_monitor(monitor, timeout)
+                if status is None:
+                    return None
+            else:
+                if not _wait_pid_exit(st.pid, st.pid_start, timeout):
+                    return None
+                _wait_pid_exit(monitor, st.extra.get("monitor_start"), 2.0)
+            return _exit_status(cdir, cg_rec)
+        return Handle(container_id, st.pid or 0, waiter)
+
+    # -- queries --------------------------------------------------------------
+    def _read(self, container_id: str) -> ContainerState:
+        st = self.state.read(container_id)
+        if st.driver and st.driver != self.name:
+            raise InvalidState(f"container {container_id} belongs to driver {st.driver}",
+                               container_id=container_id)
+        return st
+
+    def _cg(self, st: ContainerState) -> Any:
+        rec = (st.resources.get("cgroup") or [None])[0]
+        if rec is None:
+            return None
+        from .kernel.cgroups import manager_from_record
+        return manager_from_record(rec)
+
+    def _status(self, st: ContainerState) -> Status:
+        if st.status == "creating":
+            return Status.CREATING if st.alive() else Status.STOPPED
+        if not st.alive():
+            return Status.STOPPED
+        if (self.state.dir(st.id) / FIFO_FILE).exists():
+            return Status.CREATED
+        cg = self._cg(st)
+        if cg is not None and cg.exists() and cg.is_frozen():
+            return Status.PAUSED
+        return Status.RUNNING
+
+    def info(self, container_id: str) -> ContainerInfo:
+        st = self._read(container_id)
+        status = self._status(st)
+        exit_status = None
+        if status == Status.STOPPED:
+            rec = (st.resources.get("cgroup") or [None])[0]
+            exit_status = _exit_status(self.state.dir(container_id), rec)
+        return ContainerInfo(id=st.id, driver=self.name, status=status,
+                             pid=st.pid if status != Status.STOPPED else None,
+                             created=st.created, rootfs=st.rootfs, bundle=st.bundle,
+                             exit_status=exit_status, annotations=st.annotations,
+                             resources=st.resources)
+
+    def _running(self, container_id: str, verb: str) -> ContainerState:
+        st = self._read(container_id)
+        if not st.alive():
+            raise InvalidState(f"{verb} id={container_id}: container is not running",
+                               container_id=container_id, driver=self.name, step=verb)
+        return st
+
+    def kill(self, container_id: str, signal: int = _signal.SIGTERM, all: bool = False) -> None:
+        st = self._running(container_id, "kill")
+        if all:
+            cg = self._cg(st)
+            if cg is not None and cg.exists():
+                cg.kill_all(signal)
+                return
+        try:
+            os.kill(st.pid or 0, signal)
+        except ProcessLookupError:
+            raise InvalidState(f"kill id={container_id}: container is not running",
+                               container_id=container_id) from None
+
+    def pause(self, container_id: str) -> None:
+        st = self._running(container_id, "pause")
+        self._cg(st).freeze()
+
+    def unpause(self, container_id: str) -> None:
+        st = self._running(container_id, "unpause")
+        cg = self._cg(st)
+        if not cg.is_frozen():
+            raise InvalidState(f"unpause id={container_id}: container is not paused",
+                               container_id=container_id)
+        cg.thaw()
+
+    def pids(self, container_id: str) -> list[int]:
+        st = self._read(container_id)
+        cg = self._cg(st)
+        return sorted(cg.pids()) if cg is not None and cg.exists() else []
+
+    def stats(self, container_id: str) -> Stats:
+        st = self._read(container_id)
+        cg = self._cg(st)
+        values = cg.stats() if cg is not None and cg.exists() else {}
+        stats = Stats(id=container_id, **{k: v for k, v in values.items()
+                                          if k in Stats.__dataclass_fields__})
+        if st.resources.get("network") and st.alive():
+            from .driver import NetworkStats
+            from .kernel import network
+            for name, v in network.interface_stats(st.pid or 0).items():
+                stats.networks[name] = NetworkStats(**{k: v[k] for k in NetworkStats.__dataclass_fields__
+                                                       if k in v})
+        return stats
+
+    # -- exec ---------------------------------------------------------------
+    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+             detach: bool = False) -> ExitStatus | Handle:
+        from .kernel import initconfig, launch, seccomp
+        st = self._running(container_id, "exec")
+        if self._status(st) == Status.PAUSED:
+            raise InvalidState(f"exec id={container_id}: container is paused",
+                               container_id=container_id)
+        spec = self.state.read_spec(container_id)
+        proc = initconfig.process_config(process)
+        proc.seccomp_filter = seccomp.prepare(spec.seccomp)
+        cg = self._cg(st)
+        fds = stdio.fds() if stdio else (0, 1, 2)
+        try:
+            pid = launch.exec_process(st.pid or 0, spec.namespace_types(),
+                                      cg.procs_paths() if cg else [], proc, fds,
+                                      chroot_root=self.root_mode == "chroot", detach=detach)
+        except ExecDriverError as exc:
+            exc.container_id = container_id
+            raise
+        start = pid_start_time(pid)
+
+        def waiter(timeout: float | None) -> ExitStatus | None:
+            status = launch.wait_monitor(pid, timeout)
+            return None if status is None else ExitStatus.from_wait_status(status)
+        handle = Handle(container_id, pid, waiter)
+        del start
+        if detach:
+            return handle
+        result = handle.wait()
+        assert result is not None
+        return result
+
+    # -- terminate ----------------------------------------------------------
+    def terminate(self, container_id: str) -> None:
+        self.state.read(container_id)           # ContainerNotFound for unknown ids
+        self._cleanup(container_id)
+
+    def _cleanup(self, container_id: str) -> None:
+        """Kill everything and undo every recorded resource; then drop the state."""
+        if not self.state.exists(container_id):
+            raise ContainerNotFound(container_id)
+        with self.state.lock(container_id):
+            st = self.state.read(container_id)
+            errors: list[str] = []
+            cg = None
+            try:
+                cg = self._cg(st)
+                if cg is not None:
+                    cg.destroy()
+            except Exception as exc:  # noqa: BLE001 - keep cleaning, report at the end
+                errors.append(str(exc))
+            if st.alive():
+                try:
+                    os.kill(st.pid or 0, _signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            mon = st.extra.get("monitor_pid")
+            if mon and pid_alive(mon, st.extra.get("monitor_start")):
+                _wait_pid_exit(mon, st.extra.get("monitor_start"), 2.0)
+            for rec in st.resources.get("network", []):
+                try:
+                    from .kernel import network
+                    network.teardown(rec)
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(str(exc))
+            if errors:
+                raise StepFailed("terminate", "; ".join(errors), id=container_id)
+            self.state.remove(container_id)
+
+
+def _wait_pid_exit(pid: int | None, start: int | None, timeout: float | None) -> bool:
+    """Wait until pid (not necessarily our child) is gone; False on timeout."""
+    if not pid or not pid_alive(pid, start):
+        return True
+    import select
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not pid_alive(pid, start):
+            return True
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def _exit_status(cdir: Path, cg_rec: dict[str, Any] | None) -> ExitStatus | None:
+    try:
+        data = json.loads((cdir / EXIT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    oom = False
+    if cg_rec is not None:
+        try:
+            from .kernel.cgroups import manager_from_record
+            cg = manager_from_record(cg_rec)
+            oom = cg.exists() and cg.oom_killed()
+        except Exception:  # noqa: BLE001
+            oom = False
+    return ExitStatus.from_wait_status(int(data["wait_status"]), oom_killed=oom)
+
+
+def sleep_until(check: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
