@@ -125,6 +125,8 @@ class Handle:
         self.pid = pid
         self._waiter = waiter
         self._status: ExitStatus | None = None
+        #: with a terminal: the pty master (the caller relays it, see execdriver.console)
+        self.pty_master: int | None = None
 
     def wait(self, timeout: float | None = None) -> ExitStatus | None:
         """Block until the process ends (None when ``timeout`` expired first)."""
@@ -243,7 +245,10 @@ class ExecDriver(abc.ABC):
     @abc.abstractmethod
     def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
              detach: bool = False) -> ExitStatus | Handle:
-        """Run another process in a running container (blocking unless ``detach``)."""
+        """Run another process in a running container.
+
+        Blocks and returns the ExitStatus, unless ``detach`` or
+        ``process.terminal`` (then a Handle, whose ``pty_master`` to relay)."""
 
     @abc.abstractmethod
     def stats(self, container_id: str) -> Stats:

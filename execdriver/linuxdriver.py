@@ -32,6 +32,16 @@ class LinuxContainerDriver(ExecDriver):
 
     root_mode: ClassVar[str] = "pivot"
 
+    def __init__(self, state_root: Any = None) -> None:
+        super().__init__(state_root)
+        # pty masters of containers created with process.terminal, until
+        # start()/create() hands them out (pop_pty_master).
+        self._pty_masters: dict[str, int] = {}
+
+    def pop_pty_master(self, container_id: str) -> int | None:
+        """The pty master of a terminal container just created (the caller owns it)."""
+        return self._pty_masters.pop(container_id, None)
+
     # -- hooks for subclasses ---------------------------------------------
     def prepare_spec(self, spec: Spec) -> Spec:
         """Last adjustments before translation (e.g. the chroot driver drops SYS_CHROOT)."""
@@ -41,7 +51,9 @@ class LinuxContainerDriver(ExecDriver):
     def start(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
               detach: bool = False) -> Handle:
         info = self._create(container_id, spec, stdio=stdio, detach=detach, wait_for_start=False)
-        return self._handle(container_id, info)
+        handle = self._handle(container_id, info)
+        handle.pty_master = self._pty_masters.pop(container_id, None)
+        return handle
 
     def create(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None) -> ContainerState:
         """Set everything up and leave the init waiting before exec until ``start_created``."""
@@ -92,6 +104,8 @@ class LinuxContainerDriver(ExecDriver):
                 except ChildProcessError:
                     pass
             monitor = spawned.monitor_pid
+            if spawned.pty_master is not None:
+                self._pty_masters[container_id] = spawned.pty_master
 
             def started(s: ContainerState) -> None:
                 s.status = "created" if wait_for_start else "running"
@@ -314,7 +328,7 @@ class LinuxContainerDriver(ExecDriver):
         cg = self._cg(st)
         fds = stdio.fds() if stdio else (0, 1, 2)
         try:
-            pid = launch.exec_process(st.pid or 0, spec.namespace_types(),
+            pid, pty_master = launch.exec_process(st.pid or 0, spec.namespace_types(),
                                       cg.procs_paths() if cg else [], proc, fds,
                                       chroot_root=self.root_mode == "chroot", detach=detach)
         except ExecDriverError as exc:
@@ -326,8 +340,9 @@ class LinuxContainerDriver(ExecDriver):
             status = launch.wait_monitor(pid, timeout)
             return None if status is None else ExitStatus.from_wait_status(status)
         handle = Handle(container_id, pid, waiter)
+        handle.pty_master = pty_master
         del start
-        if detach:
+        if detach or pty_master is not None:
             return handle
         result = handle.wait()
         assert result is not None

@@ -12,7 +12,7 @@ from execdriver.driver import Availability
 from execdriver.linuxdriver import LinuxContainerDriver
 from execdriver.spec import ALL_FEATURES
 
-_UNSUPPORTED = {"process.terminal"}
+_UNSUPPORTED: set[str] = set()
 
 
 class NativeDriver(LinuxContainerDriver):

@@ -11,6 +11,9 @@ privileges and execs the user's command (see ``finish_process``).
 
 Nothing here may return into the runtime's code: every path ends in
 ``os._exit``. Errors go back to the parent as sync "error" messages.
+
+Everything it needs is imported at module level: after pivot_root the
+host's Python library is out of reach.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import json
 import os
 import signal
 import socket
+import struct
+import termios
 
 from . import capabilities, devices, mounts, rlimits, seccomp, sync
 from . import syscalls as sc
@@ -181,6 +186,9 @@ def container_init(cfg: InitConfig, sock: socket.socket) -> None:
             if not mounts.is_procfs("/proc/sys"):
                 raise OSError(errno.EACCES, "/proc is not procfs", "/proc/sys")
             _write(path, value)
+        if cfg.process.terminal:
+            step = "terminal"
+            setup_terminal(sock)
         sync.send(sock, {"type": "ready"})
         if fifo_fd >= 0:
             step = "exec fifo wait"
@@ -189,6 +197,8 @@ def container_init(cfg: InitConfig, sock: socket.socket) -> None:
             os.close(fd)
             os.close(fifo_fd)
         os.setsid()
+        if cfg.process.terminal:
+            claim_terminal()
         finish_process(cfg.process, sock)
     except BaseException as exc:  # noqa: BLE001
         sync.send_error(sock, getattr(exc, "step", None) or step, exc)
@@ -197,12 +207,33 @@ def container_init(cfg: InitConfig, sock: socket.socket) -> None:
 
 def loopback_up() -> None:
     """ifconfig lo up, by ioctl: cheap enough for every container start."""
-    import struct
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sh14x", b"lo", 0)
         flags = struct.unpack("16sh14x", fcntl.ioctl(s.fileno(), siocgifflags, req))[1]
         fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sh14x", b"lo", flags | iff_up))
+
+
+def setup_terminal(sock: socket.socket) -> None:
+    """Open a pty in the container's own devpts; send the master to the parent;
+    make the slave our stdio (CVE-era rule: never a host /dev/console)."""
+    master = os.open("/dev/pts/ptmx" if os.path.exists("/dev/pts/ptmx") else "/dev/ptmx",
+                     os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    tiocsptlck, tiocgptn = 0x40045431, 0x80045430
+    fcntl.ioctl(master, tiocsptlck, struct.pack("i", 0))
+    num = struct.unpack("i", fcntl.ioctl(master, tiocgptn, struct.pack("i", 0)))[0]
+    slave = os.open(f"/dev/pts/{num}", os.O_RDWR | os.O_NOCTTY)
+    sync.send(sock, {"type": "pty"}, fds=[master])
+    os.close(master)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def claim_terminal() -> None:
+    """Make the pty on stdin our controlling terminal (after setsid)."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def setup_rootfs(cfg: InitConfig) -> None:

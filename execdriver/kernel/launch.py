@@ -26,6 +26,7 @@ class Spawned:
     monitor_pid: int      # stage-1: reaps the init and records its exit status
     init_pid: int         # the container's pid 1 (in our pid namespace)
     child_pid: int        # our direct child (== monitor_pid unless detached)
+    pty_master: int | None = None   # with process.terminal: the pty's master side
 
 
 def _kill_and_reap(pid: int) -> None:
@@ -54,6 +55,7 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
             os._exit(initmod.EXIT_SETUP_FAILED)
     child_sock.close()
     init_pid = 0
+    pty_master = None
     try:
         with parent_sock:
             if cfg.new_userns:
@@ -66,6 +68,10 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
             if on_init is not None:
                 on_init(init_pid)
             sync.send(parent_sock, {"type": "continue"})
+            if cfg.process.terminal:
+                _, fds = sync.expect(parent_sock, "pty", container_id=cfg.container_id,
+                                     with_fds=True)
+                pty_master = fds[0]
             sync.expect(parent_sock, "ready", container_id=cfg.container_id)
             if wait_exec:
                 # The socket is CLOEXEC in the init: EOF means execve succeeded.
@@ -74,6 +80,8 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
                     raise sync.SyncError(msg.get("step") or "exec", msg.get("message") or "failed",
                                          errno=msg.get("errno"), container_id=cfg.container_id)
     except BaseException:
+        if pty_master is not None:
+            os.close(pty_master)
         if init_pid:
             try:
                 os.kill(init_pid, signal.SIGKILL)
@@ -81,7 +89,7 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
                 pass
         _kill_and_reap(pid)
         raise
-    return Spawned(monitor_pid, init_pid, pid)
+    return Spawned(monitor_pid, init_pid, pid, pty_master)
 
 
 def write_id_maps(pid: int, uid_map: str, gid_map: str) -> None:
@@ -136,7 +144,7 @@ def join_fds(init_pid: int, ns_types: set[str]) -> list[tuple[int, int]]:
 
 def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
                  proc: ProcessConfig, stdio: tuple[int, int, int], *,
-                 chroot_root: bool, detach: bool = False) -> int:
+                 chroot_root: bool, detach: bool = False) -> tuple[int, int | None]:
     """Start ``proc`` inside the container of ``init_pid``; return the helper's pid.
 
     The helper joins the cgroup and namespaces, forks (to enter the pid
@@ -155,16 +163,24 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
     os.close(root_fd)
     for fd, _ in ns_fds:
         os.close(fd)
+    pty_master = None
     with parent_sock:
         try:
-            msg, _ = sync.recv(parent_sock)
-            if msg is not None and msg.get("type") == "error":
-                raise sync.SyncError(msg.get("step") or "exec", msg.get("message") or "failed",
-                                     errno=msg.get("errno"))
+            while True:
+                msg, fds = sync.recv(parent_sock, with_fds=True)
+                if msg is not None and msg.get("type") == "pty" and fds:
+                    pty_master = fds[0]
+                    continue
+                if msg is not None and msg.get("type") == "error":
+                    raise sync.SyncError(msg.get("step") or "exec", msg.get("message") or "failed",
+                                         errno=msg.get("errno"))
+                break
         except BaseException:
+            if pty_master is not None:
+                os.close(pty_master)
             _kill_and_reap(pid)
             raise
-    return pid
+    return pid, pty_master
 
 
 def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list[str],
@@ -196,6 +212,15 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
         if child == 0:
             if not detach:
                 sc.set_pdeathsig(signal.SIGKILL)
+            try:
+                if proc.terminal:
+                    initmod.setup_terminal(sock)
+                os.setsid()
+                if proc.terminal:
+                    initmod.claim_terminal()
+            except BaseException as exc:  # noqa: BLE001
+                sync.send_error(sock, "exec terminal", exc)
+                os._exit(initmod.EXIT_SETUP_FAILED)
             initmod.finish_process(proc, sock)
         sock.close()
     except BaseException as exc:  # noqa: BLE001

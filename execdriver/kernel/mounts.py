@@ -7,6 +7,7 @@ never lead a mount out of the rootfs (CVE-2021-30465 and kin).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
@@ -36,6 +37,10 @@ _PROPAGATION = {
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
 PROC_SUPER_MAGIC = 0x9FA0
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
 
 
 @dataclass
@@ -168,10 +173,6 @@ def mount_in_root(root_fd: int, m: MountPlan) -> None:
 
 def is_procfs(path: str) -> bool:
     """True if ``path`` lives on a real procfs (CVE-2019-16884: /proc must be proc)."""
-    import ctypes
-
-    class _Statfs(ctypes.Structure):
-        _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
     buf = _Statfs()
     if sc.libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
         return False
