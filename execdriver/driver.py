@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from .errors import InvalidArgument, UnsupportedFeature
-from .spec import Process, Spec, features_used
+from .spec import Process, Spec, features_used, revalidate
 
 
 class Status(str, enum.Enum):
@@ -193,7 +193,9 @@ class ExecDriver(abc.ABC):
         return spec
 
     def check_spec(self, spec: Spec) -> None:
-        """Refuse, before anything is created, a spec asking for what we lack."""
+        """Validate the spec as a whole, then refuse what this driver lacks,
+        before anything is created."""
+        revalidate(spec)
         missing = features_used(spec) - set(self.features)
         if missing:
             raise UnsupportedFeature(self.name, sorted(missing))

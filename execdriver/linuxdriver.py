@@ -88,6 +88,9 @@ class LinuxContainerDriver(ExecDriver):
             if wait_for_start:
                 fifo = str(cdir / FIFO_FILE)
                 os.mkfifo(fifo, 0o600)
+                if spec.uid_mappings:
+                    # The init, as the container's root, reopens it for writing.
+                    os.chown(fifo, _host_id(spec.uid_mappings, 0), _host_id(spec.gid_mappings, 0))
             cgroup_dirs = self._cgroup_dirs(cg) if cg else {}
             cfg = initconfig.build(
                 container_id, spec, root_mode=self.root_mode,
@@ -384,6 +387,13 @@ class LinuxContainerDriver(ExecDriver):
             if errors:
                 raise StepFailed("terminate", "; ".join(errors), id=container_id)
             self.state.remove(container_id)
+
+
+def _host_id(mappings: list[Any], container_id: int) -> int:
+    for m in mappings:
+        if m.container_id <= container_id < m.container_id + m.size:
+            return m.host_id + container_id - m.container_id
+    return 0
 
 
 def _wait_pid_exit(pid: int | None, start: int | None, timeout: float | None) -> bool:

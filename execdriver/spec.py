@@ -91,8 +91,10 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True,
-                              populate_by_name=True)
+    # No validate_assignment: callers may change fields one by one through
+    # states that are briefly inconsistent; drivers re-validate the whole
+    # spec (revalidate) before creating anything.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 # --- process ----------------------------------------------------------------
@@ -695,6 +697,14 @@ def validate_spec(data: Any) -> Spec:
         raise SpecError(["spec: must be a JSON object"])
     try:
         return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(problems_from(exc)) from None
+
+
+def revalidate(spec: Spec) -> Spec:
+    """Validate a possibly mutated Spec again, as a whole (SpecError on problems)."""
+    try:
+        return Spec.model_validate(spec.model_dump())
     except ValidationError as exc:
         raise SpecError(problems_from(exc)) from None
 

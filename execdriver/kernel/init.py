@@ -56,13 +56,17 @@ def setup_stdio(fds: tuple[int, int, int]) -> None:
             os.set_inheritable(target, True)
 
 
-def write_exit(path: str, status: int) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+def open_exit_file(path: str) -> int:
+    """Open the exit-status file now, as host root: after a user namespace is
+    created the monitor can no longer create files in the state directory."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+
+def write_exit(fd: int, status: int) -> None:
+    # One small write(2): readers see all of it or an empty file ("no status yet").
     os.write(fd, json.dumps({"wait_status": status}).encode())
     os.fsync(fd)
     os.close(fd)
-    os.rename(tmp, path)
 
 
 def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) -> None:
@@ -83,6 +87,9 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) ->
                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         setup_stdio(stdio)
+        exit_fd = open_exit_file(cfg.exit_file) if cfg.exit_file else -1
+        # Likewise the exec fifo: opened (O_PATH) while we are still host root.
+        fifo_fd = os.open(cfg.exec_fifo, sc.O_PATH | os.O_CLOEXEC) if cfg.exec_fifo else -1
         step = "cgroup join"
         for path in cfg.cgroup_procs:
             _write(path, "0")
@@ -96,7 +103,7 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) ->
         if cfg.new_userns:
             step = "namespace user"
             sc.unshare(sc.CLONE_NEWUSER)
-            sync.send(sock, {"type": "userns"})
+            sync.send(sock, {"type": "userns", "pid": os.getpid()})
             sync.expect(sock, "mapped")
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
@@ -109,7 +116,11 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) ->
         step = "fork init"
         pid = os.fork()
         if pid == 0:
-            container_init(cfg, sock)
+            if exit_fd >= 0:
+                os.close(exit_fd)
+            container_init(cfg, sock, fifo_fd)
+        if fifo_fd >= 0:
+            os.close(fifo_fd)
         # The monitor leaves the container's cgroup (it was there only so the
         # cgroup namespace and the init start inside it): it must not count
         # against the container's pids/memory limits.
@@ -123,10 +134,10 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) ->
     except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
         sync.send_error(sock, step, exc)
         os._exit(EXIT_SETUP_FAILED)
-    monitor(cfg, pid)
+    monitor(exit_fd, pid)
 
 
-def monitor(cfg: InitConfig, init_pid: int) -> None:
+def monitor(exit_fd: int, init_pid: int) -> None:
     """Reap the init (and orphans that come to us), record the exit status, exit."""
     try:
         os.close(0)
@@ -143,9 +154,9 @@ def monitor(cfg: InitConfig, init_pid: int) -> None:
             break
         if pid == init_pid:
             status = st
-            if cfg.exit_file:
+            if exit_fd >= 0:
                 try:
-                    write_exit(cfg.exit_file, st)
+                    write_exit(exit_fd, st)
                 except OSError:
                     pass
     if status is None:
@@ -155,7 +166,7 @@ def monitor(cfg: InitConfig, init_pid: int) -> None:
     os._exit(os.WEXITSTATUS(status))
 
 
-def container_init(cfg: InitConfig, sock: socket.socket) -> None:
+def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int) -> None:
     """pid 1 of the container. Never returns."""
     step = "init"
     try:
@@ -165,10 +176,6 @@ def container_init(cfg: InitConfig, sock: socket.socket) -> None:
             step = "namespace mount"
             sc.unshare(sc.CLONE_NEWNS)
         sync.expect(sock, "continue", container_id=cfg.container_id)
-        fifo_fd = -1
-        if cfg.exec_fifo:
-            step = "exec fifo"
-            fifo_fd = os.open(cfg.exec_fifo, sc.O_PATH | os.O_CLOEXEC)
         if cfg.loopback_up:
             step = "network lo"
             loopback_up()

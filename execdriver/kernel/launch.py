@@ -59,8 +59,8 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
     try:
         with parent_sock:
             if cfg.new_userns:
-                sync.expect(parent_sock, "userns", container_id=cfg.container_id)
-                write_id_maps(pid, cfg.uid_map, cfg.gid_map)
+                msg, _ = sync.expect(parent_sock, "userns", container_id=cfg.container_id)
+                write_id_maps(int(msg["pid"]), cfg.uid_map, cfg.gid_map)
                 sync.send(parent_sock, {"type": "mapped"})
             msg, _ = sync.expect(parent_sock, "pid", container_id=cfg.container_id)
             init_pid = int(msg["pid"])
