@@ -207,7 +207,10 @@ class ExecDriver(abc.ABC):
         handle = self.start(container_id, spec, stdio=stdio)
         try:
             if on_start is not None:
-                on_start(self.info(container_id))
+                info = self.info(container_id)
+                # A quick command may be gone already: report the pid it ran as.
+                info.pid = info.pid or handle.pid
+                on_start(info)
             status = handle.wait()
             assert status is not None
             return status
