@@ -44,7 +44,25 @@ class LinuxContainerDriver(ExecDriver):
 
     # -- hooks for subclasses ---------------------------------------------
     def prepare_spec(self, spec: Spec) -> Spec:
-        """Last adjustments before translation (e.g. the chroot driver drops SYS_CHROOT)."""
+        """Last adjustments before translation: network modes that join a netns."""
+        net = spec.network
+        if net.mode not in ("container", "netns"):
+            return spec
+        spec = spec.model_copy(deep=True)
+        if net.mode == "container":
+            assert net.container
+            other = self.state.read_or_none(net.container)
+            if other is None or not other.alive():
+                raise InvalidState(f"network container={net.container}: no such running container")
+            path = f"/proc/{other.pid}/ns/net"
+        else:
+            assert net.netns_path
+            path = net.netns_path
+            if not os.path.exists(path):
+                raise StepFailed("network", "no such namespace file", netns=path)
+        spec.namespaces = [n for n in spec.namespaces if n.type != "network"]
+        from .spec import Namespace
+        spec.namespaces.append(Namespace(type="network", path=path))
         return spec
 
     # -- create / start ---------------------------------------------------

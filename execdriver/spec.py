@@ -568,8 +568,11 @@ class Spec(_Model):
         net_ns = "network" in types
         if self.network.mode == "host" and net_ns:
             raise ValueError("network mode host cannot have a network namespace")
-        if self.network.mode in ("none", "bridge") and not net_ns:
+        if self.network.mode in ("none", "bridge", "container", "netns") and not net_ns:
             raise ValueError(f"network mode {self.network.mode} needs a network namespace")
+        if self.network.mode in ("none", "bridge") and self.namespace_path("network"):
+            raise ValueError(f"network mode {self.network.mode} creates its own network namespace: "
+                             "use mode netns to join one")
         return self
 
     # -- helpers ------------------------------------------------------------
