@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import abc
-import asyncio
 import dataclasses
 import enum
 import os
 import signal as _signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .errors import InvalidArgument, UnsupportedFeature
-from .spec import Process, Spec, features_used, revalidate
+
+if TYPE_CHECKING:  # pydantic is heavy: imported where a spec is really needed
+    from .spec import Process, Spec
 
 
 class Status(str, enum.Enum):
@@ -136,6 +137,7 @@ class Handle:
 
     async def wait_async(self) -> ExitStatus:
         """Await the end without blocking the event loop."""
+        import asyncio
         if self._status is not None:
             return self._status
         loop = asyncio.get_running_loop()
@@ -187,6 +189,7 @@ class ExecDriver(abc.ABC):
 
     def default_spec(self, rootfs: str, args: list[str] | None = None) -> Spec:
         """A safe default spec this driver can run."""
+        from .spec import Spec
         spec = Spec(root={"path": rootfs})  # type: ignore[arg-type]
         if args:
             spec.process.args = list(args)
@@ -195,6 +198,7 @@ class ExecDriver(abc.ABC):
     def check_spec(self, spec: Spec) -> None:
         """Validate the spec as a whole, then refuse what this driver lacks,
         before anything is created."""
+        from .spec import features_used, revalidate
         revalidate(spec)
         missing = features_used(spec) - set(self.features)
         if missing:

@@ -14,12 +14,14 @@ import os
 import signal as _signal
 import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .driver import ContainerInfo, ExecDriver, ExitStatus, Handle, Stats, Status, Stdio
 from .errors import ContainerNotFound, ExecDriverError, InvalidState, StepFailed, step_error
-from .spec import Process, Spec
 from .state import ContainerState, pid_alive, pid_start_time
+
+if TYPE_CHECKING:
+    from .spec import Process, Spec
 
 EXIT_FILE = "exit.json"
 FIFO_FILE = "exec.fifo"

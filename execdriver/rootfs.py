@@ -9,9 +9,10 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from .errors import InvalidArgument, StepFailed, step_error
 
@@ -32,9 +33,8 @@ def build_busybox(dest: str | os.PathLike[str]) -> Path:
     """Create a minimal rootfs at ``dest``: busybox, its applet links, /etc files."""
     busybox = find_busybox()
     root = Path(dest)
-    if root.exists() and any(root.iterdir()):
-        if not (root / "bin" / "busybox").exists():
-            raise InvalidArgument(f"rootfs busybox dir={root}: exists and is not empty")
+    if root.exists() and any(root.iterdir()) and not (root / "bin" / "busybox").exists():
+        raise InvalidArgument(f"rootfs busybox dir={root}: exists and is not empty")
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp",
               "root", "home", "var/www", "run"):
         (root / d).mkdir(parents=True, exist_ok=True)

@@ -588,19 +588,7 @@ class Spec(_Model):
 
 # --- features ---------------------------------------------------------------
 
-ALL_FEATURES = (
-    "namespaces.pid", "namespaces.network", "namespaces.mount", "namespaces.ipc",
-    "namespaces.uts", "namespaces.user", "namespaces.cgroup", "namespaces.time",
-    "namespaces.join", "root.readonly", "mounts", "hostname", "domainname",
-    "process.user", "process.rlimits", "process.capabilities",
-    "process.no_new_privileges", "process.apparmor", "process.oom_score_adj",
-    "process.terminal", "process.umask", "process.preserve_fds",
-    "resources.memory", "resources.cpu", "resources.cpuset", "resources.pids",
-    "resources.block_io", "resources.devices", "network.none", "network.host",
-    "network.bridge", "network.container", "network.netns", "network.ports",
-    "seccomp.default", "seccomp.profile", "masked_paths", "readonly_paths",
-    "sysctls", "hooks", "idmap", "pause", "exec", "stats",
-)
+from .features import ALL_FEATURES  # noqa: E402,F401 - re-exported
 
 
 def features_used(spec: Spec) -> set[str]:
@@ -688,7 +676,8 @@ def problems_from(exc: ValidationError) -> list[str]:
             msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required"
-        lines.append(f"{_loc(err['loc'])}: {msg}")
+        loc = _loc(err["loc"])
+        lines.append(msg if loc == "spec" else f"{loc}: {msg}")
     return lines
 
 

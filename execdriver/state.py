@@ -18,10 +18,12 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .errors import ContainerExists, ContainerNotFound, InvalidArgument, StateCorrupt
-from .spec import Spec
+
+if TYPE_CHECKING:  # pydantic is heavy: the CLI's list/kill/state must not pay for it
+    from .spec import Spec
 
 DEFAULT_ROOT = "/run/execdriver"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -131,7 +133,7 @@ class StateStore:
         return sorted(n for n in names if ID_RE.match(n) and (self.root / n).is_dir())
 
     # -- lifecycle -----------------------------------------------------------
-    def create(self, container_id: str, driver: str, spec: Spec | None = None,
+    def create(self, container_id: str, driver: str, spec: "Spec | None" = None,
                **fields: Any) -> ContainerState:
         """Claim the id (atomically) and write the first state. ContainerExists if taken."""
         d = self.dir(container_id)
@@ -173,7 +175,8 @@ class StateStore:
         except (ContainerNotFound, StateCorrupt, InvalidArgument):
             return None
 
-    def read_spec(self, container_id: str) -> Spec:
+    def read_spec(self, container_id: str) -> "Spec":
+        from .spec import Spec
         path = self.dir(container_id) / SPEC_FILE
         try:
             return Spec.model_validate_json(path.read_text())

@@ -12,11 +12,14 @@ through cgroups, exactly as with the native driver.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from execdriver.driver import Availability
 from execdriver.errors import UnsupportedFeature
 from execdriver.linuxdriver import LinuxContainerDriver
-from execdriver.spec import Mount, Namespace, Spec
+
+if TYPE_CHECKING:
+    from execdriver.spec import Spec
 
 FEATURES = frozenset({
     "namespaces.mount", "mounts", "root.readonly", "process.user", "process.rlimits",
@@ -40,7 +43,8 @@ class ChrootDriver(LinuxContainerDriver):
             return Availability(False, "needs root")
         return Availability(True)
 
-    def default_spec(self, rootfs: str, args: list[str] | None = None) -> Spec:
+    def default_spec(self, rootfs: str, args: list[str] | None = None) -> "Spec":
+        from execdriver.spec import Namespace
         spec = super().default_spec(rootfs, args)
         spec.network.mode = "host"
         spec.namespaces = [Namespace(type="mount")]
@@ -50,7 +54,7 @@ class ChrootDriver(LinuxContainerDriver):
         spec.process.capabilities = caps.with_changes([], ["CAP_SYS_CHROOT"])
         return spec
 
-    def check_spec(self, spec: Spec) -> None:
+    def check_spec(self, spec: "Spec") -> None:
         super().check_spec(spec)
         caps = spec.process.capabilities
         if "CAP_SYS_CHROOT" in caps.bounding or "CAP_SYS_CHROOT" in caps.permitted:
@@ -62,5 +66,3 @@ class ChrootDriver(LinuxContainerDriver):
         if bad:
             raise UnsupportedFeature(self.name, [f"mounts {d} (host sysfs/cgroupfs)" for d in bad])
 
-
-__all__ = ["ChrootDriver", "Mount"]

@@ -10,7 +10,7 @@ import os
 
 from execdriver.driver import Availability
 from execdriver.linuxdriver import LinuxContainerDriver
-from execdriver.spec import ALL_FEATURES
+from execdriver.features import ALL_FEATURES
 
 _UNSUPPORTED: set[str] = set()
 

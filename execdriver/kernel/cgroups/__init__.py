@@ -23,11 +23,13 @@ import errno as _errno
 import os
 import signal as _signal
 import time
-from typing import Any
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ...errors import InvalidArgument, StateCorrupt, StepFailed
-from ...spec import Resources
+
+if TYPE_CHECKING:  # pydantic stays off the CLI's list/kill/stats path
+    from ...spec import Resources
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 STATS_KEYS = ("cpu_usage_ns", "memory_usage", "memory_max_usage", "memory_limit",

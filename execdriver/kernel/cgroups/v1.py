@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import StepFailed
-from ...spec import Resources
 from . import (DEFAULT_ROOT, CgroupManager, poll, read_file, read_int, read_keyed, read_procs,
                remove_empty_parents, remove_tree, required_controllers, write_file)
-from .devices import DeviceEmulator, container_rules, parse_devices_list, v1_writes
+
+if TYPE_CHECKING:
+    from ...spec import Resources
 
 FREEZE_TIMEOUT = 5.0
 
@@ -184,6 +185,7 @@ class CgroupV1Manager(CgroupManager):
                          "(no blkio.weight or blkio.bfq.weight)", path=self.paths["blkio"])
 
     def _apply_devices(self, resources: Resources) -> None:
+        from .devices import DeviceEmulator, container_rules, parse_devices_list, v1_writes
         rules = container_rules(resources.devices)
         target = DeviceEmulator.from_rules(rules)
         listing = read_file(self._file("devices", "devices.list"))

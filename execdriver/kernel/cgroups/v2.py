@@ -5,12 +5,14 @@ from __future__ import annotations
 import errno as _errno
 import os
 import signal as _signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import StepFailed
-from ...spec import Resources
 from . import (DEFAULT_ROOT, CgroupManager, poll, read_file, read_int, read_keyed, read_procs,
                remove_empty_parents, remove_tree, required_controllers, write_file)
+
+if TYPE_CHECKING:
+    from ...spec import Resources
 
 FREEZE_TIMEOUT = 5.0
 

@@ -1,0 +1,121 @@
+"""The ``execdriver`` command: parse, dispatch to a verb, turn errors into exit codes.
+
+Only argparse, os and sys are imported up front; each verb's module (and what
+it needs: pydantic, a driver) is imported when that verb runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXIT_ERROR = 125        # execdriver itself failed (docker's convention)
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_PIPE = 141         # stdout closed early (128 + SIGPIPE)
+
+
+def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Split at the first ``--``: options before, the container's command after."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, None
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse a command line (UsageError on bad input); the command after -- goes to args.command."""
+    from execdriver.cli.parser import UsageError, build_parser
+
+    parser = build_parser()
+    head, command = split_command(argv)
+    args, extra = parser.parse_known_args(head)
+    if args.version or getattr(args, "handler", None) is None:
+        return args
+    prog = f"execdriver {args.verb}"
+    if extra:
+        hint = " (put the container's command after --)" if hasattr(args, "command") else ""
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)}{hint}", prog)
+    if args.handler == "missing":
+        raise UsageError("missing action: busybox or import", prog)
+    if command is not None:
+        if not hasattr(args, "command"):
+            raise UsageError(f"unexpected arguments after --: {' '.join(command)}", prog)
+        args.command = list(args.command) + command
+    return args
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split("\n")).strip()
+
+
+def error_lines(exc: BaseException) -> list[str]:
+    """What to print (after ``execdriver: ``) for an error: one line, or one per spec problem."""
+    from execdriver.cli.parser import UsageError
+    from execdriver.errors import ExecDriverError, SpecError
+
+    if isinstance(exc, UsageError):
+        verb = exc.prog.removeprefix("execdriver").strip()
+        return [f"{verb + ': ' if verb else ''}{exc} (see '{exc.prog} --help')"]
+    if isinstance(exc, SpecError):
+        return exc.lines()
+    if isinstance(exc, ExecDriverError):
+        return [str(exc)]
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" path={exc.filename}" if exc.filename else ""
+        return [f"{type(exc).__name__}{where}: {exc.strerror}"]
+    return [f"internal error: {type(exc).__name__}: {exc}"]
+
+
+def report(exc: BaseException, debug: bool = False) -> None:
+    if debug:
+        import traceback
+        traceback.print_exception(exc, file=sys.stderr)
+    for line in error_lines(exc):
+        print(f"execdriver: {one_line(line)}", file=sys.stderr)
+
+
+def run_verb(args: argparse.Namespace) -> int:
+    module, func = args.handler.split(":")
+    # __import__ (not importlib) so that -X importtime shows the verb's module too.
+    handler = getattr(__import__(f"execdriver.cli.{module}", fromlist=[func]), func)
+    return int(handler(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or bool(os.environ.get("EXECDRIVER_DEBUG"))
+    try:
+        args = parse_args(argv)
+        debug = debug or bool(getattr(args, "debug", False))
+        if args.version:
+            from execdriver import __version__
+            print(f"execdriver {__version__}")
+            return 0
+        if getattr(args, "handler", None) is None:
+            from execdriver.cli.parser import build_parser
+            build_parser().print_help()
+            return 0
+        return run_verb(args)
+    except KeyboardInterrupt:
+        if debug:
+            import traceback
+            traceback.print_exc()
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Reader went away (``execdriver list | head``): be quiet, also at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_PIPE
+    except SystemExit:
+        raise  # --help and --version
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line and 125
+        report(exc, debug)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Docker-like flags applied to a spec.
+
+Flags change the spec's JSON form (``model_dump()``), which is then validated
+once, so every bad value is reported together: flag syntax problems as
+``--flag: reason``, bad field values as ``field.path: reason``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from execdriver.errors import SpecError
+from execdriver.spec import (
+    Capabilities,
+    PortMapping,
+    Process,
+    Spec,
+    normalize_capability,
+    problems_from,
+    validate_spec,
+)
+
+CPU_PERIOD = 100_000  # microseconds; --cpus N means a quota of N periods
+
+
+def build_run_spec(base: Spec, args: argparse.Namespace) -> Spec:
+    """``base`` with the run flags in ``args`` applied; SpecError lists every problem."""
+    data = base.model_dump()
+    problems: list[str] = []
+    apply_run_flags(data, args, problems)
+    try:
+        spec = validate_spec(data)
+    except SpecError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def build_exec_process(base: Process, args: argparse.Namespace, rootfs: str | None) -> Process:
+    """The container's process settings with the exec flags applied."""
+    from pydantic import ValidationError
+
+    data = base.model_dump()
+    problems: list[str] = []
+    apply_process_flags(data, args, problems, rootfs)
+    try:
+        proc = Process.model_validate(data)
+    except ValidationError as exc:
+        for line in problems_from(exc):  # "cwd: ..." -> "process.cwd: ..."
+            problems.append("process" + line[4:] if line.startswith("spec:") else "process." + line)
+    if problems:
+        raise SpecError(problems)
+    return proc
+
+
+def apply_run_flags(data: dict[str, Any], args: argparse.Namespace, problems: list[str]) -> None:
+    if getattr(args, "rootfs", None):
+        data["root"]["path"] = os.path.abspath(args.rootfs)
+    if args.read_only:
+        data["root"]["readonly"] = True
+    proc = data["process"]
+    if args.command:
+        proc["args"] = list(args.command)
+    apply_process_flags(proc, args, problems, data["root"]["path"])
+    if args.hostname is not None:
+        data["hostname"] = args.hostname
+        if not any(ns["type"] == "uts" for ns in data["namespaces"]):
+            data["namespaces"].append({"type": "uts", "path": None})  # as --network does for netns
+    res = data["resources"]
+    if args.memory is not None:
+        res["memory"]["limit"] = args.memory
+    if args.cpus is not None:
+        quota = cpu_quota(args.cpus, problems)
+        if quota is not None:
+            res["cpu"]["quota"], res["cpu"]["period"] = quota, CPU_PERIOD
+    if args.pids_limit is not None:
+        res["pids"]["limit"] = args.pids_limit
+    if args.cap_add or args.cap_drop:
+        apply_capabilities(proc, args.cap_add, args.cap_drop, problems)
+    for text in args.volume:
+        mount = parse_volume(text, problems)
+        if mount is not None:
+            data["mounts"] = [m for m in data["mounts"] if m["destination"] != mount["destination"]]
+            data["mounts"].append(mount)
+    if args.network is not None:
+        apply_network(data, args.network, problems)
+    for text in args.publish:
+        try:
+            data["network"]["ports"].append(PortMapping.parse(text).model_dump())
+        except ValueError as exc:
+            problems.append(f"--publish: {_reason(exc)}")
+
+
+def apply_process_flags(proc: dict[str, Any], args: argparse.Namespace, problems: list[str],
+                        rootfs: str | None) -> None:
+    """-e, -w, -u, -t, -i (shared by run and exec)."""
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if sep:
+            proc["env"][key] = value
+        elif item in os.environ:  # docker: -e KEY passes the caller's value through
+            proc["env"][key] = os.environ[item]
+    if args.workdir is not None:
+        proc["cwd"] = args.workdir
+    if args.user is not None:
+        try:
+            proc["user"]["uid"], proc["user"]["gid"] = parse_user(args.user, rootfs)
+        except ValueError as exc:
+            problems.append(f"--user: {exc}")
+    if args.tty:
+        proc["terminal"] = True
+    if args.interactive:
+        proc["stdin"] = True
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).split("\n")[0]
+    return text.removeprefix("Value error, ")
+
+
+def cpu_quota(text: str, problems: list[str]) -> int | None:
+    try:
+        cpus = float(text)
+    except ValueError:
+        problems.append(f"--cpus: {text!r} is not a number")
+        return None
+    if not (cpus > 0 and math.isfinite(cpus)):
+        problems.append("--cpus: must be a number > 0")
+        return None
+    return round(cpus * CPU_PERIOD)
+
+
+def apply_capabilities(proc: dict[str, Any], add: list[str], drop: list[str],
+                       problems: list[str]) -> None:
+    bad = False
+    for flag, names in (("--cap-add", add), ("--cap-drop", drop)):
+        for name in names:
+            if name.strip().upper() == "ALL":
+                continue
+            try:
+                normalize_capability(name)
+            except ValueError as exc:
+                problems.append(f"{flag}: {exc}")
+                bad = True
+    if bad:
+        return
+    caps = Capabilities.model_validate(proc["capabilities"]).with_changes(add, drop)
+    proc["capabilities"] = caps.model_dump()
+
+
+def parse_volume(text: str, problems: list[str]) -> dict[str, Any] | None:
+    """``SRC:DST[:ro|rw]`` -> a recursive bind mount of the (existing) host path SRC."""
+    parts = text.split(":")
+    mode = "rw"
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        mode = parts.pop()
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        problems.append(f"--volume: {text!r} is not SRC:DST[:ro]")
+        return None
+    src, dst = parts
+    if not os.path.exists(src):
+        problems.append(f"--volume: {src}: no such file or directory")
+        return None
+    options = ["rbind"] + (["ro"] if mode == "ro" else [])
+    return {"destination": dst, "type": "bind", "source": os.path.abspath(src), "options": options}
+
+
+def apply_network(data: dict[str, Any], mode: str, problems: list[str]) -> None:
+    """none | host | bridge | container:<id> | ns:<path>."""
+    net = data["network"]
+    namespaces = data["namespaces"]
+    has_netns = any(ns["type"] == "network" for ns in namespaces)
+    kind, _, value = mode.partition(":")
+    if mode in ("none", "bridge"):
+        net["mode"] = mode
+        if not has_netns:
+            namespaces.append({"type": "network", "path": None})
+    elif mode == "host":
+        net["mode"] = "host"
+        data["namespaces"] = [ns for ns in namespaces if ns["type"] != "network"]
+    elif kind == "container" and value:
+        net["mode"], net["container"] = "container", value
+    elif kind == "ns" and value:
+        net["mode"], net["netns_path"] = "netns", value
+    else:
+        problems.append(f"--network: {mode!r} is not none, host, bridge, container:<id> or ns:<path>")
+
+
+def parse_user(text: str, rootfs: str | None) -> tuple[int, int]:
+    """``UID[:GID]`` (numbers, or names from the rootfs's /etc/passwd and /etc/group).
+
+    Without a group, the user's primary group from passwd, else 0 (as docker does).
+    """
+    user, sep, group = text.partition(":")
+    if not user or (sep and not group):
+        raise ValueError(f"{text!r} is not UID[:GID]")
+    passwd = _read_db(rootfs, "etc/passwd")
+    primary: int | None = None
+    if user.isdigit():
+        uid = int(user)
+        for fields in passwd:
+            if len(fields) > 3 and fields[2] == user and fields[3].isdigit():
+                primary = int(fields[3])
+                break
+    else:
+        for fields in passwd:
+            if fields[0] == user and len(fields) > 3 and fields[2].isdigit() and fields[3].isdigit():
+                uid, primary = int(fields[2]), int(fields[3])
+                break
+        else:
+            raise ValueError(f"no user {user!r} in the rootfs's /etc/passwd")
+    if not group:
+        return uid, primary or 0
+    if group.isdigit():
+        return uid, int(group)
+    for fields in _read_db(rootfs, "etc/group"):
+        if fields[0] == group and len(fields) > 2 and fields[2].isdigit():
+            return uid, int(fields[2])
+    raise ValueError(f"no group {group!r} in the rootfs's /etc/group")
+
+
+def _read_db(rootfs: str | None, rel: str) -> list[list[str]]:
+    if not rootfs:
+        return []
+    try:
+        text = (Path(rootfs) / rel).read_text(errors="replace")
+    except OSError:
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]

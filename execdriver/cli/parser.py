@@ -1,0 +1,297 @@
+"""The argument parser of the ``execdriver`` command: every verb, its flags and help.
+
+Only argparse is imported here, so ``execdriver --help`` stays fast. Each verb
+names its handler as ``"module:function"`` inside this package; main imports
+it only when that verb runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+DEFAULT_ROOT = "/run/execdriver"
+DEFAULT_DRIVER = "native"
+FORMATS = ("text", "json")
+
+
+class UsageError(Exception):
+    """Bad command line (argparse would have exited 2; we exit 125)."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message, self.prog)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+def default_root() -> str:
+    return os.environ.get("EXECDRIVER_ROOT") or DEFAULT_ROOT
+
+
+MAIN_DESCRIPTION = """\
+Run Linux containers through pluggable execution drivers (native, lxc, chroot,
+and any third-party driver registered under the entry-point group
+execdriver.drivers)."""
+
+MAIN_EPILOG = """\
+examples:
+  execdriver rootfs busybox ./rootfs                 build a small busybox rootfs
+  execdriver run --rootfs ./rootfs -- /bin/echo hi   run a command, exit with its code
+  execdriver run -d --name web1 --rootfs ./rootfs --memory 64M -- /bin/sh -c 'sleep 1d'
+  execdriver list                                    containers and their status
+  execdriver exec web1 -- /bin/ps                    run another process inside web1
+  execdriver kill web1 KILL && execdriver rm web1
+  execdriver drivers                                 which drivers work on this host
+
+exit status: the container's own code for run and exec (128+N when killed by
+signal N); 125 when execdriver itself fails (one line on stderr); 130 on Ctrl-C.
+state root: --root, else $EXECDRIVER_ROOT, else /run/execdriver."""
+
+
+def _common(root_default: object) -> argparse.ArgumentParser:
+    """--root and --debug, accepted before or after the verb."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--root", metavar="DIR", default=root_default,
+                   help="state root (default: $EXECDRIVER_ROOT or /run/execdriver)")
+    debug_default = argparse.SUPPRESS if root_default is argparse.SUPPRESS else False
+    p.add_argument("--debug", action="store_true", default=debug_default,
+                   help="show tracebacks of errors")
+    return p
+
+
+def _format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMATS, default="text",
+                   help="output as aligned text (default) or JSON")
+
+
+def _id(p: argparse.ArgumentParser, help: str = "container id") -> None:
+    p.add_argument("id", metavar="ID", help=help)
+
+
+def _process_flags(p: argparse.ArgumentParser) -> None:
+    """The flags run and exec share."""
+    p.add_argument("-e", "--env", metavar="KEY=VAL", action="append", default=[],
+                   help="set an environment variable (repeatable); KEY alone copies it "
+                        "from the caller's environment")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
+    p.add_argument("-u", "--user", metavar="UID[:GID]",
+                   help="user (and group) to run as: numbers, or names from the rootfs's "
+                        "/etc/passwd and /etc/group")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="do not wait: print the id (run) and return at once")
+
+
+def _verb(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: str,
+          common: argparse.ArgumentParser, *, help: str, description: str = "", epilog: str = "",
+          aliases: tuple[str, ...] = (), usage: str | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, aliases=list(aliases), help=help, parents=[common], usage=usage,
+                       description=description or help[:1].upper() + help[1:] + ".",
+                       epilog=epilog, formatter_class=_Formatter)
+    p.set_defaults(handler=handler, verb=name)
+    return p
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="execdriver", description=MAIN_DESCRIPTION, epilog=MAIN_EPILOG,
+                    formatter_class=_Formatter, parents=[_common(default_root())])
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        title="commands", metavar="COMMAND", parser_class=Parser)
+    common = _common(argparse.SUPPRESS)
+
+    # -- run ------------------------------------------------------------------
+    p = _verb(sub, "run", "run:cmd_run", common, help="create and run a container",
+              usage="%(prog)s [options] [--rootfs DIR | --spec FILE | SPEC_OR_BUNDLE] "
+                    "[-- CMD [ARG...]]",
+              description="""\
+Create a container and run it. In the foreground (the default) execdriver waits
+for it, forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH
+to it, removes it when it ends and exits with its exit code. With -d it prints
+the id and returns; the container keeps running.
+
+The starting spec is SPEC_OR_BUNDLE (a spec JSON file, or a directory holding
+spec.json) or --spec FILE; with only --rootfs DIR it is the driver's default
+spec. The flags below override the spec; the result is validated again.""",
+              epilog="""\
+examples:
+  execdriver run --rootfs ./rootfs -- /bin/sh -c 'exit 7'; echo $?     # 7
+  execdriver run --driver chroot --rootfs ./rootfs -- /bin/echo hi
+  execdriver run -d --name web1 --rootfs ./rootfs -p 8080:80 --network bridge \\
+      --memory 64M --cpus 0.5 --pids-limit 100 -- /bin/httpd -f -p 80
+  execdriver run ./bundle                        # ./bundle/spec.json
+  execdriver run --spec spec.json -e DEBUG=1 -v /srv/data:/data:ro""")
+    p.add_argument("bundle", metavar="SPEC_OR_BUNDLE", nargs="?",
+                   help="a spec JSON file, or a directory holding spec.json")
+    p.add_argument("--driver", metavar="NAME", default=DEFAULT_DRIVER,
+                   help=f"execution driver (default: {DEFAULT_DRIVER}; see 'execdriver drivers')")
+    p.set_defaults(command=[])  # only after --, so SPEC_OR_BUNDLE is never mistaken for it
+    src = p.add_argument_group("what to run")
+    src.add_argument("--rootfs", metavar="DIR", help="root filesystem directory")
+    src.add_argument("--spec", metavar="FILE", help="spec JSON file to start from")
+    src.add_argument("--name", metavar="ID", help="container id (default: a random one)")
+    _process_flags(p)
+    ov = p.add_argument_group("spec overrides")
+    ov.add_argument("--hostname", metavar="NAME", help="host name inside the container")
+    ov.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 64M, 1G")
+    ov.add_argument("--cpus", metavar="N", help="CPU limit in CPUs, e.g. 1.5 (quota per 100ms period)")
+    ov.add_argument("--pids-limit", metavar="N", type=int, help="maximum number of processes")
+    ov.add_argument("--cap-add", metavar="CAP", action="append", default=[],
+                    help="add a capability, e.g. NET_ADMIN, or ALL (repeatable)")
+    ov.add_argument("--cap-drop", metavar="CAP", action="append", default=[],
+                    help="drop a capability, or ALL (repeatable)")
+    ov.add_argument("--read-only", action="store_true", help="mount the rootfs read-only")
+    ov.add_argument("-v", "--volume", metavar="SRC:DST[:ro]", action="append", default=[],
+                    help="bind-mount host path SRC at DST (repeatable)")
+    ov.add_argument("--network", metavar="MODE",
+                    help="none, host, bridge, container:<id> or ns:<path>")
+    ov.add_argument("-p", "--publish", metavar="[IP:]HOSTPORT:PORT[/PROTO]", action="append",
+                    default=[], help="publish a container port (needs --network bridge)")
+
+    # -- exec -----------------------------------------------------------------
+    p = _verb(sub, "exec", "run:cmd_exec", common,
+              help="run another process in a running container",
+              usage="%(prog)s [options] ID -- CMD [ARG...]",
+              description="""\
+Run a command inside a running container, with the container's environment,
+user and working directory unless overridden. Exits with the command's exit code
+(with -d: prints the process id and returns).""",
+              epilog="""\
+examples:
+  execdriver exec web1 -- /bin/ps
+  execdriver exec -e DEBUG=1 -w /tmp -u 65534 web1 -- /bin/sh -c 'id; pwd'
+  execdriver exec -t -i web1 -- /bin/sh""")
+    _id(p)
+    p.add_argument("command", metavar="CMD", nargs="*", help="command and arguments (after --)")
+    _process_flags(p)
+
+    # -- kill, pause, unpause ------------------------------------------------
+    p = _verb(sub, "kill", "containers:cmd_kill", common, help="send a signal to a container",
+              description="Send a signal (default TERM) to a container's init process, or to "
+                          "every process in it with --all.",
+              epilog="""\
+examples:
+  execdriver kill web1              # SIGTERM
+  execdriver kill web1 KILL         # also SIGKILL, kill, 9
+  execdriver kill --all web1 HUP""")
+    _id(p)
+    p.add_argument("signal", metavar="SIGNAL", nargs="?", help="name or number (default: TERM)")
+    p.add_argument("-s", "--signal", dest="signal_opt", metavar="SIGNAL", help="same as SIGNAL")
+    p.add_argument("-a", "--all", action="store_true", help="signal every process in the container")
+
+    p = _verb(sub, "pause", "containers:cmd_pause", common, help="freeze every process in a container",
+              epilog="example:\n  execdriver pause web1")
+    _id(p)
+    p = _verb(sub, "unpause", "containers:cmd_unpause", common, aliases=("resume",),
+              help="thaw a paused container", epilog="example:\n  execdriver resume web1")
+    _id(p)
+
+    # -- queries --------------------------------------------------------------
+    p = _verb(sub, "info", "containers:cmd_info", common, aliases=("state",),
+              help="show a container's status, pid and exit status",
+              epilog="examples:\n  execdriver info web1\n  execdriver state --format json web1")
+    _id(p)
+    _format(p)
+    p = _verb(sub, "list", "containers:cmd_list", common, aliases=("ls",),
+              help="list containers of every driver",
+              epilog="examples:\n  execdriver list\n  execdriver ls -q\n  execdriver list --format json")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
+    _format(p)
+    p = _verb(sub, "ps", "containers:cmd_ps", common, help="list the processes in a container",
+              epilog="example:\n  execdriver ps web1")
+    _id(p)
+    _format(p)
+    p = _verb(sub, "stats", "stats:cmd_stats", common,
+              help="show CPU, memory, pids, network and block I/O usage",
+              description="""\
+Show resource usage of the given containers, or of every running one. Once by
+default; with --watch, a live view refreshed every second until Ctrl-C (with
+--format json: one JSON line per refresh).""",
+              epilog="examples:\n  execdriver stats\n  execdriver stats --watch web1 web2\n"
+                     "  execdriver stats --format json web1")
+    p.add_argument("ids", metavar="ID", nargs="*", help="containers (default: all running)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+    mode.add_argument("--no-stream", action="store_true", help="print once and exit (the default)")
+    _format(p)
+
+    # -- terminate ------------------------------------------------------------
+    p = _verb(sub, "terminate", "containers:cmd_terminate", common, aliases=("delete", "rm"),
+              help="remove containers and all they created",
+              description="""\
+Remove containers: kill what is left of them and undo everything they created
+(cgroups, mounts, network interfaces, state). A running or paused container is
+refused unless --force is given.""",
+              epilog="examples:\n  execdriver rm web1\n  execdriver terminate --force web1 web2")
+    p.add_argument("ids", metavar="ID", nargs="+", help="container ids")
+    p.add_argument("-f", "--force", action="store_true", help="remove even if it is running")
+
+    # -- spec, drivers, rootfs ------------------------------------------------
+    p = _verb(sub, "spec", "specfile:cmd_spec", common,
+              help="print a default spec, or the spec's JSON Schema",
+              usage="%(prog)s [options] [-- CMD [ARG...]]",
+              description="""\
+Print a default spec for a driver as JSON (to edit and give to 'run --spec' or
+to put in a bundle directory as spec.json), or the JSON Schema of the spec.
+A relative root path is taken from the spec file's folder.""",
+              epilog="""\
+examples:
+  mkdir bundle && execdriver rootfs busybox bundle/rootfs
+  execdriver spec -o bundle/spec.json && execdriver run bundle
+  execdriver spec --driver lxc --rootfs /srv/rootfs -- /bin/httpd -f
+  execdriver spec --schema > spec.schema.json""")
+    p.add_argument("--driver", metavar="NAME", default=DEFAULT_DRIVER,
+                   help=f"whose default spec (default: {DEFAULT_DRIVER})")
+    p.add_argument("--rootfs", metavar="DIR", default="rootfs",
+                   help="root.path of the spec (default: rootfs)")
+    p.add_argument("--schema", action="store_true", help="print the JSON Schema instead")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite FILE if it exists")
+    p.add_argument("command", metavar="CMD", nargs="*", help="process.args (after --)")
+
+    p = _verb(sub, "drivers", "drivers:cmd_drivers", common,
+              help="list drivers, whether they work here, and features",
+              epilog="examples:\n  execdriver drivers\n  execdriver drivers --format json")
+    _format(p)
+
+    p = _verb(sub, "rootfs", "missing", common, help="build or import a root filesystem",
+              epilog="""\
+examples:
+  execdriver rootfs busybox ./rootfs
+  execdriver rootfs import alpine.tar.gz ./alpine
+  docker export web | execdriver rootfs import - ./web""")
+    rsub: argparse._SubParsersAction[argparse.ArgumentParser] = p.add_subparsers(
+        title="rootfs commands", metavar="ACTION", parser_class=Parser)
+    r = rsub.add_parser("busybox", parents=[common], formatter_class=_Formatter,
+                        help="a minimal rootfs from the host's static busybox",
+                        description="Create a minimal rootfs in DIR: the host's static busybox, "
+                                    "its applet links and a few /etc files.",
+                        epilog="example:\n  execdriver rootfs busybox ./rootfs")
+    r.add_argument("dir", metavar="DIR")
+    r.set_defaults(handler="rootfs:cmd_busybox", verb="rootfs busybox")
+    r = rsub.add_parser("import", parents=[common], formatter_class=_Formatter,
+                        help="unpack an exported image tarball (tar, .gz, .bz2, .xz, or - for stdin)",
+                        description="""\
+Unpack an exported image tarball (docker/podman export) into DIR, which must be
+empty or missing. Members that would land outside DIR (absolute paths, '..',
+symlinks or hardlinks leading out, writes through symlinks) are refused, as are
+device nodes unless --allow-devices; on any error DIR is left as it was.""",
+                        epilog="""\
+examples:
+  execdriver rootfs import alpine.tar.gz ./alpine
+  podman export web | execdriver rootfs import - ./web""")
+    r.add_argument("tarball", metavar="TARBALL", help="the archive, or - for stdin")
+    r.add_argument("dir", metavar="DIR")
+    r.add_argument("--allow-devices", action="store_true", help="create device nodes too")
+    r.set_defaults(handler="rootfs:cmd_import", verb="rootfs import")
+    return parser

@@ -1,0 +1,114 @@
+"""The CLI with the default (native) driver: the demo's path, terminals, pid-1 signals (root)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cli_chroot import Cli, cli_env, driver_report
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    r = driver_report("native", tmp_path_factory.mktemp("drivers"))
+    if not (r["loaded"] and r["available"]):
+        pytest.skip(f"native driver not usable here yet: {r['reason']}")
+    return r
+
+
+@pytest.fixture
+def cli(native: dict[str, Any], tmp_path: Path) -> Cli:
+    c = Cli(tmp_path / "state", cli_env(tmp_path))
+    yield c
+    if c.root.exists():
+        for cid in os.listdir(c.root):
+            c("rm", "--force", cid)
+
+
+def test_demo_command(cli: Cli, busybox_rootfs: Path) -> None:
+    # What scripts/demo.sh runs: the default driver is native.
+    r = cli("run", "--rootfs", busybox_rootfs, "--hostname", "demo", "--memory", "64M", "--",
+            "/bin/sh", "-c", 'echo "hello from $(hostname), pid $$"; exit 3')
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == "hello from demo, pid 1\n"
+    assert cli.ok("list", "-q") == ""
+
+
+def test_sigterm_reaches_pid_1(cli: Cli, busybox_rootfs: Path) -> None:
+    script = "trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done"
+    proc = subprocess.Popen(cli.argv("run", "--rootfs", busybox_rootfs, "--", "/bin/sh", "-c", script),
+                            env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def run_on_pty(argv: list[str], env: dict[str, str], send: bytes = b"",
+               timeout: float = 30) -> tuple[int, bytes]:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, env=env, stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True)
+    os.close(slave)
+    out = b""
+    sent = not send
+    start = time.monotonic()
+    deadline = start + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                if not sent and time.monotonic() - start > 1.5:  # the shell is up
+                    os.write(master, send)
+                    sent = True
+                continue
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+    finally:
+        os.close(master)
+    return proc.wait(timeout=10), out
+
+
+def test_tty_run(cli: Cli, busybox_rootfs: Path) -> None:
+    rc, out = run_on_pty(cli.argv("run", "-t", "--rootfs", busybox_rootfs, "--",
+                                  "/bin/sh", "-c", "tty; exit 4"), cli.env)
+    assert rc == 4, out
+    assert b"/dev/pts/" in out
+
+
+def test_interactive_tty_shell(cli: Cli, busybox_rootfs: Path) -> None:
+    rc, out = run_on_pty(cli.argv("run", "-t", "-i", "--rootfs", busybox_rootfs, "--", "/bin/sh"),
+                         cli.env, send=b"echo abc$((40+2)); exit 9\n")
+    assert rc == 9, out
+    assert b"abc42" in out
+
+
+def test_exec_with_tty(cli: Cli, busybox_rootfs: Path) -> None:
+    cli.ok("run", "-d", "--name", "t1", "--rootfs", busybox_rootfs, "--", "/bin/sleep", "100")
+    cli.wait_status("t1", "running")
+    rc, out = run_on_pty(cli.argv("exec", "-t", "t1", "--", "/bin/sh", "-c", "tty; exit 2"), cli.env)
+    assert rc == 2, out
+    assert b"/dev/pts/" in out
+    cli.ok("rm", "--force", "t1")
