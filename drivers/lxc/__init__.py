@@ -1,0 +1,1 @@
+"""The lxc execution driver."""

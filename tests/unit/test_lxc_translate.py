@@ -1,0 +1,395 @@
+"""Spec -> LXC config translation, as tables (no root, no liblxc)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from execdriver_lxc.translate import (
+    HostFacts,
+    cgroup_names,
+    fstab_escape,
+    init_cmd_word,
+    seccomp_profile,
+    spec_to_config,
+    unsupported,
+)
+
+from execdriver.spec import Spec, validate_spec
+
+LXCPATH = "/run/state/c1/lxc"
+CDIR = LXCPATH + "/c1"
+
+
+def make(**changes: Any) -> Spec:
+    """The default spec with top-level sections updated (dicts are merged one level deep)."""
+    data = Spec(root={"path": "/srv/rootfs"}).model_dump()  # type: ignore[arg-type]
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return validate_spec(data)
+
+
+def config(spec: Spec, version: int = 1, **kw: Any) -> list[tuple[str, str]]:
+    kw.setdefault("source_is_dir", lambda p: not p.endswith(".conf"))
+    return spec_to_config(spec, "c1", LXCPATH, version, **kw)
+
+
+def values(items: list[tuple[str, str]], key: str) -> list[str]:
+    return [v for k, v in items if k == key]
+
+
+def entries(items: list[tuple[str, str]]) -> list[str]:
+    return values(items, "lxc.mount.entry")
+
+
+NAMES = cgroup_names("c1", LXCPATH)
+ALL_NS = "pid net ipc uts mnt cgroup"
+
+# (case, spec changes, key, expected values of that key)
+SIMPLE = [
+    ("rootfs", {}, "lxc.rootfs.path", ["dir:/srv/rootfs"]),
+    ("rootfs never deleted by liblxc", {}, "lxc.rootfs.managed", ["0"]),
+    ("log in the state dir", {}, "lxc.log.file", [CDIR + "/lxc.log"]),
+    ("no hostname", {}, "lxc.uts.name", []),
+    ("hostname", {"hostname": "box"}, "lxc.uts.name", ["box"]),
+    ("command", {"process": {"args": ["sh", "-c", "echo hi"]}}, "lxc.init.cmd", ["sh -c 'echo hi'"]),
+    ("command with both quotes", {"process": {"args": ["sh", "-c", "echo \"it's\""]}},
+     "lxc.init.cmd", []),
+    ("cwd", {"process": {"cwd": "/tmp"}}, "lxc.init.cwd", ["/tmp"]),
+    ("uid", {"process": {"user": {"uid": 1000, "gid": 5}, "capabilities": {
+        "effective": [], "permitted": []}}}, "lxc.init.uid", ["1000"]),
+    ("gid", {"process": {"user": {"uid": 0, "gid": 5}}}, "lxc.init.gid", ["5"]),
+    ("groups", {"process": {"user": {"additional_gids": [10, 20]}}}, "lxc.init.groups", ["10,20"]),
+    ("no groups", {}, "lxc.init.groups", []),
+    ("env, HOME added", {"process": {"env": {"A": "1", "B": "x y"}}}, "lxc.environment",
+     ["A=1", "B=x y", "HOME=/root"]),
+    ("env keeps HOME", {"process": {"env": {"HOME": "/h"}}}, "lxc.environment", ["HOME=/h"]),
+    ("no caps", {"process": {"capabilities": {"bounding": [], "effective": [], "permitted": []}}},
+     "lxc.cap.keep", ["none"]),
+    ("caps by name, new ones by number", {"process": {"capabilities": {
+        "bounding": ["CAP_CHOWN", "CAP_BPF"], "effective": ["CAP_CHOWN", "CAP_BPF"],
+        "permitted": ["CAP_CHOWN", "CAP_BPF"]}}}, "lxc.cap.keep", ["chown 39"]),
+    ("no_new_privs", {}, "lxc.no_new_privs", ["1"]),
+    ("no_new_privs off", {"process": {"no_new_privileges": False}}, "lxc.no_new_privs", ["0"]),
+    ("apparmor", {"process": {"apparmor_profile": "p1"}}, "lxc.apparmor.profile", ["p1"]),
+    ("seccomp file", {}, "lxc.seccomp.profile", [CDIR + "/seccomp"]),
+    ("seccomp unconfined", {"seccomp": {"mode": "unconfined"}}, "lxc.seccomp.profile", []),
+    ("rlimit", {"process": {"rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}]}},
+     "lxc.prlimit.nofile", ["10:20"]),
+    ("rlimit unlimited", {"process": {"rlimits": [{"type": "core", "soft": 0,
+                                                    "hard": 2**64 - 1}]}},
+     "lxc.prlimit.core", ["0:unlimited"]),
+    ("oom_score_adj", {"process": {"oom_score_adj": 500}}, "lxc.proc.oom_score_adj", ["500"]),
+    ("namespaces", {}, "lxc.namespace.clone", [ALL_NS]),
+    ("time namespace", {"namespaces": [{"type": t} for t in
+                                       ("pid", "network", "mount", "time")]},
+     "lxc.namespace.clone", ["pid net mnt time"]),
+    ("join by path", {"namespaces": [{"type": "mount"}, {"type": "network"},
+                                     {"type": "uts", "path": "/proc/7/ns/uts"}]},
+     "lxc.namespace.share.uts", ["/proc/7/ns/uts"]),
+    ("idmap", {"namespaces": [{"type": "mount"}, {"type": "network"}, {"type": "user"}],
+               "uid_mappings": [{"container_id": 0, "host_id": 1000, "size": 10}],
+               "gid_mappings": [{"container_id": 0, "host_id": 2000, "size": 5}]},
+     "lxc.idmap", ["u 0 1000 10", "g 0 2000 5"]),
+    ("network none", {}, "lxc.net.0.type", ["empty"]),
+    ("network host", {"network": {"mode": "host"},
+                      "namespaces": [{"type": "mount"}, {"type": "pid"}]},
+     "lxc.net.0.type", ["none"]),
+    ("sysctl", {"sysctls": {"net.ipv4.ip_forward": "1"}}, "lxc.sysctl.net.ipv4.ip_forward", ["1"]),
+    ("sysctl with slashes", {"sysctls": {"net/core/somaxconn": "64"}},
+     "lxc.sysctl.net.core.somaxconn", ["64"]),
+    ("domainname is a sysctl", {"domainname": "ex.org"}, "lxc.sysctl.kernel.domainname", ["ex.org"]),
+    ("cgroup placement", {}, "lxc.cgroup.dir.container", [NAMES.container]),
+    ("monitor cgroup", {}, "lxc.cgroup.dir.monitor", [NAMES.monitor]),
+    ("no console", {}, "lxc.console.path", ["none"]),
+    ("no autodev", {}, "lxc.autodev", ["0"]),
+    ("hooks by env", {}, "lxc.hook.version", ["1"]),
+]
+
+
+@pytest.mark.parametrize("case,changes,key,expected", SIMPLE, ids=[c[0] for c in SIMPLE])
+def test_simple_keys(case, changes, key, expected):
+    assert values(config(make(**changes)), key) == expected
+
+
+V1 = [
+    ({"memory": {"limit": "64M"}}, [("memory.limit_in_bytes", str(64 << 20))]),
+    ({"memory": {"limit": "64M", "swap": "128M"}},
+     [("memory.limit_in_bytes", str(64 << 20)), ("memory.memsw.limit_in_bytes", str(128 << 20))]),
+    ({"memory": {"swap": -1}}, [("memory.memsw.limit_in_bytes", "-1")]),
+    ({"memory": {"reservation": "16M"}}, [("memory.soft_limit_in_bytes", str(16 << 20))]),
+    ({"cpu": {"shares": 512}}, [("cpu.shares", "512")]),
+    ({"cpu": {"quota": 50000, "period": 100000}},
+     [("cpu.cfs_period_us", "100000"), ("cpu.cfs_quota_us", "50000")]),
+    ({"cpu": {"cpus": "0-1", "mems": "0"}}, [("cpuset.cpus", "0-1"), ("cpuset.mems", "0")]),
+    ({"pids": {"limit": 10}}, [("pids.max", "10")]),
+    ({"block_io": {"weight": 500}}, [("blkio.weight", "500")]),
+]
+V2 = [
+    ({"memory": {"limit": "64M"}}, [("memory.max", str(64 << 20))]),
+    ({"memory": {"limit": "64M", "swap": "128M"}},
+     [("memory.max", str(64 << 20)), ("memory.swap.max", str(64 << 20))]),
+    ({"memory": {"limit": "64M", "swap": -1}}, [("memory.max", str(64 << 20)),
+                                                 ("memory.swap.max", "max")]),
+    ({"memory": {"reservation": "16M"}}, [("memory.low", str(16 << 20))]),
+    ({"cpu": {"shares": 1024}}, [("cpu.weight", "39")]),
+    ({"cpu": {"quota": 50000, "period": 200000}}, [("cpu.max", "50000 200000")]),
+    ({"cpu": {"period": 200000}}, [("cpu.max", "max 200000")]),
+    ({"cpu": {"quota": 50000}}, [("cpu.max", "50000 100000")]),
+    ({"pids": {"limit": 10}}, [("pids.max", "10")]),
+    ({"block_io": {"weight": 10}}, [("io.weight", "1")]),
+]
+
+
+def limits(items: list[tuple[str, str]], prefix: str) -> list[tuple[str, str]]:
+    return [(k[len(prefix):], v) for k, v in items if k.startswith(prefix)
+            and not k.startswith("lxc.cgroup.dir") and not k[len(prefix):].startswith("devices.")]
+
+
+@pytest.mark.parametrize("resources,expected", V1)
+def test_cgroup_v1_limits(resources, expected):
+    assert limits(config(make(resources=resources), 1), "lxc.cgroup.") == expected
+    assert not [k for k, _ in config(make(resources=resources), 1) if k.startswith("lxc.cgroup2.")]
+
+
+@pytest.mark.parametrize("resources,expected", V2)
+def test_cgroup_v2_limits(resources, expected):
+    assert limits(config(make(resources=resources), 2), "lxc.cgroup2.") == expected
+
+
+@pytest.mark.parametrize("version,prefix", [(1, "lxc.cgroup."), (2, "lxc.cgroup2.")])
+def test_device_rules_deny_all_then_defaults_then_the_specs(version, prefix):
+    spec = make(resources={"devices": [{"allow": True, "type": "c", "major": 10, "minor": 200,
+                                        "access": "rw"},
+                                       {"allow": False, "type": "b", "major": 8}]})
+    rules = [(k.removeprefix(prefix), v) for k, v in config(spec, version)
+             if k.startswith(prefix + "devices.")]
+    assert rules[0] == ("devices.deny", "a")
+    assert ("devices.allow", "c 1:3 rwm") in rules and ("devices.allow", "c 136:* rwm") in rules
+    assert rules[-2:] == [("devices.allow", "c 10:200 rw"), ("devices.deny", "b 8:* rwm")]
+
+
+def test_default_mounts():
+    got = entries(config(make()))
+    assert got[:9] == [
+        "proc proc proc nosuid,noexec,nodev,create=dir 0 0",
+        "tmpfs dev tmpfs nosuid,strictatime,mode=755,size=65536k,create=dir 0 0",
+        "/dev/null dev/null none bind,create=file 0 0",
+        "/dev/zero dev/zero none bind,create=file 0 0",
+        "/dev/full dev/full none bind,create=file 0 0",
+        "/dev/random dev/random none bind,create=file 0 0",
+        "/dev/urandom dev/urandom none bind,create=file 0 0",
+        "/dev/tty dev/tty none bind,create=file 0 0",
+        "devpts dev/pts devpts nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,create=dir 0 0",
+    ]
+    assert got[9] == "dev/pts/ptmx dev/ptmx none bind,relative,create=file 0 0"
+    assert "sysfs sys sysfs nosuid,noexec,nodev,ro,create=dir 0 0" in got
+    assert values(config(make()), "lxc.mount.auto") == ["cgroup:ro:force"]
+
+
+MOUNTS = [
+    ({"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["ro"]},
+     "/srv/data data none bind,ro,create=dir 0 0"),
+    ({"destination": "/etc/app.conf", "source": "/srv/app.conf", "options": ["rbind"]},
+     "/srv/app.conf etc/app.conf none rbind,create=file 0 0"),
+    ({"destination": "/my data", "type": "bind", "source": "/srv/a b\\c"},
+     "/srv/a\\040b\\134c my\\040data none bind,create=dir 0 0"),
+    ({"destination": "/run", "type": "tmpfs", "options": ["size=1m"]},
+     "tmpfs run tmpfs size=1m,create=dir 0 0"),
+    ({"destination": "/mnt/", "type": "tmpfs", "source": "mytmp"},
+     "mytmp mnt tmpfs create=dir 0 0"),
+]
+
+
+@pytest.mark.parametrize("mount,entry", MOUNTS)
+def test_mount_entries(mount, entry):
+    assert entries(config(make(mounts=[mount], masked_paths=[], readonly_paths=[]))) == [entry]
+
+
+def test_cgroup_mount_rw_is_mixed():
+    spec = make(mounts=[{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}])
+    assert values(config(spec), "lxc.mount.auto") == ["cgroup:mixed:force"]
+
+
+def test_masked_and_readonly_paths():
+    got = entries(config(make(mounts=[], masked_paths=["/proc/kcore"],
+                              readonly_paths=["/proc/sys"])))
+    assert got == ["/dev/null proc/kcore none bind,optional 0 0",
+                   "tmpfs proc/kcore tmpfs ro,nosuid,nodev,noexec,optional 0 0",
+                   "proc/sys proc/sys none bind,relative,ro,optional 0 0"]
+
+
+def test_readonly_root_is_the_last_mount_hook():
+    spec = make(root={"path": "/srv/rootfs", "readonly": True},
+                hooks={"create_container": [{"path": "/h", "args": ["h", "a b"]}]})
+    assert values(config(spec, mount_binary="/usr/bin/mount"), "lxc.hook.mount") == [
+        "/h 'a b'", '/usr/bin/mount -o remount,bind,ro "$LXC_ROOTFS_MOUNT"']
+    assert not [v for k, v in config(make()) if k == "lxc.hook.mount"]
+
+
+def test_hooks():
+    spec = make(hooks={
+        "prestart": [{"path": "/p"}],
+        "create_runtime": [{"path": "/r", "args": ["r", "x"], "env": ["A=1"], "timeout": 3}],
+        "start_container": [{"path": "/in/container"}],
+        "poststop": [{"path": "/s"}]})
+    items = config(spec)
+    assert values(items, "lxc.hook.start-host") == ["/p", "timeout -s KILL 3 env -i A=1 /r x"]
+    assert values(items, "lxc.hook.start") == ["/in/container"]
+    assert values(items, "lxc.hook.post-stop") == ["/s"]
+    oom = values(items, "lxc.hook.stop")
+    assert len(oom) == 1 and f"/sys/fs/cgroup/memory/{NAMES.container}/memory.oom_control" in oom[0]
+    assert f"/sys/fs/cgroup/{NAMES.container}/memory.events" in values(config(spec, 2),
+                                                                        "lxc.hook.stop")[0]
+
+
+def test_key_order_puts_limits_before_mounts():
+    keys = [k for k, _ in config(make(resources={"memory": {"limit": "64M"}}))]
+    assert keys.index("lxc.rootfs.path") < keys.index("lxc.cgroup.memory.limit_in_bytes") \
+        < keys.index("lxc.mount.entry") < keys.index("lxc.hook.version")
+
+
+def test_no_value_has_a_newline():
+    for _k, v in config(make()):
+        assert "\n" not in v
+
+
+def test_cgroup_names_differ_per_lxcpath_and_id():
+    a, b, c = cgroup_names("x", "/s1/x/lxc"), cgroup_names("x", "/s2/x/lxc"), \
+        cgroup_names("y", "/s1/y/lxc")
+    assert len({a.container, b.container, c.container, a.monitor}) == 4
+    assert a.container.startswith("execdriver-lxc.x.") and a.pivot == b.pivot
+
+
+# --- what LXC cannot express ------------------------------------------------------
+
+UNSUPPORTED_CASES = [
+    ("no mount namespace", {"namespaces": [{"type": "pid"}, {"type": "network"}]},
+     "namespaces.mount"),
+    ("joined mount namespace", {"namespaces": [{"type": "mount", "path": "/proc/1/ns/mnt"},
+                                               {"type": "network"}]}, "namespaces.mount"),
+    ("inheritable caps", {"process": {"capabilities": {"inheritable": ["CAP_CHOWN"]}}},
+     "inheritable"),
+    ("root with effective != bounding", {"process": {"capabilities": {
+        "effective": ["CAP_CHOWN"], "permitted": ["CAP_CHOWN"]}}}, "effective = permitted"),
+    ("non-root with effective caps", {"process": {"user": {"uid": 1000}}}, "non-root"),
+    ("host sysctl", {"sysctls": {"vm.swappiness": "1"}}, "not namespaced"),
+    ("net sysctl without own netns", {"sysctls": {"net.ipv4.ip_forward": "1"},
+                                      "network": {"mode": "host"},
+                                      "namespaces": [{"type": "mount"}]}, "network namespace"),
+    ("sysctl with readonly /proc/sys", {"sysctls": {"kernel.shmmax": "1"}}, "readonly_paths"),
+    ("domainname with readonly /proc/sys", {"domainname": "x.org"}, "readonly_paths"),
+    ("mixed sysctl separators", {"sysctls": {"net.ipv4/conf": "1"}}, "mixes"),
+    ("mount over root", {"mounts": [{"destination": "/", "type": "tmpfs"}]}, "over the root"),
+    ("cgroup elsewhere", {"mounts": [{"destination": "/cg", "type": "cgroup"}]}, "/sys/fs/cgroup"),
+    ("relative bind source", {"mounts": [{"destination": "/d", "source": "rel/dir"}]}, "absolute"),
+    ("env with newline", {"process": {"env": {"A": "1\n2"}}}, "newline"),
+    ("seccomp log action", {"seccomp": {"mode": "profile", "profile": {
+        "default_action": "log"}}}, "default_action"),
+    ("seccomp kill_process rule", {"seccomp": {"mode": "profile", "profile": {
+        "syscalls": [{"names": ["read"], "action": "kill_process"}]}}}, "syscalls[0]"),
+    ("poststart hook", {"hooks": {"poststart": [{"path": "/x"}]}}, "hooks.poststart"),
+    ("start hook with args", {"hooks": {"start_container": [{"path": "/x", "args": ["x", "y"]}]}},
+     "start hooks by path"),
+    ("dns in mode none", {"network": {"dns": ["1.1.1.1"]}}, "need mode bridge"),
+    ("apparmor without AppArmor", {"process": {"apparmor_profile": "p"}}, "AppArmor"),
+]
+
+
+@pytest.mark.parametrize("case,changes,needle", UNSUPPORTED_CASES,
+                         ids=[c[0] for c in UNSUPPORTED_CASES])
+def test_unsupported(case, changes, needle):
+    problems = unsupported(make(**changes))
+    assert any(needle in p for p in problems), problems
+
+
+HOST_CASES = [
+    (HostFacts(memsw=False), {"resources": {"memory": {"limit": "1G", "swap": "2G"}}}, "memsw"),
+    (HostFacts(io_weight=False), {"resources": {"block_io": {"weight": 100}}}, "io weight"),
+    (HostFacts(cgroup_version=2), {"resources": {"devices": [{"allow": False, "type": "c"}]}},
+     "deny rules"),
+    (HostFacts(subuid=((100000, 65536),), subgid=((100000, 65536),)),
+     {"namespaces": [{"type": "mount"}, {"type": "network"}, {"type": "user"}],
+      "uid_mappings": [{"container_id": 0, "host_id": 200000, "size": 10}],
+      "gid_mappings": [{"container_id": 0, "host_id": 100000, "size": 10}]}, "/etc/subuid"),
+]
+
+
+@pytest.mark.parametrize("host,changes,needle", HOST_CASES)
+def test_unsupported_on_this_host(host, changes, needle):
+    spec = make(**changes)
+    assert any(needle in p for p in unsupported(spec, host))
+    good = HostFacts(memsw=True, io_weight=True, cgroup_version=1, subuid=None, subgid=None)
+    assert not unsupported(spec, good)
+
+
+SUPPORTED = [
+    ("default", {}),
+    ("non-root with bounding only", {"process": {"user": {"uid": 1000},
+                                                 "capabilities": {"effective": [],
+                                                                  "permitted": []}}}),
+    ("sysctl without readonly /proc/sys", {"sysctls": {"net.ipv4.ip_forward": "1"},
+                                           "readonly_paths": []}),
+    ("delegated idmap", {"namespaces": [{"type": "mount"}, {"type": "network"}, {"type": "user"}],
+                         "uid_mappings": [{"container_id": 0, "host_id": 100000, "size": 10}],
+                         "gid_mappings": [{"container_id": 0, "host_id": 100000, "size": 10}]}),
+    ("seccomp profile", {"seccomp": {"mode": "profile", "profile": {
+        "default_action": "errno", "syscalls": [{"names": ["read"], "action": "trap"}]}}}),
+]
+
+
+@pytest.mark.parametrize("case,changes", SUPPORTED, ids=[c[0] for c in SUPPORTED])
+def test_supported(case, changes):
+    host = HostFacts(subuid=((100000, 65536),), subgid=((100000, 65536),))
+    assert unsupported(make(**changes), host) == []
+
+
+# --- encoders and seccomp -----------------------------------------------------------
+
+@pytest.mark.parametrize("arg,word", [
+    ("sh", "sh"), ("a b", "'a b'"), ("", "''"), ("it's", "it's"), ("it's me", '"it\'s me"'),
+    ("'q", '"\'q"'), ('"q', "'\"q'"), ("a\tb", "'a\tb'"), ("x'\" y", None)])
+def test_init_cmd_word(arg, word):
+    assert init_cmd_word(arg) == word
+
+
+@pytest.mark.parametrize("field,escaped", [
+    ("/a b", "/a\\040b"), ("t\tn\n", "t\\011n\\012"), ("back\\slash", "back\\134slash"),
+    ("plain", "plain")])
+def test_fstab_escape(field, escaped):
+    assert fstab_escape(field) == escaped
+
+
+def test_seccomp_default_is_the_native_profile():
+    from execdriver.kernel.seccomp_default import ALLOWED, DEFAULT_PROFILE
+    text = seccomp_profile(make())
+    assert text is not None
+    lines = text.splitlines()
+    assert lines[:2] == ["2", f"allowlist errno {DEFAULT_PROFILE.default_errno}"]
+    assert "read allow" in lines and "mount allow" not in lines
+    assert len([ln for ln in lines if ln.endswith(" allow")]) >= len(ALLOWED)
+    assert "clone allow [0,0,SCMP_CMP_MASKED_EQ,2114060288]" in lines
+    assert "clone3 errno 38" in lines
+
+
+def test_seccomp_profile_translation():
+    spec = make(seccomp={"mode": "profile", "profile": {
+        "default_action": "allow",
+        "syscalls": [
+            {"names": ["mount", "umount2"], "action": "errno"},
+            {"names": ["personality"], "action": "errno", "errno": 22,
+             "args": [{"index": 0, "value": 8, "op": "ne"}, {"index": 1, "value": 1, "op": "gt"}]},
+            {"names": ["kexec_load"], "action": "kill"},
+            {"names": ["ioctl"], "action": "trap",
+             "args": [{"index": 1, "value": 255, "value_two": 4, "op": "masked_eq"}]}]}})
+    assert seccomp_profile(spec) == (
+        "2\ndenylist allow\nmount errno 1\numount2 errno 1\n"
+        "personality errno 22 [0,8,SCMP_CMP_NE] [1,1,SCMP_CMP_GT]\n"
+        "kexec_load kill\nioctl trap [1,4,SCMP_CMP_MASKED_EQ,255]\n")
+
+
+def test_seccomp_unconfined():
+    assert seccomp_profile(make(seccomp={"mode": "unconfined"})) is None
