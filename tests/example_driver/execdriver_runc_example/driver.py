@@ -1,0 +1,382 @@
+"""RuncExampleDriver: an execdriver driver that runs containers with runc.
+
+Layout: ``<state root>/<id>/`` is execdriver's state dir for the container; the
+OCI bundle is ``<id>/bundle/config.json``; runc keeps its own state under
+``<state root>/.runc`` (``runc --root``), which the state store ignores.
+Every container is started by a monitor process (see monitor.py) that reaps
+it and records its exit status, since runc cannot after ``run -d``.
+
+Limits: with a user namespace every parent directory of the rootfs must be
+searchable by the mapped root's host uid (runc mounts it from inside the
+namespace). runc's own errors before the container starts also reach the
+container's stderr, as runc passes its stdio through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal as _signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+from execdriver.driver import (
+    Availability,
+    ContainerInfo,
+    ExecDriver,
+    ExitStatus,
+    Handle,
+    NetworkStats,
+    Stats,
+    Status,
+    Stdio,
+)
+from execdriver.errors import InvalidArgument, InvalidState, StepFailed, UnsupportedFeature
+from execdriver.spec import Process, Spec
+from execdriver.state import ContainerState, pid_alive, validate_id
+
+from .oci import oci_process, to_oci_config
+from .runc import DRIVER, RUNC, Runc
+
+MONITOR = str(Path(__file__).with_name("monitor.py"))
+START_TIMEOUT = 120.0
+
+
+class _SyncReader:
+    """Line reader with timeouts over the monitor's sync pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.file: IO[bytes] = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self.buf = b""
+
+    def line(self, timeout: float | None) -> str | None:
+        """The next line; "" at EOF; None if ``timeout`` passed first."""
+        import select
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.file], [], [], left)
+            if not ready:
+                return None
+            chunk = self.file.read(4096)
+            if not chunk:
+                return ""
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _parse_exit(line: str, container_id: str) -> ExitStatus:
+    parts = line.split()
+    if len(parts) != 3 or parts[0] != "exited":
+        raise StepFailed("wait", "the monitor ended without an exit status",
+                         container_id=container_id, driver=DRIVER, id=container_id)
+    sig = None if parts[2] == "-" else int(parts[2])
+    return ExitStatus(code=int(parts[1]), signal=sig)
+
+
+class RuncExampleDriver(ExecDriver):
+    """Containers run by Debian's runc, from a translated OCI config.json."""
+
+    name = "runc-example"
+    description = "example third-party driver: runc with a translated OCI config"
+    # Exactly what oci.py translates and tests/test_runc_example_features.py checks.
+    # Not here: seccomp.default (no profile of our own), process.terminal (no
+    # console socket), apparmor, preserve_fds, block_io, network bridge/container/
+    # netns, hooks, namespaces.time (runc 1.1 has none), domainname (runc 1.1.5
+    # accepts the config key but silently ignores it).
+    features = frozenset({
+        "namespaces.pid", "namespaces.network", "namespaces.mount", "namespaces.ipc",
+        "namespaces.uts", "namespaces.cgroup", "namespaces.user", "namespaces.join", "idmap",
+        "root.readonly", "mounts", "hostname",
+        "process.user", "process.rlimits", "process.capabilities", "process.no_new_privileges",
+        "process.oom_score_adj", "process.umask",
+        "resources.memory", "resources.cpu", "resources.cpuset", "resources.pids",
+        "resources.devices", "network.none", "network.host",
+        "seccomp.profile", "masked_paths", "readonly_paths", "sysctls",
+        "pause", "exec", "stats",
+    })
+
+    def __init__(self, state_root: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(state_root)
+        self.runc = Runc(self.state.root / ".runc")
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if not os.access(RUNC, os.X_OK):
+            return Availability(False, f"runc not found at {RUNC} (apt-get install runc)")
+        if os.geteuid() != 0:
+            return Availability(False, "needs root (rootless runc configs are not translated)")
+        return Availability(True)
+
+    def default_spec(self, rootfs: str, args: list[str] | None = None) -> Spec:
+        spec = super().default_spec(rootfs, args)
+        # We translate explicit profiles only; the default spec must not ask
+        # for the built-in profile we do not have.
+        spec.seccomp.mode = "unconfined"
+        return spec
+
+    # -- start -----------------------------------------------------------------
+    def start(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
+              detach: bool = False) -> Handle:
+        validate_id(container_id)
+        self.check_spec(spec)
+        rootfs = Path(os.path.abspath(spec.root.path))
+        if not rootfs.is_dir():
+            why = "not a directory" if rootfs.exists() else "no such directory"
+            raise StepFailed("rootfs", why, container_id=container_id, driver=self.name,
+                             path=rootfs)
+        bundle = self.state.dir(container_id) / "bundle"
+        self.state.create(container_id, self.name, spec, bundle=str(bundle))
+        try:
+            return self._start(container_id, spec, rootfs, bundle, stdio, detach)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.terminate(container_id)
+            raise
+
+    def _start(self, cid: str, spec: Spec, rootfs: Path, bundle: Path, stdio: Stdio | None,
+               detach: bool) -> Handle:
+        d = self.state.dir(cid)
+        cgroup = f"/execdriver-runc-example-{cid}"
+        self.state.record(cid, "runc", cid)
+        self.state.record(cid, "cgroup", cgroup)
+        spec = spec.model_copy(deep=True)
+        spec.root.path = str(rootfs)
+        bundle.mkdir(mode=0o700)
+        (bundle / "config.json").write_text(
+            json.dumps(to_oci_config(spec, cgroups_path=cgroup), indent=1))
+        argv = self.runc.argv("--log", str(d / "runc.log"), "--log-format", "json",
+                              "run", "-d", "--bundle", str(bundle),
+                              "--pid-file", str(d / "init.pid"), cid)
+        pid, pid_start, monitor, handle = self._spawn(
+            cid, argv, d / "init.pid", d / "runc.log", stdio, detach, record=True,
+            kill_argv=self.runc.argv("kill", "--all", cid, "KILL"),
+            default_out=d if detach else None)
+
+        def started(st: ContainerState) -> None:
+            st.pid, st.pid_start = pid, pid_start
+            st.extra["monitor"] = monitor
+            if st.exit is None:
+                st.status = "running"
+        self.state.update(cid, started)
+        return handle
+
+    def _spawn(self, cid: str, argv: list[str], pid_file: Path, log_file: Path,
+               stdio: Stdio | None, detach: bool, *, record: bool,
+               kill_argv: list[str] | None, default_out: Path | None
+               ) -> tuple[int, int | None, list[int | None], Handle]:
+        """Start a monitor running ``argv``; wait for it to report the process."""
+        stdio = stdio or Stdio()
+        opened: list[int] = []
+
+        def fd_for(given: int | None, default: str | None, mode: int) -> int | None:
+            if given is not None:
+                return given
+            if not detach:
+                return None  # inherit the caller's
+            fd = os.open(default or os.devnull, mode | os.O_CLOEXEC, 0o600)
+            opened.append(fd)
+            return fd
+        out = str(default_out / "stdout.log") if default_out else None
+        err = str(default_out / "stderr.log") if default_out else None
+        wr = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        sync_r, sync_w = os.pipe()
+        life_r, life_w = os.pipe() if not detach else (-1, -1)
+        cfg: dict[str, Any] = {
+            "argv": argv, "pid_file": str(pid_file), "log_file": str(log_file),
+            "sync_fd": sync_w, "lifeline_fd": life_r if life_r >= 0 else None,
+            "daemonize": detach, "kill_argv": kill_argv,
+            "record": {"state_root": str(self.state.root), "id": cid} if record else None,
+        }
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, MONITOR, json.dumps(cfg)],
+                stdin=fd_for(stdio.stdin, None, os.O_RDONLY),
+                stdout=fd_for(stdio.stdout, out, wr), stderr=fd_for(stdio.stderr, err, wr),
+                pass_fds=[sync_w] + ([life_r] if life_r >= 0 else []),
+                start_new_session=True)
+        finally:
+            for fd in opened + [sync_w] + ([life_r] if life_r >= 0 else []):
+                os.close(fd)
+        reader = _SyncReader(sync_r)
+        # Held until the wait ends; closing it (or our death) tells the monitor.
+        lifeline = open(life_w, "wb", buffering=0) if life_w >= 0 else None  # noqa: SIM115
+        if detach:
+            proc.wait()  # the monitor daemonized; this was the intermediate
+        line = reader.line(START_TIMEOUT)
+        if not line or not line.startswith("started "):
+            reader.close()
+            if lifeline:
+                lifeline.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            if line is None:
+                why = f"runc did not start the process within {START_TIMEOUT:.0f}s"
+            elif line.startswith("error "):
+                why = line[6:]
+            else:
+                why = "the monitor exited before the process started"
+            raise StepFailed("runc start", why, container_id=cid, driver=self.name, id=cid)
+        _, pid, pid_start, mon_pid, mon_start = line.split()
+
+        def waiter(timeout: float | None) -> ExitStatus | None:
+            got = reader.line(timeout)
+            if got is None:
+                return None
+            reader.close()
+            if lifeline:
+                lifeline.close()
+            if not detach:
+                proc.wait()
+            return _parse_exit(got, cid)
+        return (int(pid), int(pid_start) or None, [int(mon_pid), int(mon_start) or None],
+                Handle(cid, int(pid), waiter))
+
+    # -- inspection --------------------------------------------------------------
+    def _read(self, verb: str, cid: str) -> ContainerState:
+        st = self.state.read(cid)
+        if st.driver and st.driver != self.name:
+            raise InvalidArgument(f"{verb} id={cid}: container belongs to driver {st.driver}",
+                                  container_id=cid, driver=self.name)
+        return st
+
+    def _status(self, st: ContainerState) -> tuple[Status, ExitStatus | None]:
+        if st.exit is None and st.pid is not None and not pid_alive(st.pid, st.pid_start):
+            # Ended: the monitor records the exit right after reaping it.
+            deadline = time.monotonic() + 3
+            while st.exit is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+                st = self.state.read(st.id)
+        if st.exit is not None:
+            return Status.STOPPED, ExitStatus.from_dict(st.exit)
+        if st.pid is None:
+            return Status(st.status) if st.status in ("creating", "created") \
+                else Status.CREATING, None
+        if not pid_alive(st.pid, st.pid_start):
+            return Status.STOPPED, None
+        try:
+            out = json.loads(self.runc.call("state", st.id, "state", st.id))
+        except (InvalidState, StepFailed, ValueError):
+            return Status.STOPPED, None
+        return {"paused": Status.PAUSED, "created": Status.CREATED,
+                "stopped": Status.STOPPED}.get(out.get("status"), Status.RUNNING), None
+
+    def info(self, container_id: str) -> ContainerInfo:
+        st = self._read("info", container_id)
+        status, exit_status = self._status(st)
+        return ContainerInfo(id=st.id, driver=self.name, status=status, pid=st.pid,
+                             created=st.created, rootfs=st.rootfs, bundle=st.bundle,
+                             exit_status=exit_status, annotations=dict(st.annotations),
+                             resources=dict(st.resources))
+
+    def _running(self, verb: str, cid: str, *ok: Status) -> ContainerState:
+        st = self._read(verb, cid)
+        status, _ = self._status(st)
+        if status not in (ok or (Status.RUNNING,)):
+            raise InvalidState(f"{verb} id={cid}: container is {status.value}",
+                               container_id=cid, driver=self.name, step=verb)
+        return st
+
+    def stats(self, container_id: str) -> Stats:
+        self._running("stats", container_id, Status.RUNNING, Status.PAUSED)
+        out = self.runc.call("stats", container_id, "events", "--stats", container_id)
+        try:
+            data = json.loads(out)["data"]
+        except (ValueError, KeyError) as exc:
+            raise StepFailed("stats", f"unreadable runc events output: {exc}",
+                             container_id=container_id, driver=self.name) from None
+        mem = (data.get("memory") or {}).get("usage") or {}
+        pids = data.get("pids") or {}
+        io: dict[str, int] = {}
+        for entry in (data.get("blkio") or {}).get("ioServiceBytesRecursive") or []:
+            op = str(entry.get("op", "")).lower()
+            io[op] = io.get(op, 0) + int(entry.get("value", 0))
+        nets = {n["name"]: NetworkStats(rx_bytes=n.get("rx_bytes", 0),
+                                        rx_packets=n.get("rx_packets", 0),
+                                        tx_bytes=n.get("tx_bytes", 0),
+                                        tx_packets=n.get("tx_packets", 0))
+                for n in data.get("network_interfaces") or [] if n.get("name")}
+        limit = mem.get("limit")
+        return Stats(
+            id=container_id,
+            cpu_usage_ns=((data.get("cpu") or {}).get("usage") or {}).get("total"),
+            memory_usage=mem.get("usage"), memory_max_usage=mem.get("max"),
+            memory_limit=limit if limit and limit < 1 << 62 else None,  # huge = unlimited
+            pids_current=pids.get("current"), pids_limit=pids.get("limit") or None,
+            blkio_read_bytes=io.get("read"), blkio_write_bytes=io.get("write"), networks=nets)
+
+    def pids(self, container_id: str) -> list[int]:
+        self._running("pids", container_id, Status.RUNNING, Status.PAUSED)
+        out = self.runc.call("ps", container_id, "ps", "--format", "json", container_id)
+        return [int(p) for p in json.loads(out or "[]")]
+
+    # -- control -----------------------------------------------------------------
+    def kill(self, container_id: str, signal: int = _signal.SIGTERM, all: bool = False) -> None:
+        self._running("kill", container_id, Status.RUNNING, Status.PAUSED)
+        args = ["kill"] + (["--all"] if all else []) + [container_id, str(int(signal))]
+        self.runc.call("kill", container_id, *args)
+
+    def pause(self, container_id: str) -> None:
+        self._running("pause", container_id)
+        self.runc.call("pause", container_id, "pause", container_id)
+
+    def unpause(self, container_id: str) -> None:
+        self._running("unpause", container_id, Status.PAUSED)
+        self.runc.call("unpause", container_id, "resume", container_id)
+
+    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+             detach: bool = False) -> ExitStatus | Handle:
+        lacking = [f for f, used in (("process.terminal", process.terminal),
+                                     ("process.apparmor", process.apparmor_profile),
+                                     ("process.preserve_fds", process.preserve_fds)) if used]
+        if lacking:
+            raise UnsupportedFeature(self.name, lacking)
+        self._running("exec", container_id)
+        d = self.state.dir(container_id)
+        tag = uuid.uuid4().hex[:12]
+        files = [d / f"exec-{tag}.json", d / f"exec-{tag}.pid", d / f"exec-{tag}.log"]
+        files[0].write_text(json.dumps(oci_process(process)))
+        argv = self.runc.argv("--log", str(files[2]), "--log-format", "json", "exec", "-d",
+                              "--process", str(files[0]), "--pid-file", str(files[1]),
+                              container_id)
+        try:
+            _, _, _, handle = self._spawn(container_id, argv, files[1], files[2], stdio, detach,
+                                          record=False, kill_argv=None, default_out=None)
+        finally:
+            for f in files:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+        if detach:
+            return handle
+        status = handle.wait()
+        assert status is not None
+        return status
+
+    def terminate(self, container_id: str) -> None:
+        st = self._read("terminate", container_id)
+        # A frozen container cannot die; then let runc kill and remove it (and its
+        # cgroups). Both fail harmlessly when runc never got to create it.
+        self.runc.call_quietly("resume", container_id)
+        self.runc.call_quietly("delete", "--force", container_id)
+        monitor = st.extra.get("monitor")
+        if monitor:
+            mon_pid, mon_start = monitor
+            deadline = time.monotonic() + 10
+            while pid_alive(mon_pid, mon_start) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if pid_alive(mon_pid, mon_start):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(mon_pid, _signal.SIGKILL)
+        if self.runc.call_quietly("state", container_id):
+            raise StepFailed("terminate", "runc still knows the container after delete --force",
+                             container_id=container_id, driver=self.name, id=container_id)
+        self.state.remove(container_id)
