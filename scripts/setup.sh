@@ -16,5 +16,6 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
-.venv/bin/pip install -q --disable-pip-version-check -e '.[lxc,test,dev]' -e tests/example_driver
+.venv/bin/pip install -q --disable-pip-version-check -e '.[lxc,test,dev,bench]' -e tests/example_driver
+.venv/bin/python -m execdriver.kernel.waiter >/dev/null  # the C container monitor (optional, saves memory)
 [ -x demo-rootfs/bin/busybox ] || .venv/bin/execdriver rootfs busybox demo-rootfs

@@ -68,6 +68,7 @@ class InitConfig:
     exit_file: str | None = None
     detach: bool = False
     loopback_up: bool = False
+    waiter: str | None = None           # compiled monitor (waiter.c), if built
 
 
 def _idmap(mappings: list[Any]) -> str:
@@ -126,6 +127,8 @@ def build(container_id: str, spec: Spec, *, root_mode: str = "pivot",
             cfg.new_userns = True
         else:
             cfg.unshare_flags |= flag
+    from . import waiter
+    cfg.waiter = waiter.find()
     cfg.loopback_up = bool(cfg.unshare_flags & sc.CLONE_NEWNET) and spec.network.mode == "none"
     cfg.uid_map, cfg.gid_map = _idmap(spec.uid_mappings), _idmap(spec.gid_mappings)
     for m in spec.mounts:

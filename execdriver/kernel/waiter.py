@@ -1,0 +1,47 @@
+"""The compiled container monitor (waiter.c): where it is, and how to build it.
+
+A forked Python monitor keeps 3.5 MiB (embedded) to 19 MiB (after the CLI
+exits) of private memory per running container; the C waiter keeps ~0.1 MiB.
+It is optional: without it, init.monitor() does the same job in Python.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "waiter.c")
+NAME = "execdriver-waiter"
+
+
+def default_path() -> str:
+    return os.path.join(sys.prefix, "libexec", "execdriver", NAME)
+
+
+def find() -> str | None:
+    """The waiter binary, if built and executable (EXECDRIVER_WAITER overrides; '' disables)."""
+    path = os.environ.get("EXECDRIVER_WAITER")
+    if path is None:
+        path = default_path()
+    if path and os.access(path, os.X_OK):
+        return path
+    return None
+
+
+def build(dest: str | None = None) -> str:
+    """Compile waiter.c into ``dest`` (default: the venv's libexec) with the system cc."""
+    dest = dest or default_path()
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("no C compiler (apt-get install gcc)")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    tmp = dest + ".tmp"
+    subprocess.run([cc, "-O2", "-Wall", "-o", tmp, SOURCE], check=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+if __name__ == "__main__":
+    print(build(sys.argv[1] if len(sys.argv) > 1 else None))
