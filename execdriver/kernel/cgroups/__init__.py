@@ -158,6 +158,20 @@ def remove_empty_parents(mount: str, name: str) -> None:
         parts.pop()
 
 
+def rmdir_if_empty(directory: str) -> bool:
+    """rmdir ``directory``: True when gone, False when busy (processes or sub-cgroups)."""
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno in (_errno.EBUSY, _errno.ENOTEMPTY, _errno.EEXIST):
+            return False
+        raise StepFailed("cgroup rmdir", os.strerror(exc.errno or 0), errno=exc.errno,
+                         path=directory) from None
+    return True
+
+
 def signal_pids(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -245,8 +259,16 @@ class CgroupManager(abc.ABC):
             if frozen and (not was_frozen or sig == _signal.SIGKILL):
                 self.thaw()
 
+    def _remove_if_empty(self) -> bool:
+        """rmdir the directories if nothing is in them; False (nothing forced) otherwise."""
+        return False
+
     def destroy(self, timeout: float = 5.0) -> None:
         """Kill what is left, wait for it to go, remove the directories. Idempotent."""
+        # The common case (the container has exited): rmdir succeeds at once, and
+        # the walks that look for processes to kill are not needed.
+        if self._remove_if_empty():
+            return
         if not self.exists():
             self._remove_dirs()
             return

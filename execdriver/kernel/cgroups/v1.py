@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import StepFailed
 from . import (DEFAULT_ROOT, CgroupManager, poll, read_file, read_int, read_keyed, read_procs,
-               remove_empty_parents, remove_tree, required_controllers, write_file)
+               remove_empty_parents, remove_tree, required_controllers, rmdir_if_empty,
+               write_file)
 
 if TYPE_CHECKING:
     from ...spec import Resources
@@ -126,6 +127,15 @@ class CgroupV1Manager(CgroupManager):
         for mount, path in self._dirs():
             remove_tree(path)
             remove_empty_parents(mount, self.name)
+
+    def _remove_if_empty(self) -> bool:
+        dirs = self._dirs()
+        for _mount, path in dirs:
+            if not rmdir_if_empty(path):
+                return False
+        for mount, _path in dirs:
+            remove_empty_parents(mount, self.name)
+        return True
 
     def procs_paths(self) -> list[str]:
         return [os.path.join(p, "cgroup.procs") for _m, p in self._dirs()]

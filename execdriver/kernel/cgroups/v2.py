@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import StepFailed
 from . import (DEFAULT_ROOT, CgroupManager, poll, read_file, read_int, read_keyed, read_procs,
-               remove_empty_parents, remove_tree, required_controllers, write_file)
+               remove_empty_parents, remove_tree, required_controllers, rmdir_if_empty,
+               write_file)
 
 if TYPE_CHECKING:
     from ...spec import Resources
@@ -111,6 +112,13 @@ class CgroupV2Manager(CgroupManager):
         remove_tree(self.path)
         if self.path == os.path.join(self.root, self.name):
             remove_empty_parents(self.root, self.name)
+
+    def _remove_if_empty(self) -> bool:
+        if not rmdir_if_empty(self.path):
+            return False
+        if self.path == os.path.join(self.root, self.name):
+            remove_empty_parents(self.root, self.name)
+        return True
 
     def procs_paths(self) -> list[str]:
         return [self._file("cgroup.procs")]

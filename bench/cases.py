@@ -1,0 +1,344 @@
+"""The cases of issue 7, each with its anchor and target.
+
+A latency case pairs two Sides and runs them interleaved (A B A B ...). The
+density case starts N detached containers on each side. A case whose
+prerequisites are missing becomes a "not available: <reason>" row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .memory import smaps_rollup
+from .sides import BenchError, Command, Side, Worker, WorkerRun, check_command, new_id
+from .workspace import MEMORY_LIMIT, PIDS_LIMIT, Workspace, venv_bin
+
+TRUE = ["/bin/true"]
+SLEEP = ["/bin/sleep", "100000"]
+
+
+@dataclass
+class Latency:
+    name: str
+    title: str
+    anchor_title: str
+    target: float                     # ratio ours/anchor must be <= target
+    build: Callable[[], tuple[Side, Side]]
+    unavailable: Callable[[], str | None] = lambda: None
+
+
+@dataclass
+class Context:
+    ws: Workspace
+    worker: Worker
+    state: dict[str, str] = field(default_factory=dict)
+
+    def state_root(self, name: str) -> str:
+        if name not in self.state:
+            self.state[name] = str(self.ws.path("state", name))
+        return self.state[name]
+
+
+# --- availability checks --------------------------------------------------------
+
+def _runc_missing() -> str | None:
+    return None if shutil.which("runc") else "runc not installed"
+
+
+def _driver_missing(name: str) -> str | None:
+    from execdriver import load_driver
+    try:
+        load_driver(name)
+    except Exception as exc:  # noqa: BLE001 - the reason is the row
+        return str(exc).splitlines()[0][:200]
+    return None
+
+
+# --- the cases ------------------------------------------------------------------
+
+def runc_side(ctx: Context, args: list[str]) -> Side:
+    bundle = ctx.ws.runc_bundle("true" if args == TRUE else "sleep", args)
+    assert bundle is not None
+    root = ctx.state_root("runc")
+    return Command("runc run", lambda cid: ["runc", "--root", root, "run", "-b", str(bundle), cid],
+                   tag="runc")
+
+
+def case_api(ctx: Context) -> Latency:
+    def build() -> tuple[Side, Side]:
+        ours = WorkerRun("execdriver API (native)", ctx.worker, "native", ctx.state_root("api"),
+                         str(ctx.ws.rootfs), TRUE)
+        return ours, runc_side(ctx, TRUE)
+    return Latency("api", "embedded API, native driver.run(true)", "runc run", 0.5, build,
+                   lambda: _runc_missing() or _driver_missing("native"))
+
+
+def case_cli(ctx: Context) -> Latency:
+    exe = venv_bin("execdriver")
+
+    def unavailable() -> str | None:
+        if not os.path.exists(exe):
+            return f"{exe} missing"
+        root = ctx.state_root("cli-check")
+        return _runc_missing() or check_command(
+            [exe, "run", "--root", root, "--driver", "native", "--rootfs", str(ctx.ws.rootfs),
+             "--name", new_id("clicheck"), "--", "/bin/true"])
+
+    def build() -> tuple[Side, Side]:
+        root = ctx.state_root("cli")
+        ours = Command("execdriver run (CLI)", lambda cid: [
+            exe, "run", "--root", root, "--driver", "native", "--rootfs", str(ctx.ws.rootfs),
+            "--memory", str(MEMORY_LIMIT), "--pids-limit", str(PIDS_LIMIT), "--name", cid,
+            "--", *TRUE], tag="cli")
+        return ours, runc_side(ctx, TRUE)
+    return Latency("cli", "CLI: execdriver run --driver native true", "runc run", 1.5, build,
+                   unavailable)
+
+
+def case_chroot(ctx: Context) -> Latency:
+    def build() -> tuple[Side, Side]:
+        ours = WorkerRun("execdriver API (chroot)", ctx.worker, "chroot", ctx.state_root("chroot"),
+                         str(ctx.ws.rootfs), TRUE)
+        return ours, runc_side(ctx, TRUE)
+    return Latency("chroot", "chroot driver.run(true) (API)", "runc run", 0.5, build,
+                   lambda: _runc_missing() or _driver_missing("chroot"))
+
+
+def _lxc_config(ctx: Context, cid: str, lxcpath: str) -> str:
+    """The lxc driver's own translation of the same spec, as an lxc-execute config file."""
+    from execdriver_lxc import host
+    from execdriver_lxc.translate import seccomp_profile, spec_to_config
+
+    from execdriver import validate_spec
+
+    from .workspace import spec_dict
+    spec = validate_spec(spec_dict(str(ctx.ws.rootfs), TRUE))
+    cdir = Path(lxcpath) / cid
+    cdir.mkdir(parents=True, exist_ok=True)
+    items = spec_to_config(spec, cid, lxcpath, host.facts().cgroup_version,
+                           log_file=str(cdir / "lxc.log"), mount_binary=host.mount_binary())
+    profile = seccomp_profile(spec)
+    if profile is not None:
+        (cdir / "seccomp").write_text(profile)
+    conf = cdir / "bench.conf"
+    conf.write_text("".join(f"{k} = {v}\n" for k, v in items if k != "lxc.init.cmd"))
+    return str(conf)
+
+
+def case_lxc(ctx: Context) -> Latency:
+    lxcpath = str(ctx.ws.path("lxc-execute"))
+
+    def unavailable() -> str | None:
+        if not shutil.which("lxc-execute"):
+            return "lxc-execute not installed"
+        why = _driver_missing("lxc")
+        if why:
+            return why
+        try:
+            cid = new_id("lxccheck")
+            conf = _lxc_config(ctx, cid, lxcpath)
+        except Exception as exc:  # noqa: BLE001
+            return f"lxc config: {exc}"[:200]
+        why = check_command(["lxc-execute", "-P", lxcpath, "-n", cid, "-f", conf, "--", *TRUE])
+        shutil.rmtree(Path(lxcpath) / cid, ignore_errors=True)
+        return why
+
+    def build() -> tuple[Side, Side]:
+        ours = WorkerRun("execdriver API (lxc)", ctx.worker, "lxc", ctx.state_root("lxc"),
+                         str(ctx.ws.rootfs), TRUE)
+        confs: dict[str, str] = {}
+
+        def prepare(cid: str) -> None:
+            confs[cid] = _lxc_config(ctx, cid, lxcpath)
+
+        def after(cid: str) -> None:
+            shutil.rmtree(Path(lxcpath) / cid, ignore_errors=True)
+        anchor = Command("lxc-execute", lambda cid: [
+            "lxc-execute", "-P", lxcpath, "-n", cid, "-f", confs[cid], "--", *TRUE],
+            prepare=prepare, after=after, tag="lxcx")
+        return ours, anchor
+    return Latency("lxc", "lxc driver.run(true) (API)", "lxc-execute", 1.2, build, unavailable)
+
+
+def case_podman(ctx: Context) -> Latency:
+    oci = venv_bin("execdriver-oci")
+    flags, env = ctx.ws.podman_env()
+
+    def argv(runtime: str) -> Callable[[str], list[str]]:
+        return lambda cid: ["podman", *flags, "run", "--rm", "--runtime", runtime,
+                            "--name", cid, "--network", "none", "--memory", "64m",
+                            "--pids-limit", str(PIDS_LIMIT), "--rootfs", str(ctx.ws.rootfs),
+                            *TRUE]
+
+    def unavailable() -> str | None:
+        if not shutil.which("podman"):
+            return "podman not installed"
+        if not os.path.exists(oci):
+            return f"{oci} missing"
+        why = check_command([oci, "--version"]) or check_command([oci, "--help"])
+        if why and "--version" not in why:
+            return why
+        return _runc_missing() or check_command(argv("runc")(new_id("podcheck")), env=env) \
+            or check_command(argv(oci)(new_id("podcheck")), env=env)
+
+    def build() -> tuple[Side, Side]:
+        return (Command("podman + execdriver-oci", argv(oci), env=env, tag="pod"),
+                Command("podman + runc", argv("runc"), env=env, tag="pod"))
+    return Latency("podman", "podman run --rm through execdriver-oci", "podman with runc", 1.2,
+                   build, unavailable)
+
+
+def latency_cases(ctx: Context) -> list[Latency]:
+    return [case_api(ctx), case_cli(ctx), case_podman(ctx), case_lxc(ctx), case_chroot(ctx)]
+
+
+# --- density --------------------------------------------------------------------------
+
+def _runc_density(ctx: Context, n: int) -> dict[str, Any]:
+    bundle = ctx.ws.runc_bundle("sleep", SLEEP)
+    root = ctx.state_root("runc-density")
+    ids = [new_id("runcd") for _ in range(n)]
+    out: dict[str, Any] = {}
+    started: list[str] = []
+
+    def runc(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["runc", "--root", root, *args], check=False,
+                              stdin=subprocess.DEVNULL, capture_output=True)
+    try:
+        t0 = time.perf_counter()
+        for cid in ids:
+            # The container inherits runc's stdio: no pipe, or reading it would never end.
+            proc = subprocess.run(["runc", "--root", root, "run", "-d", "-b", str(bundle), cid],
+                                  check=False,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+            if proc.returncode != 0:
+                raise BenchError(f"runc run -d {cid}: exit {proc.returncode}")
+            started.append(cid)
+        out["start_seconds"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        listed = runc("list", "--format", "json")
+        out["list_seconds"] = time.perf_counter() - t0
+        out["listed_running"] = sum(1 for c in json.loads(listed.stdout or b"[]") or []
+                                    if c.get("status") == "running")
+        t0 = time.perf_counter()
+        for cid in ids:
+            runc("events", "--stats", cid)
+        out["stats_seconds"] = time.perf_counter() - t0
+    finally:
+        t0 = time.perf_counter()
+        for cid in started:
+            runc("delete", "--force", cid)
+        out["terminate_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _cli_monitor_memory(ctx: Context, n: int) -> dict[str, Any]:
+    """Monitors of containers started by ``execdriver run -d``, measured after the CLI exited."""
+    exe = venv_bin("execdriver")
+    root = ctx.state_root("cli-density")
+    ids = [new_id("clid") for _ in range(n)]
+    mem: list[dict[str, Any]] = []
+    started = []
+    try:
+        for cid in ids:
+            # Files, not pipes: a detached container may keep the CLI's stdio open.
+            errfile = ctx.ws.path("logs") / f"{cid}.err"
+            with open(errfile, "wb") as err:
+                proc = subprocess.run([exe, "run", "-d", "--root", root, "--driver", "native",
+                                       "--rootfs", str(ctx.ws.rootfs), "--memory", str(MEMORY_LIMIT),
+                                       "--pids-limit", str(PIDS_LIMIT), "--name", cid, "--", *SLEEP],
+                                      check=False,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            if proc.returncode != 0:
+                raise BenchError(f"execdriver run -d: {errfile.read_text().strip()[-200:]}")
+            started.append(cid)
+        time.sleep(0.2)
+        for cid in ids:
+            st = json.loads((Path(root) / cid / "state.json").read_text())
+            pid = st.get("extra", {}).get("monitor_pid")
+            if pid:
+                mem.append(smaps_rollup(pid))
+        t0 = time.perf_counter()
+        listed = subprocess.run([exe, "list", "--root", root], check=False, capture_output=True,
+                                text=True)
+        cli_list = time.perf_counter() - t0
+    finally:
+        for cid in started:
+            subprocess.run([exe, "terminate", "--force", "--root", root, cid], check=False,
+                           capture_output=True)
+    return {"memory": mem, "cli_list_seconds": cli_list, "cli_list_ok": listed.returncode == 0}
+
+
+def density(ctx: Context, n: int, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """N detached sleep containers: start, list, stats, memory, terminate; interleaved with runc."""
+    why = _runc_missing() or _driver_missing("native")
+    if why:
+        return {"status": "skipped", "reason": why, "n": n}
+    ours: list[dict[str, Any]] = []
+    anchor: list[dict[str, Any]] = []
+    cli_exe = venv_bin("execdriver") if os.path.exists(venv_bin("execdriver")) else None
+    for r in range(rounds):
+        log(f"density round {r + 1}/{rounds}: execdriver API, {n} containers")
+        ours.append(ctx.worker.call(op="density", driver="native", state_root=ctx.state_root("density"),
+                                    rootfs=str(ctx.ws.rootfs), args=SLEEP, n=n,
+                                    prefix=new_id("dens"), cli=cli_exe))
+        log(f"density round {r + 1}/{rounds}: runc, {n} containers")
+        anchor.append(_runc_density(ctx, n))
+    cli: dict[str, Any] = {}
+    if os.path.exists(venv_bin("execdriver")):
+        log("density: monitors of CLI-started containers")
+        try:
+            cli = _cli_monitor_memory(ctx, min(n, 10))
+        except BenchError as exc:
+            cli = {"error": str(exc)}
+    return summarize_density(n, ours, anchor, cli)
+
+
+def _med(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize_density(n: int, ours: list[dict[str, Any]], anchor: list[dict[str, Any]],
+                      cli: dict[str, Any]) -> dict[str, Any]:
+    def col(rows: list[dict[str, Any]], key: str) -> list[float]:
+        return [float(r[key]) for r in rows if r.get(key) is not None]
+
+    mem = [m for r in ours for m in r.get("memory", []) if m]
+    uss = sorted(m["Uss"] / 1024 for m in mem)
+    pss = sorted(m["Pss"] / 1024 for m in mem)
+    cli_mem = [m for m in cli.get("memory", []) if m]
+    out = {
+        "status": "ok", "n": n, "rounds": len(ours),
+        "ours": {k: col(ours, k) for k in ("start_seconds", "list_seconds", "stats_seconds",
+                                           "terminate_seconds", "cli_list_seconds",
+                                           "cli_stats_seconds")},
+        "cli_ok": all(r.get("cli_list_ok", True) and r.get("cli_stats_ok", True) for r in ours),
+        "anchor": {k: col(anchor, k) for k in ("start_seconds", "list_seconds", "stats_seconds",
+                                               "terminate_seconds")},
+        "listed_running": [r.get("listed_running") for r in ours],
+        "anchor_listed_running": [r.get("listed_running") for r in anchor],
+        "terminate_errors": sum(r.get("terminate_errors", 0) for r in ours),
+        "monitor_uss_mib": {"median": _med(uss), "min": uss[0] if uss else None,
+                            "max": uss[-1] if uss else None, "samples": len(uss)},
+        "monitor_pss_mib": {"median": _med(pss), "min": pss[0] if pss else None,
+                            "max": pss[-1] if pss else None},
+        "worker_rss_mib": (ours[-1].get("worker_memory", {}).get("Rss", 0) / 1024) if ours else None,
+        "cli": {
+            "monitor_uss_mib": _med([m["Uss"] / 1024 for m in cli_mem]),
+            "monitor_pss_mib": _med([m["Pss"] / 1024 for m in cli_mem]),
+            "samples": len(cli_mem),
+            "list_seconds": cli.get("cli_list_seconds"),
+            "error": cli.get("error"),
+        },
+    }
+    return out
