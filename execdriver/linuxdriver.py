@@ -98,11 +98,16 @@ class LinuxContainerDriver(ExecDriver):
         from .kernel import initconfig, launch
         self.check_spec(spec)
         spec = self.prepare_spec(spec)
-        st = self.state.create(container_id, self.name, spec)
+        from .kernel.cgroups import open_manager
+        from .state import validate_id
+        cg = open_manager(f"{CGROUP_PARENT}/{validate_id(container_id)}")
+        # The cgroup is recorded with the first state write, before it exists.
+        st = self.state.create(container_id, self.name, spec, resources={"cgroup": [cg.record()]})
         cdir = self.state.dir(container_id)
         opened: list[int] = []
         try:
-            cg = self._cgroup(container_id, spec)
+            cg.create()
+            cg.apply(spec.resources)
             extra_binds, on_init = self._network(container_id, spec, cdir)
             fifo = None
             if wait_for_start:
@@ -164,14 +169,6 @@ class LinuxContainerDriver(ExecDriver):
         log = os.open(cdir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         opened += [null, log]
         return (null, log, log)
-
-    def _cgroup(self, container_id: str, spec: Spec) -> Any:
-        from .kernel.cgroups import open_manager
-        cg = open_manager(f"{CGROUP_PARENT}/{container_id}")
-        self.state.record(container_id, "cgroup", cg.record())
-        cg.create()
-        cg.apply(spec.resources)
-        return cg
 
     @staticmethod
     def _own_procs_paths(cg: Any) -> list[str]:
