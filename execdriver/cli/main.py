@@ -84,6 +84,11 @@ def run_verb(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    import signal
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps
+    # it ignored: Ctrl-C (or kill -INT) must still stop us cleanly.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     debug = "--debug" in argv or bool(os.environ.get("EXECDRIVER_DEBUG"))
     try:
         args = parse_args(argv)
