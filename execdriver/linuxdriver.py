@@ -75,9 +75,14 @@ class LinuxContainerDriver(ExecDriver):
         handle.pty_master = self._pty_masters.pop(container_id, None)
         return handle
 
-    def create(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None) -> ContainerState:
-        """Set everything up and leave the init waiting before exec until ``start_created``."""
-        return self._create(container_id, spec, stdio=stdio, detach=True, wait_for_start=True)
+    def create(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
+               cgroup_name: str | None = None) -> ContainerState:
+        """Set everything up and leave the init waiting before exec until ``start_created``.
+
+        ``cgroup_name`` places the cgroup elsewhere than execdriver/<id> (OCI cgroupsPath).
+        """
+        return self._create(container_id, spec, stdio=stdio, detach=True, wait_for_start=True,
+                            cgroup_name=cgroup_name)
 
     def start_created(self, container_id: str) -> None:
         st = self.state.read(container_id)
@@ -91,16 +96,17 @@ class LinuxContainerDriver(ExecDriver):
         finally:
             os.close(fd)
         fifo.unlink(missing_ok=True)
-        self.state.update(container_id, lambda s: setattr(s, "status", "running"))
+        st = self.state.update(container_id, lambda s: setattr(s, "status", "running"))
+        self._run_hooks(st, "poststart")
 
     def _create(self, container_id: str, spec: Spec, *, stdio: Stdio | None, detach: bool,
-                wait_for_start: bool) -> ContainerState:
+                wait_for_start: bool, cgroup_name: str | None = None) -> ContainerState:
         from .kernel import initconfig, launch
         self.check_spec(spec)
         spec = self.prepare_spec(spec)
         from .kernel.cgroups import open_manager
         from .state import validate_id
-        cg = open_manager(f"{CGROUP_PARENT}/{validate_id(container_id)}")
+        cg = open_manager(cgroup_name or f"{CGROUP_PARENT}/{validate_id(container_id)}")
         # The cgroup is recorded with the first state write, before it exists.
         st = self.state.create(container_id, self.name, spec, resources={"cgroup": [cg.record()]})
         cdir = self.state.dir(container_id)
@@ -108,7 +114,16 @@ class LinuxContainerDriver(ExecDriver):
         try:
             cg.create()
             cg.apply(spec.resources)
-            extra_binds, on_init = self._network(container_id, spec, cdir)
+            extra_binds, net_setup = self._network(container_id, spec, cdir)
+
+            def on_init(init_pid: int) -> None:
+                if net_setup is not None:
+                    net_setup(init_pid)
+                if spec.hooks.prestart or spec.hooks.create_runtime:
+                    st = self.state.read(container_id)
+                    st.pid = init_pid
+                    self._run_hooks(st, "prestart", strict=True)
+                    self._run_hooks(st, "createRuntime", strict=True)
             fifo = None
             if wait_for_start:
                 fifo = str(cdir / FIFO_FILE)
@@ -142,7 +157,10 @@ class LinuxContainerDriver(ExecDriver):
                 s.extra["monitor_pid"] = monitor
                 s.extra["monitor_start"] = pid_start_time(monitor) if monitor else None
                 s.extra["detached"] = detach
-            return self.state.update(container_id, started)
+            st = self.state.update(container_id, started)
+            if not wait_for_start:
+                self._run_hooks(st, "poststart")
+            return st
         except BaseException as exc:
             try:
                 self._cleanup(container_id)
@@ -222,6 +240,34 @@ class LinuxContainerDriver(ExecDriver):
         def setup(init_pid: int) -> None:
             network.setup(plan, init_pid)
         return binds, setup
+
+    # -- hooks ----------------------------------------------------------------
+    _HOOK_FIELDS = {"prestart": "prestart", "createRuntime": "create_runtime",
+                    "poststart": "poststart", "poststop": "poststop"}
+
+    def _run_hooks(self, st: ContainerState, step: str, strict: bool = False) -> None:
+        """Run the spec's hooks of one OCI step with the OCI state on stdin.
+
+        prestart/createRuntime failures abort the create (``strict``);
+        poststart/poststop failures are ignored, as the runtime-spec says.
+        """
+        try:
+            spec = self.state.read_spec(st.id)
+        except ContainerNotFound:
+            return
+        hooks = getattr(spec.hooks, self._HOOK_FIELDS[step])
+        if not hooks:
+            return
+        from .oci.hooks import run_hooks
+        state = {"ociVersion": "1.0.2", "id": st.id, "pid": st.pid or 0,
+                 "status": "stopped" if step == "poststop" else
+                 ("creating" if strict else "running"),
+                 "bundle": st.bundle or st.rootfs or "", "annotations": st.annotations}
+        try:
+            run_hooks(hooks, state, step)
+        except ExecDriverError:
+            if strict:
+                raise
 
     # -- waiting ------------------------------------------------------------
     def _handle(self, container_id: str, st: ContainerState) -> Handle:
@@ -401,6 +447,7 @@ class LinuxContainerDriver(ExecDriver):
                     network.teardown(rec)
                 except Exception as exc:  # noqa: BLE001
                     errors.append(str(exc))
+            self._run_hooks(st, "poststop")
             if errors:
                 raise StepFailed("terminate", "; ".join(errors), id=container_id)
             self.state.remove(container_id)

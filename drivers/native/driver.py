@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import os
 
+from typing import TYPE_CHECKING
+
 from execdriver.driver import Availability
+from execdriver.errors import UnsupportedFeature
 from execdriver.linuxdriver import LinuxContainerDriver
 from execdriver.features import ALL_FEATURES
+
+if TYPE_CHECKING:
+    from execdriver.spec import Spec
 
 _UNSUPPORTED: set[str] = set()
 
@@ -20,6 +26,15 @@ class NativeDriver(LinuxContainerDriver):
     description = "execdriver's own libcontainer: namespaces, cgroups, pivot_root, seccomp"
     features = frozenset(set(ALL_FEATURES) - _UNSUPPORTED)
     root_mode = "pivot"
+
+    def check_spec(self, spec: "Spec") -> None:
+        super().check_spec(spec)
+        # These two run inside the container's namespaces; only the OCI front
+        # end (execdriver-oci) runs them so far.
+        inside = [f"hooks.{name}" for name in ("create_container", "start_container")
+                  if getattr(spec.hooks, name)]
+        if inside:
+            raise UnsupportedFeature(self.name, inside)
 
     @classmethod
     def availability(cls) -> Availability:

@@ -1,0 +1,13 @@
+"""The OCI runtime front end: a runc-compatible command line over the native driver.
+
+``execdriver-oci`` lets podman, containerd (and through them Kubernetes) run
+containers with execdriver's native driver. Modules:
+
+- ``cli``       argument parsing, dispatch, runc-style errors and exit codes
+- ``log``       runc-style log lines (``--log``, ``--log-format text|json``)
+- ``state``     the OCI state JSON and the fast paths (no pydantic): state, start, kill, delete
+- ``config``    config.json (runtime-spec 1.x) -> execdriver Spec, naming every unsupported field
+- ``hooks``     OCI hooks with the state JSON on stdin
+- ``lifecycle`` create, run, exec, delete and the other verbs that need the driver
+- ``queries``   list, ps, events, features, spec, update
+"""

@@ -1,0 +1,313 @@
+"""list, ps, events, features, spec, update."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+from ..errors import InvalidArgument, InvalidState, StepFailed
+from . import state
+
+# --- list / ps --------------------------------------------------------------------
+
+def list_states(root: str) -> list[dict[str, Any]]:
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        if not state.ID_RE.match(name) or not os.path.isdir(os.path.join(root, name)):
+            continue
+        try:
+            out.append(state.oci_state(root, state.read(root, name)))
+        except Exception:  # noqa: BLE001, S112 - a container removed meanwhile is not listed
+            continue
+    return out
+
+
+def format_list(states: list[dict[str, Any]], fmt: str, quiet: bool) -> str:
+    if quiet:
+        return "".join(s["id"] + "\n" for s in states)
+    if fmt == "json":
+        return json.dumps(states) + "\n"
+    rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+    rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"] or "root")
+             for s in states]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n" for r in rows)
+
+
+def container_pids(root: str, container_id: str) -> list[int]:
+    """Every pid in the container's cgroup (sub-cgroups included)."""
+    st = state.read(root, container_id)
+    found: set[int] = set()
+    for rec in (st.get("resources") or {}).get("cgroup") or []:
+        for _mount, path in state._cgroup_dirs(rec):
+            for dirpath, _dirs, _files in os.walk(path):
+                for line in (state._read(os.path.join(dirpath, "cgroup.procs")) or "").split():
+                    found.add(int(line))
+    return sorted(found)
+
+
+def ps(root: str, container_id: str, fmt: str, ps_args: list[str]) -> str:
+    pids = container_pids(root, container_id)
+    if fmt == "json":
+        return json.dumps(pids) + "\n"
+    try:
+        out = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise StepFailed("ps", f"running ps failed: {exc}") from None
+    lines = out.splitlines()
+    if not lines:
+        return ""
+    header = lines[0].split()
+    if "PID" not in header:
+        raise InvalidArgument("ps: the ps output has no PID column")
+    col = header.index("PID")
+    wanted = set(pids)
+    keep = [lines[0]]
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > col and fields[col].isdigit() and int(fields[col]) in wanted:
+            keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
+# --- events -----------------------------------------------------------------------
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text.strip())
+    if not m:
+        raise InvalidArgument(f"events --interval {text!r}: want a duration like 5s or 500ms")
+    value = float(m.group(1))
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def stats_event(driver: Any, container_id: str) -> dict[str, Any]:
+    """runc's ``events --stats`` object, from the driver's Stats."""
+    s = driver.stats(container_id)
+    data: dict[str, Any] = {
+        "cpu": {"usage": {"total": s.cpu_usage_ns or 0}},
+        "memory": {"usage": {"usage": s.memory_usage or 0, "max": s.memory_max_usage or 0,
+                             "limit": s.memory_limit or 0}},
+        "pids": {"current": s.pids_current or 0, "limit": s.pids_limit or 0},
+        "blkio": {"ioServiceBytesRecursive": [
+            {"op": "Read", "value": s.blkio_read_bytes or 0},
+            {"op": "Write", "value": s.blkio_write_bytes or 0}]},
+    }
+    if s.networks:
+        data["network_interfaces"] = [
+            {"name": name, "rx_bytes": n.rx_bytes, "rx_packets": n.rx_packets,
+             "tx_bytes": n.tx_bytes, "tx_packets": n.tx_packets}
+            for name, n in sorted(s.networks.items())]
+    return {"type": "stats", "id": container_id, "data": data}
+
+
+def events(root: str, container_id: str, stats_once: bool, interval: float) -> None:
+    from .lifecycle import driver_for
+    driver = driver_for(root, container_id)
+    while True:
+        st = state.read(root, container_id)
+        if state.status(root, st) == "stopped":
+            if stats_once:
+                raise InvalidState("container not running", container_id=container_id)
+            return
+        sys.stdout.write(json.dumps(stats_event(driver, container_id)) + "\n")
+        sys.stdout.flush()
+        if stats_once:
+            return
+        time.sleep(interval)
+
+
+# --- features / spec ------------------------------------------------------------------
+
+def features() -> dict[str, Any]:
+    """What this runtime supports, in runc's ``features`` format."""
+    from .. import __version__
+    from ..kernel import syscall_table
+    from ..spec import CAPABILITIES
+    from .config import MOUNT_FLAGS, NAMESPACES, SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS
+    from .hooks import STEPS
+    return {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.1.0",
+        "hooks": list(STEPS),
+        "mountOptions": sorted(MOUNT_FLAGS),
+        "linux": {
+            "namespaces": list(NAMESPACES),
+            "capabilities": list(CAPABILITIES),
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+                       "rdma": False},
+            "seccomp": {"enabled": True, "actions": sorted(SECCOMP_ACTIONS),
+                        "operators": sorted(SECCOMP_OPS),
+                        "archs": [SECCOMP_ARCHES[syscall_table.ARCH]],
+                        "knownFlags": [], "supportedFlags": []},
+            "apparmor": {"enabled": False},
+            "selinux": {"enabled": False},
+            "intelRdt": {"enabled": False},
+        },
+        "annotations": {"io.github.execdriver.version": __version__,
+                        "io.github.execdriver.driver": "native"},
+    }
+
+
+def default_config() -> dict[str, Any]:
+    """A config.json to start from (``spec``), like runc's but without a terminal."""
+    from ..spec import DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
+    caps = list(DEFAULT_CAPABILITIES)
+    return {
+        "ociVersion": state.OCI_VERSION,
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "execdriver",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
+                         "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount",
+                                                  "cgroup")],
+            "maskedPaths": list(DEFAULT_MASKED_PATHS),
+            "readonlyPaths": list(DEFAULT_READONLY_PATHS),
+        },
+    }
+
+
+def write_spec(bundle: str) -> str:
+    path = os.path.join(bundle, "config.json")
+    if os.path.exists(path):
+        raise InvalidArgument(f"File {path} exists. Remove it first")
+    with open(path, "w") as f:
+        json.dump(default_config(), f, indent="\t")
+        f.write("\n")
+    return path
+
+
+# --- update ---------------------------------------------------------------------------
+
+UPDATE_FLAGS = {"memory": ("memory", "limit"), "memory_reservation": ("memory", "reservation"),
+                "memory_swap": ("memory", "swap"), "cpu_shares": ("cpu", "shares"),
+                "cpu_quota": ("cpu", "quota"), "cpu_period": ("cpu", "period"),
+                "cpuset_cpus": ("cpu", "cpus"), "cpuset_mems": ("cpu", "mems"),
+                "pids_limit": ("pids", "limit"), "blkio_weight": ("block_io", "weight")}
+_OCI_SECTIONS = {"memory": "memory", "cpu": "cpu", "pids": "pids", "blockIO": "block_io"}
+
+
+def resource_changes(oci_resources: dict[str, Any] | None,
+                     flags: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{section: {field: value}} to change, from an OCI LinuxResources object and/or flags.
+
+    Only what is given changes (0 or null: not given). A value that would
+    remove a limit (-1, "unlimited") is refused: the cgroup layer only sets limits.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+
+    def refuse(where: str, value: Any) -> InvalidArgument:
+        return InvalidArgument(f"update {where}={value}: removing a limit is not supported")
+    if oci_resources is not None:
+        from ..errors import SpecError
+        from .config import _Problems, convert_resources
+        if not isinstance(oci_resources, dict):
+            raise InvalidArgument("update --resources: must be a JSON object")
+        p = _Problems()
+        convert_resources(oci_resources, "resources", p)      # refuses what we cannot do
+        if p.lines:
+            raise SpecError(p.lines)
+        if oci_resources.get("devices"):
+            raise InvalidArgument("update resources.devices: changing device rules is not supported")
+        for oci_key, section, keys in (("memory", "memory", ("limit", "reservation", "swap")),
+                                       ("cpu", "cpu", ("shares", "quota", "period")),
+                                       ("pids", "pids", ("limit",)),
+                                       ("blockIO", "block_io", ("weight",))):
+            given = oci_resources.get(oci_key) or {}
+            for key in keys:
+                value = given.get(key)
+                if value in (None, 0):
+                    continue
+                if value < 0 and not (section == "memory" and key == "swap"):
+                    raise refuse(f"resources.{oci_key}.{key}", value)
+                changes.setdefault(section, {})[key] = value
+            if oci_key == "cpu":
+                for key in ("cpus", "mems"):
+                    if given.get(key):
+                        changes.setdefault("cpu", {})[key] = given[key]
+    from ..spec import parse_size
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        section, key = UPDATE_FLAGS[flag]
+        option = "--" + flag.replace("_", "-")
+        if key in ("cpus", "mems"):
+            changes.setdefault(section, {})[key] = value
+            continue
+        try:
+            number = -1 if str(value) == "-1" else int(parse_size(value))
+        except (ValueError, TypeError):
+            raise InvalidArgument(f"update {option} {value!r}: not a number or size") from None
+        if number < 0 and not (section == "memory" and key == "swap"):
+            raise refuse(option, value)
+        if number == 0:
+            raise InvalidArgument(f"update {option} 0: must be > 0")
+        changes.setdefault(section, {})[key] = number
+    return changes
+
+
+def update(root: str, container_id: str, changes: dict[str, dict[str, Any]]) -> None:
+    """Apply resource changes to a live container's cgroup and keep them in its spec."""
+    from ..kernel.cgroups import manager_from_record
+    from ..spec import Resources
+    from ..state import SPEC_FILE, StateStore, _write_atomic
+    st = state.read(root, container_id)
+    if state.status(root, st) == "stopped":
+        raise InvalidState("container not running", container_id=container_id)
+    rec = state.cgroup_record(st)
+    if rec is None:
+        raise InvalidState(f"update id={container_id}: the container has no cgroup",
+                           container_id=container_id)
+    store = StateStore(root)
+    with store.lock(container_id):
+        spec = store.read_spec(container_id)
+        data = spec.resources.model_dump()
+        for section, values in changes.items():
+            data[section].update(values)
+        from pydantic import ValidationError
+
+        from ..errors import SpecError
+        from ..spec import problems_from
+        try:
+            resources = Resources.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError([f"resources.{line}" for line in problems_from(exc)]) from None
+        manager_from_record(rec).apply(resources)
+        spec.resources = resources
+        _write_atomic(store.dir(container_id) / SPEC_FILE, spec.model_dump_json())
