@@ -106,7 +106,7 @@ class LinuxContainerDriver(ExecDriver):
         spec = self.prepare_spec(spec)
         from .kernel.cgroups import open_manager
         from .state import validate_id
-        cg = open_manager(cgroup_name or f"{CGROUP_PARENT}/{validate_id(container_id)}")
+        cg = open_manager(cgroup_name or f"{self._cgroup_parent()}/{validate_id(container_id)}")
         # The cgroup is recorded with the first state write, before it exists.
         st = self.state.create(container_id, self.name, spec, resources={"cgroup": [cg.record()]})
         cdir = self.state.dir(container_id)
@@ -241,6 +241,16 @@ class LinuxContainerDriver(ExecDriver):
             network.setup(plan, init_pid)
         return binds, setup
 
+    def _cgroup_parent(self) -> str:
+        """execdriver for the default state root; one parent per other root, so the
+        same id under two state roots never shares a cgroup."""
+        from .state import DEFAULT_ROOT
+        root = os.path.abspath(self.state.root)
+        if root == DEFAULT_ROOT:
+            return CGROUP_PARENT
+        import hashlib
+        return f"{CGROUP_PARENT}-{hashlib.sha256(root.encode()).hexdigest()[:10]}"
+
     # -- hooks ----------------------------------------------------------------
     _HOOK_FIELDS = {"prestart": "prestart", "createRuntime": "create_runtime",
                     "poststart": "poststart", "poststop": "poststop"}
@@ -323,6 +333,10 @@ class LinuxContainerDriver(ExecDriver):
         if status == Status.STOPPED:
             rec = (st.resources.get("cgroup") or [None])[0]
             exit_status = _exit_status(self.state.dir(container_id), rec)
+            if exit_status is None and st.extra.get("monitor_pid"):
+                # The init is gone but its monitor may not have recorded it yet.
+                _wait_pid_exit(st.extra["monitor_pid"], st.extra.get("monitor_start"), 2.0)
+                exit_status = _exit_status(self.state.dir(container_id), rec)
         return ContainerInfo(id=st.id, driver=self.name, status=status,
                              pid=st.pid if status != Status.STOPPED else None,
                              created=st.created, rootfs=st.rootfs, bundle=st.bundle,

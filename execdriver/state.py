@@ -111,6 +111,20 @@ class ContainerState:
 _STATE_FIELDS = tuple(ContainerState.__dataclass_fields__)
 
 
+_RENAME_NOREPLACE = 1
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """renameat2(RENAME_NOREPLACE): FileExistsError if ``dst`` exists (even empty)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst),
+                      _RENAME_NOREPLACE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(dst))
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -143,20 +157,34 @@ class StateStore:
     # -- lifecycle -----------------------------------------------------------
     def create(self, container_id: str, driver: str, spec: "Spec | None" = None,
                **fields: Any) -> ContainerState:
-        """Claim the id (atomically) and write the first state. ContainerExists if taken."""
+        """Claim the id (atomically) and write the first state. ContainerExists if taken.
+
+        The directory is filled under a hidden name and renamed into place with
+        RENAME_NOREPLACE, so no reader ever sees a container without its state,
+        and of many parallel creates of one id exactly one wins.
+        """
         d = self.dir(container_id)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if d.exists():
+            raise ContainerExists(container_id)
+        self.sweep(container_id)
+        tmp = self.root / f".new-{container_id}-{os.getpid()}-{time.monotonic_ns()}"
+        tmp.mkdir(mode=0o700)
         try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            raise ContainerExists(container_id) from None
-        st = ContainerState(id=container_id, driver=driver,
-                            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            rootfs=spec.root.path if spec else None, **fields)
-        if spec is not None:
-            st.annotations = dict(spec.annotations)
-            _write_atomic(d / SPEC_FILE, spec.model_dump_json())
-        self.write(st)
+            st = ContainerState(id=container_id, driver=driver,
+                                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                rootfs=spec.root.path if spec else None, **fields)
+            if spec is not None:
+                st.annotations = dict(spec.annotations)
+                _write_atomic(tmp / SPEC_FILE, spec.model_dump_json())
+            _write_atomic(tmp / STATE_FILE, st.to_json())
+            try:
+                _rename_noreplace(tmp, d)
+            except FileExistsError:
+                raise ContainerExists(container_id) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return st
 
     def write(self, st: ContainerState) -> None:
@@ -208,7 +236,30 @@ class StateStore:
         self.update(container_id, add)
 
     def remove(self, container_id: str) -> None:
-        shutil.rmtree(self.dir(container_id), ignore_errors=True)
+        """Remove atomically for readers: rename out of sight, then delete."""
+        d = self.dir(container_id)
+        tomb = self.root / f".gone-{container_id}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.rename(d, tomb)
+        except FileNotFoundError:
+            pass
+        else:
+            shutil.rmtree(tomb, ignore_errors=True)
+        self.sweep(container_id)
+
+    def sweep(self, container_id: str) -> None:
+        """Delete hidden create/remove leftovers of this id whose process is gone
+        (a runtime killed between mkdir and rename)."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return
+        for name in names:
+            for prefix in (f".new-{container_id}-", f".gone-{container_id}-"):
+                if name.startswith(prefix):
+                    pid = name[len(prefix):].split("-", 1)[0]
+                    if not pid.isdigit() or not os.path.exists(f"/proc/{pid}"):
+                        shutil.rmtree(self.root / name, ignore_errors=True)
 
     @contextlib.contextmanager
     def lock(self, container_id: str, shared: bool = False) -> Iterator[None]:
@@ -219,6 +270,14 @@ class StateStore:
             raise ContainerNotFound(container_id) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            # While we waited, the container may have been removed (and a new one
+            # created under the same id): the lock we hold is the old one's.
+            try:
+                same = os.stat(d).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                raise ContainerNotFound(container_id)
             yield
         finally:
             os.close(fd)

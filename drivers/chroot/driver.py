@@ -1,9 +1,10 @@
 """The chroot driver: chroot(2) into the rootfs, with weak isolation.
 
-It runs the process in its own mount namespace (so its /proc and /dev mounts
-stay private) and chroots instead of pivot_root. It shares the host's pid,
-network, ipc and uts namespaces: processes in it can see and signal host
-processes that its user may signal, and it sees the host's network.
+It runs the process in its own mount and pid namespaces (so its /proc and
+/dev mounts stay private and host processes are out of sight) and chroots
+instead of pivot_root. It shares the host's network, ipc, uts and user
+namespaces: it sees the host's network and IPC objects, and root inside is
+root on the host, limited only by capabilities, seccomp and cgroups.
 CAP_SYS_CHROOT is never granted, since with it a root process escapes any
 chroot (mkdir x; chroot x; cd ..; chroot .). Resource limits and pause work
 through cgroups, exactly as with the native driver.
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from execdriver.spec import Spec
 
 FEATURES = frozenset({
-    "namespaces.mount", "mounts", "root.readonly", "process.user", "process.rlimits",
+    "namespaces.mount", "namespaces.pid", "mounts", "root.readonly", "process.user", "process.rlimits",
     "process.capabilities", "process.no_new_privileges", "process.oom_score_adj",
     "process.umask", "process.preserve_fds", "process.apparmor", "resources.memory",
     "resources.cpu", "resources.cpuset", "resources.pids", "resources.block_io",
@@ -47,7 +48,10 @@ class ChrootDriver(LinuxContainerDriver):
         from execdriver.spec import Namespace
         spec = super().default_spec(rootfs, args)
         spec.network.mode = "host"
-        spec.namespaces = [Namespace(type="mount")]
+        # Own mount namespace (private /proc, /dev) and pid namespace: without it,
+        # /proc/<host pid>/root leads out of the chroot, and only the init would
+        # die with a killed foreground runtime.
+        spec.namespaces = [Namespace(type="mount"), Namespace(type="pid")]
         # sysfs and cgroupfs would expose the host's: leave them out.
         spec.mounts = [m for m in spec.mounts if m.type not in ("sysfs", "cgroup")]
         caps = spec.process.capabilities

@@ -107,6 +107,9 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) ->
             sync.expect(sock, "mapped")
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
+            if not cfg.detach:
+                # A credential change clears the parent-death signal: arm it again.
+                sc.set_pdeathsig(signal.SIGKILL)
         step = "namespace unshare"
         # The mount namespace is the init's alone: pivot_root changes the root of
         # every process in the namespace, and the monitor must keep the host's.
@@ -182,6 +185,8 @@ def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int) -> None:
     try:
         if not cfg.detach:
             sc.set_pdeathsig(signal.SIGKILL)
+            cfg.process.die_with_parent = True
+            cfg.process.parent_pid = os.getppid()
         if cfg.unshare_flags & sc.CLONE_NEWNS:
             step = "namespace mount"
             sc.unshare(sc.CLONE_NEWNS)
@@ -197,12 +202,6 @@ def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int) -> None:
         if cfg.domainname is not None:
             step = "domainname"
             sc.setdomainname(cfg.domainname)
-        for key, value in cfg.sysctls.items():
-            step = f"sysctl {key}"
-            path = "/proc/sys/" + key.replace(".", "/")
-            if not mounts.is_procfs("/proc/sys"):
-                raise OSError(errno.EACCES, "/proc is not procfs", "/proc/sys")
-            _write(path, value)
         if cfg.process.terminal:
             step = "terminal"
             setup_terminal(sock)
@@ -289,6 +288,14 @@ def setup_rootfs(cfg: InitConfig) -> None:
         os.chdir(root)
         os.chroot(".")
         os.chdir("/")
+    # sysctls before masked/read-only paths: those make /proc/sys read-only.
+    for key, value in cfg.sysctls.items():
+        if not mounts.is_procfs("/proc/sys"):
+            raise _step(OSError(errno.EACCES, "/proc is not procfs", "/proc/sys"), f"sysctl {key}")
+        try:
+            _write("/proc/sys/" + key.replace(".", "/"), value)
+        except OSError as exc:
+            raise _step(exc, f"sysctl {key}")
     for path in cfg.masked_paths:
         try:
             mounts.mask_path(path)
@@ -371,6 +378,12 @@ def finish_process(p: ProcessConfig, sock: socket.socket) -> None:
             seccomp.install(p.seccomp_filter)
         step = "user"
         capabilities.apply_user(p.uid, p.gid, p.additional_gids, p.cap_plan)
+        if p.die_with_parent:
+            # The uid change cleared the parent-death signal: arm it again, then
+            # make sure the parent did not die in between.
+            sc.set_pdeathsig(signal.SIGKILL)
+            if os.getppid() != p.parent_pid:
+                os._exit(EXIT_SETUP_FAILED)
         step = "cwd"
         os.chdir(p.cwd)
         if os.getcwd().startswith("(unreachable)"):

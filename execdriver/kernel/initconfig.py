@@ -37,6 +37,8 @@ class ProcessConfig:
     preserve_fds: int = 0
     oom_score_adj: int | None = None
     apparmor_profile: str | None = None
+    die_with_parent: bool = False       # re-arm PDEATHSIG after the uid change
+    parent_pid: int = 0
 
 
 @dataclass

@@ -197,8 +197,10 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         initmod.setup_stdio(stdio)
-        for path in cgroup_procs:
-            initmod._write(path, "0")
+        # Only the exec'd process joins the cgroup (the helper must not count
+        # against its pids/memory limits): open the files now, while the
+        # host's paths are still visible, and let the child write itself in.
+        procs_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in cgroup_procs]
         for fd, flag in ns_fds:
             sc.setns(fd, flag)
             os.close(fd)
@@ -212,7 +214,12 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
         if child == 0:
             if not detach:
                 sc.set_pdeathsig(signal.SIGKILL)
+                proc.die_with_parent = True
+                proc.parent_pid = os.getppid()
             try:
+                for fd in procs_fds:
+                    os.write(fd, b"0")
+                    os.close(fd)
                 if proc.terminal:
                     initmod.setup_terminal(sock)
                 os.setsid()
@@ -222,11 +229,21 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
                 sync.send_error(sock, "exec terminal", exc)
                 os._exit(initmod.EXIT_SETUP_FAILED)
             initmod.finish_process(proc, sock)
+        for fd in procs_fds:
+            os.close(fd)
         sock.close()
     except BaseException as exc:  # noqa: BLE001
         sync.send_error(sock, step, exc)
         os._exit(initmod.EXIT_SETUP_FAILED)
     _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):
-        os._exit(128 + os.WTERMSIG(status))
+        # Die the same death, so the caller's wait status shows the signal.
+        sig = os.WTERMSIG(status)
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+            os.kill(os.getpid(), sig)
+        except (OSError, ValueError):
+            pass
+        os._exit(128 + sig)
     os._exit(os.WEXITSTATUS(status))

@@ -58,7 +58,8 @@ def recv(sock: socket.socket, with_fds: bool = False) -> tuple[dict[str, Any] | 
 def send_error(sock: socket.socket, step: str, exc: BaseException) -> None:
     err = getattr(exc, "errno", None)
     if isinstance(exc, OSError) and err:
-        message = os.strerror(err)
+        # Keep our own explanation ("mounted /proc is not procfs") when there is one.
+        message = exc.strerror or os.strerror(err)
         if exc.filename:
             message = f"{exc.filename}: {message}"
     else:
