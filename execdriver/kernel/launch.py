@@ -239,11 +239,12 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
     if os.WIFSIGNALED(status):
         # Die the same death, so the caller's wait status shows the signal.
         sig = os.WTERMSIG(status)
-        try:
-            signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-            os.kill(os.getpid(), sig)
-        except (OSError, ValueError):
-            pass
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):   # these cannot be handled
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+            except (OSError, ValueError):
+                pass
+        os.kill(os.getpid(), sig)
         os._exit(128 + sig)
     os._exit(os.WEXITSTATUS(status))

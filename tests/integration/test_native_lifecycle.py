@@ -137,9 +137,7 @@ def test_exec_exit_code_and_signal(native: Box) -> None:
 #   (launch._exec_helper mirrors it as an exit code)
 @pytest.mark.parametrize("sig", [
     signal.SIGTERM,
-    pytest.param(signal.SIGKILL, marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: launch._exec_helper calls signal.signal(SIGKILL, SIG_DFL), which raises "
-        "OSError; the except skips os.kill, so the helper _exits 137 and signal is None")))])
+    signal.SIGKILL])
 def test_exec_killed_by_signal_reports_the_signal(native: Box, sig: int) -> None:
     cid, _h, _ = native.start(native.spec(args=["/bin/sleep", "1000"]))
     status, _ = native.exec(cid, ["/bin/sh", "-c", f"kill -{int(sig)} $$"])
