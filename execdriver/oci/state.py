@@ -51,36 +51,9 @@ def not_stopped(container_id: str, status: str) -> InvalidState:
 
 # --- processes ----------------------------------------------------------------
 
-def pid_start_time(pid: int) -> int | None:
-    """Start time in clock ticks since boot (as execdriver.state.pid_start_time)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2:].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def pid_alive(pid: int | None, start: int | None) -> bool:
-    """Running (not a zombie) and the same process (not a reused pid)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    fields = data[data.rfind(b")") + 2:].split()
-    try:
-        if start is not None and int(fields[19]) != start:
-            return False
-    except (IndexError, ValueError):
-        return False
-    return fields[0] not in (b"Z", b"X")
+# One implementation of "is it still the same process" for the whole project;
+# execdriver.state imports no pydantic, so the OCI fast verbs stay light.
+from ..state import pid_alive, pid_start_time  # noqa: E402,F401
 
 
 def wait_gone(pid: int | None, start: int | None, timeout: float) -> bool:
