@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict,
+                      Field, ValidationError, field_validator, model_validator)
 
 from .errors import SpecError
 
@@ -69,21 +69,41 @@ def _cap_list(value: Any) -> Any:
 
 CapList = Annotated[list[str], BeforeValidator(_cap_list)]
 
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("must not contain a NUL byte")
+    return value
+
+
+# A string the kernel gets as a C string (a path, an argv or env entry, a mount
+# option...): an embedded NUL would cut it short or fail deep inside create.
+CString = Annotated[str, AfterValidator(_no_nul)]
+
 # --- sizes ------------------------------------------------------------------
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.I)
+_SIZE_RE = re.compile(r"\s*(\d+)(?:\.(\d+))?\s*([kmgtp]?)(i?b?)\s*", re.I)
 _SIZE_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+MAX_SIZE = 2**63 - 1        # the cgroup files hold a signed 64-bit byte count
 
 
 def parse_size(value: Any) -> Any:
-    """Accept ints and strings like ``64M``, ``1G``, ``512k``, ``1.5GiB``."""
+    """Accept ints and strings like ``64M``, ``1G``, ``512k``, ``1.5GiB``; at most MAX_SIZE."""
     if isinstance(value, bool):
         raise ValueError("must be a size like 64M or a number of bytes")
     if isinstance(value, str):
-        m = _SIZE_RE.match(value)
+        m = _SIZE_RE.fullmatch(value)
         if not m:
             raise ValueError(f"{value!r} is not a size (use e.g. 64M, 1G)")
-        return int(float(m.group(1)) * _SIZE_MULT[m.group(2).lower()])
+        whole, frac, unit = m.group(1).lstrip("0"), (m.group(2) or "")[:20], m.group(3).lower()
+        if len(whole) > 19:         # more digits than MAX_SIZE: skip the arithmetic
+            raise ValueError(f"too large (at most {MAX_SIZE} bytes)")
+        mult = _SIZE_MULT[unit]     # integer arithmetic: a float would round or overflow
+        value = int(whole or 0) * mult + (int(frac or 0) * mult) // 10 ** len(frac)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)          # other floats: pydantic's int validation refuses them
+    if isinstance(value, int) and value > MAX_SIZE:
+        raise ValueError(f"too large (at most {MAX_SIZE} bytes)")
     return value
 
 
@@ -182,11 +202,11 @@ def _env_dict(value: Any) -> Any:
 
 
 class Process(_Model):
-    args: list[str] = Field(default_factory=lambda: ["/bin/sh"], min_length=1)
-    env: Annotated[dict[str, str], BeforeValidator(_env_dict)] = Field(
+    args: list[CString] = Field(default_factory=lambda: ["/bin/sh"], min_length=1)
+    env: Annotated[dict[str, CString], BeforeValidator(_env_dict)] = Field(
         default_factory=lambda: {"PATH": DEFAULT_PATH},
         description="environment; a list of KEY=VALUE is accepted too")
-    cwd: str = "/"
+    cwd: CString = "/"
     user: User = Field(default_factory=User)
     umask: int = Field(0o022, ge=0, le=0o777)
     terminal: bool = False
@@ -194,7 +214,7 @@ class Process(_Model):
     rlimits: list[Rlimit] = []
     capabilities: Capabilities = Field(default_factory=Capabilities)
     no_new_privileges: bool = True
-    apparmor_profile: str | None = None
+    apparmor_profile: CString | None = None
     oom_score_adj: int | None = Field(None, ge=-1000, le=1000)
     preserve_fds: int = Field(0, ge=0, le=1024, description="extra fds 3..3+N-1 kept open")
 
@@ -218,30 +238,28 @@ class Process(_Model):
     def _args(cls, v: list[str]) -> list[str]:
         if not v[0]:
             raise ValueError("the command must not be empty")
-        if any("\0" in a for a in v):
-            raise ValueError("arguments must not contain NUL")
         return v
 
 
 # --- filesystem -------------------------------------------------------------
 
 class Root(_Model):
-    path: str = Field(description="rootfs directory (relative paths are taken from the spec file's folder)")
+    path: CString = Field(description="rootfs directory (relative paths are taken from the spec file's folder)")
     readonly: bool = False
 
 
 class Mount(_Model):
-    destination: str
-    type: str = "bind"
-    source: str | None = None
-    options: list[str] = []
+    destination: CString
+    type: CString = "bind"
+    source: CString | None = None
+    options: list[CString] = []
 
     @field_validator("destination")
     @classmethod
     def _dest(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError("must be an absolute path inside the container")
-        if "\0" in v or any(part == ".." for part in v.split("/")):
+        if any(part == ".." for part in v.split("/")):
             raise ValueError("must not contain '..'")
         return v
 
@@ -286,7 +304,7 @@ _NS_ALIASES = {"net": "network", "mnt": "mount"}
 
 class Namespace(_Model):
     type: NamespaceType
-    path: str | None = Field(None, description="join this namespace instead of creating one")
+    path: CString | None = Field(None, description="join this namespace instead of creating one")
 
     @field_validator("type", mode="before")
     @classmethod
@@ -333,20 +351,28 @@ class MemoryResources(_Model):
         return self
 
 
-_CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+_CPUSET_RE = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+MIN_CPU_QUOTA, MAX_CPU_QUOTA = 1000, (1 << 44) - 1   # microseconds: the kernel's range
 
 
 class CPUResources(_Model):
     shares: int | None = Field(None, ge=2, le=262144)
-    quota: int | None = Field(None, ge=1000, description="microseconds per period")
+    quota: int | None = Field(None, ge=MIN_CPU_QUOTA, description="microseconds per period")
     period: int | None = Field(None, ge=1000, le=1000000)
     cpus: str | None = Field(None, description="cpuset, e.g. 0-1")
     mems: str | None = None
 
+    @field_validator("quota")
+    @classmethod
+    def _quota(cls, v: int | None) -> int | None:
+        if v is not None and v > MAX_CPU_QUOTA:
+            raise ValueError(f"at most {MAX_CPU_QUOTA} (the kernel's limit)")
+        return v
+
     @field_validator("cpus", "mems")
     @classmethod
     def _cpuset(cls, v: str | None) -> str | None:
-        if v is not None and not _CPUSET_RE.match(v):
+        if v is not None and not _CPUSET_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a cpu list like 0-1,3")
         return v
 
@@ -421,16 +447,16 @@ class Route(_Model):
 
 class Network(_Model):
     mode: Literal["none", "host", "bridge", "container", "netns"] = "none"
-    container: str | None = Field(None, description="with mode container: the id whose netns to join")
-    netns_path: str | None = Field(None, description="with mode netns: a namespace file to join")
-    bridge: str = Field("execdriver0", max_length=15)
+    container: CString | None = Field(None, description="with mode container: the id whose netns to join")
+    netns_path: CString | None = Field(None, description="with mode netns: a namespace file to join")
+    bridge: CString = Field("execdriver0", max_length=15)
     subnet: str = "10.88.0.0/16"
     addresses: list[str] = Field(default_factory=list, description="static CIDR addresses for eth0")
     gateway: str | None = None
     mtu: int | None = Field(None, ge=68, le=65535)
     routes: list[Route] = []
     ports: list[PortMapping] = []
-    dns: list[str] = []
+    dns: list[CString] = []
     isolate: bool = Field(False, description="block traffic to other containers on the bridge")
 
     @model_validator(mode="after")
@@ -473,6 +499,22 @@ class Seccomp(_Model):
     mode: Literal["default", "unconfined", "profile"] = "default"
     profile: SeccompProfile | None = None
 
+    @field_validator("profile")
+    @classmethod
+    def _known_syscalls(cls, v: SeccompProfile | None) -> SeccompProfile | None:
+        # Checked here, not in SeccompRule: the compiler takes bare profiles and
+        # refuses unknown names itself; a container's profile must be refused
+        # before create. Names of other ABIs are known (skipped when compiling).
+        if v is None or not v.syscalls:
+            return v
+        from .kernel.syscall_table import ALL_NAMES  # lazy: a big table
+        unknown = [f"{name!r} (syscalls[{i}].names)" for i, rule in enumerate(v.syscalls)
+                   for name in rule.names if name not in ALL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown syscall{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(unknown)}")
+        return v
+
     @model_validator(mode="after")
     def _profile(self) -> "Seccomp":
         if self.mode == "profile" and self.profile is None:
@@ -481,9 +523,9 @@ class Seccomp(_Model):
 
 
 class Hook(_Model):
-    path: str
-    args: list[str] = []
-    env: list[str] = []
+    path: CString
+    args: list[CString] = []
+    env: list[CString] = []
     timeout: int | None = Field(None, ge=1)
 
 
@@ -499,7 +541,7 @@ class Hooks(_Model):
         return self == Hooks()
 
 
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?$")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?")
 
 
 class Spec(_Model):
@@ -517,16 +559,16 @@ class Spec(_Model):
     resources: Resources = Field(default_factory=Resources)
     network: Network = Field(default_factory=Network)
     seccomp: Seccomp = Field(default_factory=Seccomp)
-    masked_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_MASKED_PATHS))
-    readonly_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_READONLY_PATHS))
-    sysctls: dict[str, str] = {}
+    masked_paths: list[CString] = Field(default_factory=lambda: list(DEFAULT_MASKED_PATHS))
+    readonly_paths: list[CString] = Field(default_factory=lambda: list(DEFAULT_READONLY_PATHS))
+    sysctls: dict[str, CString] = {}
     hooks: Hooks = Field(default_factory=Hooks)
     annotations: dict[str, str] = {}
 
     @field_validator("hostname", "domainname")
     @classmethod
     def _hostname(cls, v: str | None) -> str | None:
-        if v is not None and not _HOSTNAME_RE.match(v):
+        if v is not None and not _HOSTNAME_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a valid host name")
         return v
 
@@ -551,7 +593,7 @@ class Spec(_Model):
     @classmethod
     def _sysctls(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
-            if not re.match(r"^[a-z0-9_.\-/]+$", key) or ".." in key:
+            if not re.fullmatch(r"[a-z0-9_.\-/]+", key) or ".." in key:
                 raise ValueError(f"bad sysctl name {key!r}")
         return v
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from execdriver.errors import SpecError
 from execdriver.spec import (
+    MAX_CPU_QUOTA,
+    MIN_CPU_QUOTA,
     Capabilities,
     PortMapping,
     Process,
@@ -131,6 +133,11 @@ def cpu_quota(text: str, problems: list[str]) -> int | None:
         return None
     if not (cpus > 0 and math.isfinite(cpus)):
         problems.append("--cpus: must be a number > 0")
+        return None
+    # the kernel's quota range, said in CPUs (cpus * CPU_PERIOD may even overflow to inf)
+    low, high = MIN_CPU_QUOTA / CPU_PERIOD, MAX_CPU_QUOTA // CPU_PERIOD
+    if not low <= cpus <= high:
+        problems.append(f"--cpus: must be between {low:g} and {high}")
         return None
     return round(cpus * CPU_PERIOD)
 

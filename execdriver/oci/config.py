@@ -137,6 +137,14 @@ def _list(value: Any, where: str, p: _Problems) -> list[Any]:
     return value
 
 
+def _strings(value: Any, where: str, p: _Problems) -> list[str]:
+    items = _list(value, where, p)
+    if not all(isinstance(item, str) for item in items):
+        p.add(where, "must be an array of strings")
+        return []
+    return list(items)
+
+
 def _int(value: Any, where: str, p: _Problems) -> int | None:
     if value is None:
         return None
@@ -180,12 +188,14 @@ def convert_process(proc: dict[str, Any], where: str = "process",
     user = _obj(proc.get("user"), f"{where}.user", p)
     p.check_keys(user, f"{where}.user", _USER, {"username": "Windows only"})
     out["user"] = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
-                   "additional_gids": list(user.get("additionalGids") or [])}
+                   "additional_gids": list(_list(user.get("additionalGids"),
+                                                 f"{where}.user.additionalGids", p))}
     if user.get("umask") is not None:
         out["umask"] = user["umask"]
     caps = _obj(proc.get("capabilities"), f"{where}.capabilities", p)
     p.check_keys(caps, f"{where}.capabilities", set(_CAP_SETS))
-    out["capabilities"] = {s: list(caps.get(s) or []) for s in _CAP_SETS}
+    out["capabilities"] = {s: _strings(caps.get(s), f"{where}.capabilities.{s}", p)
+                           for s in _CAP_SETS}
     # The kernel raises an ambient capability only if it is inheritable (and
     # permitted); runc's own default config lists ambient ones that are not,
     # and runc drops those. So do we, instead of refusing the config.
@@ -211,6 +221,21 @@ def convert_process(proc: dict[str, Any], where: str = "process",
     if own and p.lines:
         raise SpecError(p.lines)
     return out
+
+
+def convert_console_size(value: Any, where: str, p: _Problems) -> tuple[int, int] | None:
+    """process.consoleSize -> (height, width); a terminal size is two unsigned shorts."""
+    size = _obj(value, where, p)
+    if not size:
+        return None
+    p.check_keys(size, where, {"height", "width"})
+    out = []
+    for key in ("height", "width"):
+        n = _int(size.get(key), f"{where}.{key}", p) or 0
+        if not 0 <= n <= 0xFFFF:
+            p.add(f"{where}.{key}", "must be between 0 and 65535")
+        out.append(n)
+    return out[0], out[1]
 
 
 # --- mounts -----------------------------------------------------------------
@@ -346,14 +371,17 @@ def convert_seccomp(sec: dict[str, Any], where: str, p: _Problems) -> dict[str, 
                                          "machine's architecture)")
 
     def action(value: Any, at: str) -> str | None:
+        if value is None:
+            p.add(at, "required")
+            return None
         if value == "SCMP_ACT_NOTIFY":
             p.add(at, "SCMP_ACT_NOTIFY is not supported")
             return None
-        if value not in SECCOMP_ACTIONS:
+        if not isinstance(value, str) or value not in SECCOMP_ACTIONS:
             p.add(at, f"unknown action {value!r}")
             return None
         return SECCOMP_ACTIONS[value]
-    profile: dict[str, Any] = {"default_action": action(str(sec.get("defaultAction")),
+    profile: dict[str, Any] = {"default_action": action(sec.get("defaultAction"),
                                                         f"{where}.defaultAction") or "errno"}
     if sec.get("defaultErrnoRet") is not None:
         profile["default_errno"] = sec["defaultErrnoRet"]
@@ -363,7 +391,7 @@ def convert_seccomp(sec: dict[str, Any], where: str, p: _Problems) -> dict[str, 
         r = _obj(r, at, p)
         p.check_keys(r, at, {"names", "action", "errnoRet", "args"})
         names = []
-        for name in _list(r.get("names"), f"{at}.names", p):
+        for name in _strings(r.get("names"), f"{at}.names", p):
             if name in syscall_table.ALL_NAMES:
                 names.append(name)
             else:    # runc skips syscalls libseccomp does not know; so do we
@@ -437,7 +465,10 @@ def convert_linux(linux: dict[str, Any], p: _Problems) -> tuple[dict[str, Any], 
     out["resources"] = convert_resources(_obj(linux.get("resources"), "linux.resources", p),
                                          "linux.resources", p)
     sysctl = _obj(linux.get("sysctl"), "linux.sysctl", p)
-    out["sysctls"] = {str(k): str(v) for k, v in sysctl.items()}
+    for key, value in sysctl.items():
+        if not isinstance(value, str):
+            p.add(f"linux.sysctl.{key}", "must be a string")
+    out["sysctls"] = {k: v for k, v in sysctl.items() if isinstance(v, str)}
     if linux.get("seccomp") is not None:
         out["seccomp"] = convert_seccomp(_obj(linux["seccomp"], "linux.seccomp", p),
                                          "linux.seccomp", p)
@@ -470,12 +501,12 @@ def convert_hooks(hooks: dict[str, Any], p: _Problems) -> dict[str, list[dict[st
             if not isinstance(path, str) or not path.startswith("/"):
                 p.add(f"{at}.path", "required, an absolute path")
                 continue
-            timeout = h.get("timeout")
-            if timeout is not None and (not isinstance(timeout, int) or timeout <= 0):
+            timeout = _int(h.get("timeout"), f"{at}.timeout", p)
+            if timeout is not None and timeout <= 0:
                 p.add(f"{at}.timeout", "must be an integer > 0")
                 continue
-            items.append({"path": path, "args": list(h.get("args") or []),
-                          "env": list(h.get("env") or []), "timeout": timeout})
+            items.append({"path": path, "args": _strings(h.get("args"), f"{at}.args", p),
+                          "env": _strings(h.get("env"), f"{at}.env", p), "timeout": timeout})
         if items:
             out[step] = items
     return out
@@ -503,10 +534,13 @@ def convert(config: Any, bundle: str) -> Converted:
     elif not os.path.isabs(root_path):
         root_path = os.path.normpath(os.path.join(bundle, root_path))
     data: dict[str, Any] = {"root": {"path": root_path, "readonly": bool(root.get("readonly"))}}
+    console = None
     if config.get("process") is None:
         p.add("process", "required")
     else:
-        data["process"] = convert_process(_obj(config["process"], "process", p), "process", p)
+        proc = _obj(config["process"], "process", p)
+        data["process"] = convert_process(proc, "process", p)
+        console = convert_console_size(proc.get("consoleSize"), "process.consoleSize", p)
     for key in ("hostname", "domainname"):
         if config.get(key):
             data[key] = config[key]
@@ -534,8 +568,6 @@ def convert(config: Any, bundle: str) -> Converted:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(problems_from(exc)) from None
-    size = (config.get("process") or {}).get("consoleSize") or {}
-    console = (int(size.get("height") or 0), int(size.get("width") or 0)) if size else None
     return Converted(spec=spec, cgroup_name=cgroup, hooks=hooks, oci_version=str(version),
                      ignored=p.ignored, console_size=console)
 

@@ -12,7 +12,6 @@ default); runs are derandomized (same examples every CI run) unless
 from __future__ import annotations
 
 import os
-import traceback
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -253,18 +252,6 @@ oci_configs = st.one_of(junk, obj(
               "annotations": maybe(st.dictionaries(text, junk, max_size=2)),
               "linux": maybe(oci_linux)},
     rare={"hooks": oci_hooks, "solaris": junk, "windows": junk, "vm": junk}))
-
-
-# --- what counts as "our typed error" ---------------------------------------------------------
-
-def innermost_frame(exc: BaseException, under: str) -> tuple[str, str]:
-    """(file tail, function) of the innermost traceback frame in a file containing ``under``
-    (comprehension frames count as the function around them)."""
-    found = ("?", "?")
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if under in frame.filename and not frame.name.startswith("<"):
-            found = ("/".join(frame.filename.split("/")[-2:]), frame.name)
-    return found
 
 
 # --- mutations of a valid document: mostly right, one to three things wrong --------------------

@@ -25,15 +25,6 @@ from hypothesis import strategies as st
 
 from execdriver.errors import ExecDriverError, SpecError
 
-# (exception type, innermost function in execdriver/oci/config.py): typed-error gaps the fuzz
-# found, pinned down by the xfailed tests below and tolerated (counted) in the broad runs.
-KNOWN_OCI_BUGS = {
-    ("TypeError", "convert_process"),     # list(5), set([{}]) on user/capabilities fields
-    ("TypeError", "convert_hooks"),       # list(5) on hooks.*.args / env
-    ("TypeError", "convert_seccomp"),     # unhashable syscall name
-    ("TypeError", "action"),              # unhashable seccomp action
-    ("OverflowError", "parse_size"),      # see test_fuzz_spec
-}
 STATS: dict[str, int] = {}
 
 
@@ -47,24 +38,14 @@ def report_counts() -> Any:
     print(f"\nOCI fuzz outcomes: {dict(sorted(STATS.items()))}")
 
 
-def _known(exc: BaseException) -> bool:
-    where = fz.innermost_frame(exc, "/execdriver/")[1]
-    return (type(exc).__name__, where) in KNOWN_OCI_BUGS
-
-
-def _typed_or_known(fn: Any, *args: Any, what: str) -> Any:
-    """fn(*args); a typed error or a known bug counts as handled (None)."""
+def _typed(fn: Any, *args: Any, what: str) -> Any:
+    """fn(*args), or None when it refused with a typed error (any other exception fails)."""
     try:
         out = fn(*args)
     except ExecDriverError as exc:
         assert str(exc).strip(), f"{what}: empty error message"
         _count(f"{what}: refused")
         return None
-    except Exception as exc:
-        if _known(exc):
-            _count(f"{what}: known bug")
-            return None
-        raise
     _count(f"{what}: accepted")
     return out
 
@@ -82,7 +63,7 @@ NATIVE = _native()
 def test_fuzzed_configs_convert_or_fail_typed(config: Any) -> None:
     from execdriver.oci.config import convert
     from execdriver.spec import Spec
-    conv = _typed_or_known(convert, config, "/bundle", what="convert")
+    conv = _typed(convert, config, "/bundle", what="convert")
     if conv is None:
         return
     spec = conv.spec
@@ -102,7 +83,7 @@ def test_fuzzed_exec_process_objects_fail_typed(proc: Any) -> None:
     from execdriver.spec import Process, problems_from
     if not isinstance(proc, dict):
         return          # the CLI refuses a non-object before it gets here
-    out = _typed_or_known(convert_process, proc, what="process")
+    out = _typed(convert_process, proc, what="process")
     if out is not None:
         try:
             Process.model_validate(out)
@@ -117,7 +98,7 @@ def test_fuzzed_exec_process_objects_fail_typed(proc: Any) -> None:
                                                  "pids_limit": st.sampled_from(["0", "10", "-5"])}))
 def test_fuzzed_update_resources_fail_typed(res: Any, flags: dict[str, Any]) -> None:
     from execdriver.oci.queries import resource_changes
-    _typed_or_known(resource_changes, res, flags, what="update")
+    _typed(resource_changes, res, flags, what="update")
 
 
 @fz.fuzz_settings(200)
@@ -127,7 +108,7 @@ def test_fuzzed_config_files_load_or_fail_typed(content: bytes, tmp_path_factory
     from execdriver.oci.config import load_bundle
     bundle = tmp_path_factory.mktemp("bundle")
     (bundle / "config.json").write_bytes(content)
-    _typed_or_known(load_bundle, str(bundle), what="load_bundle")
+    _typed(load_bundle, str(bundle), what="load_bundle")
 
 
 # --- a sample really run -------------------------------------------------------------------------
@@ -182,7 +163,7 @@ def test_sample_of_valid_configs_really_runs(case: tuple[dict[str, Any], int], b
     assert_clean(root, cid, marker, busybox_rootfs)
 
 
-# --- bugs found ----------------------------------------------------------------------------------
+# --- bugs the fuzz found (fixed; kept as regression tests) -----------------------------------------
 
 BASE = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["sh"]}}
 
@@ -197,25 +178,28 @@ def _with(path: str, value: Any) -> dict[str, Any]:
     return config
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: execdriver/oci/config.py calls list()/set() on values it never type-checked "
-    "(convert_process: user.additionalGids, capabilities.*; convert_hooks: args, env; "
-    "convert_seccomp: 'name in ALL_NAMES' and action() on unhashable values): a TypeError "
-    "traceback instead of a SpecError naming the field"))
-@pytest.mark.parametrize("path,value", [
-    ("process.user.additionalGids", 5),
-    ("process.capabilities.bounding", 5),
-    ("process.capabilities.inheritable", [{}]),
-    ("hooks.prestart", [{"path": "/bin/true", "args": 5}]),
-    ("hooks.poststop", [{"path": "/bin/true", "env": 1}]),
+# config.py called list()/set() on values it never type-checked: a TypeError traceback
+@pytest.mark.parametrize("path,value,field", [
+    ("process.user.additionalGids", 5, "process.user.additionalGids"),
+    ("process.capabilities.bounding", 5, "process.capabilities.bounding"),
+    ("process.capabilities.inheritable", [{}], "process.capabilities.inheritable"),
+    ("hooks.prestart", [{"path": "/bin/true", "args": 5}], "hooks.prestart[0].args"),
+    ("hooks.poststop", [{"path": "/bin/true", "env": 1}], "hooks.poststop[0].env"),
     ("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW",
-                       "syscalls": [{"names": [["read"]], "action": "SCMP_ACT_ERRNO"}]}),
+                       "syscalls": [{"names": [["read"]], "action": "SCMP_ACT_ERRNO"}]},
+     "linux.seccomp.syscalls[0].names"),
     ("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW",
-                       "syscalls": [{"names": ["read"], "action": {}}]}),
+                       "syscalls": [{"names": ["read"], "action": {}}]},
+     "linux.seccomp.syscalls[0].action"),
+    ("linux.seccomp", {"defaultAction": ["SCMP_ACT_ALLOW"]}, "linux.seccomp.defaultAction"),
+    ("process.consoleSize", 5, "process.consoleSize"),
+    ("process.consoleSize", {"height": "x"}, "process.consoleSize.height"),
+    ("linux.sysctl", {"kernel.shmmax": {}}, "linux.sysctl.kernel.shmmax"),
 ], ids=["additionalGids", "bounding-int", "inheritable-dict", "hook-args", "hook-env",
-        "seccomp-name", "seccomp-action"])
-def test_wrongly_typed_config_fields_are_a_spec_error(path: str, value: Any) -> None:
+        "seccomp-name", "seccomp-action", "seccomp-default-action", "console-int",
+        "console-height", "sysctl-value"])
+def test_wrongly_typed_config_fields_are_a_spec_error(path: str, value: Any, field: str) -> None:
     from execdriver.oci.config import convert
-    field = path.split(".")[-1] if not path.startswith(("hooks", "linux.seccomp")) else path
-    with pytest.raises(SpecError, match=field.split(".")[0]):
+    with pytest.raises(SpecError) as info:
         convert(_with(path, value), "/bundle")
+    assert any(line.startswith(field + ":") for line in info.value.problems), info.value.problems

@@ -191,6 +191,19 @@ def test_runc_ambient_without_inheritable_is_dropped_not_refused() -> None:
     ("mounts", [{"destination": "/x", "type": "bind", "source": "/tmp",
                  "uidMappings": [{"containerID": 0, "hostID": 1, "size": 1}]}],
      "mounts[0].uidMappings: id-mapped mounts are not supported"),
+    # wrong types and values the kernel cannot take: named, not a traceback
+    ("linux.seccomp", {}, "linux.seccomp.defaultAction: required"),
+    ("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": [1], "action": "SCMP_ACT_ALLOW"}]}, "linux.seccomp.syscalls[0].names: must be an"),
+    ("process.capabilities.ambient", ["CAP_KILL", None], "process.capabilities.ambient: must be an"),
+    ("hooks.prestart", [{"path": "/bin/true", "timeout": True}], "hooks.prestart[0].timeout: must be"),
+    ("process.consoleSize", {"height": 70000, "width": 80}, "process.consoleSize.height: must be"),
+    ("linux.resources.memory", {"limit": 2**64}, "resources.memory.limit: too large"),
+    ("linux.resources.cpu", {"quota": 2**44}, "resources.cpu.quota: "),
+    ("process.cwd", "/a\0b", "process.cwd: must not contain a NUL byte"),
+    ("linux.maskedPaths", ["/proc/k\0"], "masked_paths[0]: must not contain a NUL byte"),
+    ("mounts", [{"destination": "/x", "type": "tmpfs", "source": "t", "options": ["size=1k\0"]}],
+     "mounts[0].options[0]: must not contain a NUL byte"),
 ])
 def test_unsupported_field_is_named(path: str, value: Any, expected: str) -> None:
     found = problems(with_(path, value))
@@ -282,6 +295,19 @@ def test_seccomp_actions_and_ops() -> None:
     assert p.syscalls[1].errno == 7
     assert p.syscalls[4].args[0].op == "masked_eq" and p.syscalls[4].args[0].value_two == 0x10000000
     assert any("no_such_syscall_anywhere" in i for i in c.ignored)
+
+
+def test_console_size() -> None:
+    assert conv(with_("process.consoleSize", {"height": 30, "width": 100})).console_size == (30, 100)
+    assert conv(with_("process.consoleSize", {"width": 80})).console_size == (0, 80)
+    assert conv(with_("process.consoleSize", {})).console_size is None
+
+
+def test_seccomp_names_of_other_abis_are_kept_for_the_compiler() -> None:
+    sec = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["chown32", "keyctl"], "action": "SCMP_ACT_ERRNO"}]}
+    c = conv(with_("linux.seccomp", sec))
+    assert c.spec.seccomp.profile.syscalls[0].names == ["chown32", "keyctl"]
 
 
 def test_relative_paths_are_taken_from_the_bundle() -> None:
