@@ -9,6 +9,10 @@ monitor that reaps the init and records its exit status.
 parent's "continue", builds the rootfs, pivots into it, and finally drops
 privileges and execs the user's command (see ``finish_process``).
 
+When the seccomp profile may keep the init from reporting a failure (see
+seccomp.silent_failure_risk), stage-1 watches for the init's exec or death
+(sync.watch_exec) and lets the parent look before it reaps the init.
+
 Nothing here may return into the runtime's code: every path ends in
 ``os._exit``. Errors go back to the parent as sync "error" messages.
 
@@ -19,6 +23,7 @@ host's Python library is out of reach.
 from __future__ import annotations
 
 import errno
+import faulthandler
 import fcntl
 import json
 import os
@@ -32,6 +37,7 @@ from . import syscalls as sc
 from .initconfig import InitConfig, ProcessConfig
 
 EXIT_SETUP_FAILED = 126
+CATCHABLE_SIGNALS = sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 
 
 class Step:
@@ -54,6 +60,29 @@ def setup_stdio(fds: tuple[int, int, int]) -> None:
             os.dup2(fd, target, inheritable=True)
         else:
             os.set_inheritable(target, True)
+
+
+def reset_signals() -> None:
+    """Every catchable signal to SIG_DFL, none blocked, faulthandler off.
+
+    A forked copy of the runtime inherits the embedding program's handlers and
+    mask: faulthandler's SIGSEGV handler, for one, spins forever in a child that
+    faults. Ignored signals survive execve, so SIG_IGN (Python ignores SIGPIPE
+    and SIGXFSZ) is reset too.
+    """
+    if faulthandler.is_enabled():
+        faulthandler.disable()
+    for sig in CATCHABLE_SIGNALS:
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass        # the few the C library reserves
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def watches_exec(p: ProcessConfig) -> bool:
+    """Whether the process's seccomp profile may keep it from reporting a failure."""
+    return getattr(p.seccomp_filter, "risk", None) is not None
 
 
 def open_exit_file(path: str) -> int:
@@ -83,9 +112,7 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) ->
         else:
             sc.set_pdeathsig(signal.SIGKILL)
         # Restore default signal handling: the runtime's handlers are not ours.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
+        reset_signals()
         setup_stdio(stdio)
         exit_fd = open_exit_file(cfg.exit_file) if cfg.exit_file else -1
         # Likewise the exec fifo: opened (O_PATH) while we are still host root.
@@ -117,11 +144,17 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) ->
             sc.unshare(cfg.unshare_flags & ~sc.CLONE_NEWNS)
         sc.set_child_subreaper()
         step = "fork init"
+        # The watch pipe's write end is CLOEXEC in the init: EOF = exec'd or died.
+        watch_r, watch_w = os.pipe2(os.O_CLOEXEC) if watches_exec(cfg.process) else (-1, -1)
         pid = os.fork()
         if pid == 0:
             if exit_fd >= 0:
                 os.close(exit_fd)
-            container_init(cfg, sock, fifo_fd)
+            if watch_r >= 0:
+                os.close(watch_r)
+            container_init(cfg, sock, fifo_fd, watch_w)
+        if watch_w >= 0:
+            os.close(watch_w)
         if fifo_fd >= 0:
             os.close(fifo_fd)
         # The monitor leaves the container's cgroup (it was there only so the
@@ -133,6 +166,9 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) ->
             except OSError:
                 pass
         sync.send(sock, {"type": "pid", "pid": pid, "monitor": os.getpid()})
+        if watch_r >= 0:
+            step = "exec watch"
+            sync.watch_exec(sock, watch_r, pid)
         sock.close()
     except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
         sync.send_error(sock, step, exc)
@@ -179,7 +215,7 @@ def monitor(exit_fd: int, init_pid: int, waiter: str | None = None) -> None:
     os._exit(os.WEXITSTATUS(status))
 
 
-def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int) -> None:
+def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int, watch_fd: int = -1) -> None:
     """pid 1 of the container. Never returns."""
     step = "init"
     try:
@@ -215,7 +251,7 @@ def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int) -> None:
         os.setsid()
         if cfg.process.terminal:
             claim_terminal()
-        finish_process(cfg.process, sock)
+        finish_process(cfg.process, sock, watch_fd)
     except BaseException as exc:  # noqa: BLE001
         sync.send_error(sock, getattr(exc, "step", None) or step, exc)
         os._exit(EXIT_SETUP_FAILED)
@@ -360,22 +396,27 @@ def find_executable(name: str, env: list[str]) -> str:
     raise OSError(errno.ENOENT, "executable file not found in $PATH", name)
 
 
-def finish_process(p: ProcessConfig, sock: socket.socket) -> None:
-    """Drop to the process's identity and exec it. Shared by init and exec."""
-    step = "oom_score_adj"
+def finish_process(p: ProcessConfig, sock: socket.socket, watch_fd: int = -1) -> None:
+    """Drop to the process's identity and exec it. Shared by init and exec.
+
+    process.oom_score_adj is not set here: the parent writes it (launch.py),
+    from outside the container (which may have no /proc) and with
+    CAP_SYS_RESOURCE (to lower it). ``watch_fd`` (CLOEXEC) stays open until
+    execve: its closing tells stage-1 or the exec helper that we exec'd or died.
+    """
+    step = "rlimits"
+    filtered = False
     try:
-        if p.oom_score_adj is not None:
-            _write("/proc/self/oom_score_adj", str(p.oom_score_adj))
-        step = "rlimits"
         rlimits.apply(p.rlimits)
         # Close every fd we did not mean to pass *before* chdir, so that a cwd
         # like /proc/self/fd/7 cannot reach a leaked host directory (CVE-2024-21626).
         step = "close fds"
-        close_fds(3 + p.preserve_fds, {sock.fileno()})
+        close_fds(3 + p.preserve_fds, {sock.fileno(), watch_fd} - {-1})
         if not p.no_new_privileges and p.seccomp_filter is not None:
             # Without no_new_privs seccomp needs CAP_SYS_ADMIN: load it while we have it.
             step = "seccomp"
             seccomp.install(p.seccomp_filter)
+            filtered = True
         step = "user"
         capabilities.apply_user(p.uid, p.gid, p.additional_gids, p.cap_plan)
         if p.die_with_parent:
@@ -391,15 +432,21 @@ def finish_process(p: ProcessConfig, sock: socket.socket) -> None:
         os.umask(p.umask)
         step = "exec"
         exe = find_executable(p.args[0], p.env)
+        env = dict(e.split("=", 1) for e in p.env)   # before the filter: as little as possible after
         if p.no_new_privileges:
             step = "no_new_privileges"
             sc.set_no_new_privs()
             if p.seccomp_filter is not None:
                 step = "seccomp"
                 seccomp.install(p.seccomp_filter)
+                filtered = True
         step = "exec"
-        os.execve(exe, p.args, dict(e.split("=", 1) for e in p.env))
+        os.execve(exe, p.args, env)
     except BaseException as exc:  # noqa: BLE001
+        err = getattr(exc, "errno", None)
+        if filtered and step == "exec" and err in (errno.EPERM, errno.ENOSYS):
+            exc = OSError(err, f"{os.strerror(err)} (does the seccomp profile allow execve?)",
+                          p.args[0])
         sync.send_error(sock, getattr(exc, "step", None) or f"{step} args={p.args[0]}", exc)
         os._exit(EXIT_SETUP_FAILED)
 

@@ -4,15 +4,21 @@ See sync.py for the protocol. The parent writes the uid/gid maps, lets its
 caller set up the network once the init exists, then releases the init and
 waits for "ready" (and, unless the container waits for ``start``, for the
 EOF that means the exec succeeded).
+
+process.oom_score_adj is written here, to /proc/<pid>/oom_score_adj of the
+init (or exec'd process) before it may exec, as runc does: the container may
+have no /proc, and lowering the value needs CAP_SYS_RESOURCE, which the runtime
+may have and the container's process has not.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import StepFailed
 from . import init as initmod
@@ -40,6 +46,72 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
+PF_FORKNOEXEC = 0x40     # task flag: forked but did not exec (/proc/PID/stat field 9)
+
+
+def set_oom_score_adj(pid: int, value: int) -> None:
+    try:
+        fd = os.open(f"/proc/{pid}/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        cause = os.strerror(exc.errno or 0)
+        if exc.errno == errno.EACCES and not _has_cap_sys_resource():
+            cause += (" (lowering oom_score_adj below its minimum needs CAP_SYS_RESOURCE, "
+                      "which this runtime does not have)")
+        raise StepFailed("oom_score_adj", cause, errno=exc.errno, value=value) from None
+
+
+def _has_cap_sys_resource() -> bool:
+    cap_sys_resource = 24
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(ln for ln in f if ln.startswith("CapEff:")).split()[1]
+        return bool(int(eff, 16) >> cap_sys_resource & 1)
+    except (OSError, StopIteration, ValueError):
+        return True
+
+
+def died_before_exec(pid: int) -> int | None:
+    """The wait status of ``pid`` if it died (or is dying) without exec'ing, else None.
+
+    Only meaningful while its parent holds off reaping it (sync.watch_exec).
+    execve clears PF_FORKNOEXEC before it closes the CLOEXEC fds, so a process
+    whose watch pipe closed with the flag still set died before exec.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if not int(fields[6]) & PF_FORKNOEXEC:
+        return None
+    return int(fields[49]) if len(fields) > 49 else 0     # field 52: exit_code
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"killed by signal {sig} ({signal.Signals(sig).name})"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def check_exec(pid: int, proc: ProcessConfig, container_id: str | None = None) -> None:
+    """After a watched process closed its sync socket: raise if it died before exec."""
+    status = died_before_exec(pid)
+    if status is None:
+        return
+    risk = getattr(proc.seccomp_filter, "risk", None)
+    raise sync.SyncError("exec", "the process died before exec without reporting why "
+                         f"({describe_status(status)})" + (f": {risk}" if risk else ""),
+                         container_id=container_id, args=proc.args[0])
+
+
 def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
           on_init: Callable[[int], None] | None = None,
           wait_exec: bool = True) -> Spawned:
@@ -65,6 +137,8 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
             msg, _ = sync.expect(parent_sock, "pid", container_id=cfg.container_id)
             init_pid = int(msg["pid"])
             monitor_pid = int(msg["monitor"])
+            if cfg.process.oom_score_adj is not None:
+                set_oom_score_adj(init_pid, cfg.process.oom_score_adj)
             if on_init is not None:
                 on_init(init_pid)
             sync.send(parent_sock, {"type": "continue"})
@@ -74,11 +148,14 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
                 pty_master = fds[0]
             sync.expect(parent_sock, "ready", container_id=cfg.container_id)
             if wait_exec:
-                # The socket is CLOEXEC in the init: EOF means execve succeeded.
-                msg, _ = sync.recv(parent_sock)
-                if msg is not None and msg.get("type") == "error":
-                    raise sync.SyncError(msg.get("step") or "exec", msg.get("message") or "failed",
-                                         errno=msg.get("errno"), container_id=cfg.container_id)
+                # The socket is CLOEXEC in the init: EOF means execve succeeded
+                # (or, when watched, stage-1's "exec": check that it did).
+                last = sync.recv(parent_sock)[0] or {}
+                if last.get("type") == "error":
+                    raise sync.SyncError(last.get("step") or "exec", last.get("message") or "failed",
+                                         errno=last.get("errno"), container_id=cfg.container_id)
+                if last.get("type") == "exec":
+                    check_exec(init_pid, cfg.process, cfg.container_id)
     except BaseException:
         if pty_master is not None:
             os.close(pty_master)
@@ -167,13 +244,21 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
     with parent_sock:
         try:
             while True:
-                msg, fds = sync.recv(parent_sock, with_fds=True)
-                if msg is not None and msg.get("type") == "pty" and fds:
+                got, fds = sync.recv(parent_sock, with_fds=True)
+                msg = got or {}
+                kind = msg.get("type")
+                if kind == "pty" and fds:
                     pty_master = fds[0]
                     continue
-                if msg is not None and msg.get("type") == "error":
+                if kind == "error":
                     raise sync.SyncError(msg.get("step") or "exec", msg.get("message") or "failed",
                                          errno=msg.get("errno"))
+                if kind == "pid" and proc.oom_score_adj is not None:
+                    set_oom_score_adj(int(msg["pid"]), proc.oom_score_adj)
+                    sync.send(parent_sock, {"type": "continue"})
+                    continue
+                if kind == "exec":
+                    check_exec(int(msg["pid"]), proc)
                 break
         except BaseException:
             if pty_master is not None:
@@ -193,9 +278,7 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
             os.setsid()
         else:
             sc.set_pdeathsig(signal.SIGKILL)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
+        initmod.reset_signals()
         initmod.setup_stdio(stdio)
         # Only the exec'd process joins the cgroup (the helper must not count
         # against its pids/memory limits): open the files now, while the
@@ -210,27 +293,43 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
         os.close(root_fd)
         os.chdir("/")
         step = "exec fork"
+        # The watch pipe's write end is CLOEXEC in the child: EOF = exec'd or died.
+        watch_r, watch_w = os.pipe2(os.O_CLOEXEC) if initmod.watches_exec(proc) else (-1, -1)
         child = os.fork()
         if child == 0:
+            if watch_r >= 0:
+                os.close(watch_r)
             if not detach:
                 sc.set_pdeathsig(signal.SIGKILL)
                 proc.die_with_parent = True
                 proc.parent_pid = os.getppid()
+            step = "exec oom_score_adj"
             try:
+                if proc.oom_score_adj is not None:
+                    sync.expect(sock, "continue")    # the parent writes our oom_score_adj
+                step = "exec cgroup join"
                 for fd in procs_fds:
                     os.write(fd, b"0")
                     os.close(fd)
+                step = "exec terminal"
                 if proc.terminal:
                     initmod.setup_terminal(sock)
                 os.setsid()
                 if proc.terminal:
                     initmod.claim_terminal()
             except BaseException as exc:  # noqa: BLE001
-                sync.send_error(sock, "exec terminal", exc)
+                sync.send_error(sock, step, exc)
                 os._exit(initmod.EXIT_SETUP_FAILED)
-            initmod.finish_process(proc, sock)
+            initmod.finish_process(proc, sock, watch_w)
+        if watch_w >= 0:
+            os.close(watch_w)
         for fd in procs_fds:
             os.close(fd)
+        if proc.oom_score_adj is not None:
+            sync.send(sock, {"type": "pid", "pid": child})
+        if watch_r >= 0:
+            step = "exec watch"
+            sync.watch_exec(sock, watch_r, child)
         sock.close()
     except BaseException as exc:  # noqa: BLE001
         sync.send_error(sock, step, exc)

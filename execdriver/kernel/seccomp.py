@@ -8,13 +8,25 @@ no_new_privs, or, when the spec turns no_new_privileges off, before the
 capabilities are dropped (as runc does).
 
 Program layout: check the audit arch (else KILL_PROCESS), load nr, reject x32
-numbers (>= 0x40000000 but not -1, KILL_PROCESS), then a binary search over intervals of
+numbers (>= 0x40000000 but not -1, KILL_PROCESS), allow exit and exit_group
+(below), then a binary search over intervals of
 syscall numbers that share a decision; a leaf either returns or runs the
 syscall's argument rules in order (first match wins, else the default action).
 Numbers above the table's highest answer ERRNO(ENOSYS), so syscalls newer than
 the table look unimplemented (like runc). Conditional jumps farther than 255
 instructions are relaxed through BPF_JA trampolines, so any profile size works.
 Arguments are compared as unsigned 64-bit values (little-endian words).
+
+``exit`` and ``exit_group`` are always allowed, whatever the profile says: a
+profile can never make a process unable to die (with exit_group denied, glibc's
+``_exit`` falls through to a fault, and a process whose SIGSEGV handler was
+inherited, faulthandler's say, spins forever instead of failing).
+
+``silent_failure_risk`` says when a profile may leave the container's init
+unable to report a failure between installing the filter and execve (no
+execve or sendto, kill/trap actions, deny by default): the runtime then checks
+how the init ended (launch.check_exec) instead of taking the closed sync
+socket for a successful exec.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ X32_SYSCALL_BIT = 0x40000000
 MAX_INSNS = 4096
 OFF_NR, OFF_ARCH, OFF_ARGS = 0, 4, 16  # offsetof(struct seccomp_data, ...)
 SECCOMP_SET_MODE_FILTER, SECCOMP_MODE_FILTER, PR_SET_SECCOMP = 1, 2, 22
+ALWAYS_ALLOWED = ("exit", "exit_group")   # a profile can never make a process unable to die
 
 
 def action_value(action: str, errno: int | None, default_errno: int = _errno.EPERM) -> int:
@@ -246,9 +259,14 @@ def _compile_cached(profile_json: str, arch: str) -> bytes:
         a.put(JMP_JGE_K, X32_SYSCALL_BIT, jf="abi_ok")
         a.ret(RET_KILL_PROCESS)
         a.mark("abi_ok")
+    for name in ALWAYS_ALLOWED:     # checked first: rules cannot override them
+        if name in table:
+            a.put(JMP_JEQ_K, table[name], jt="always_allowed")
     default = (((), default_value),)
     ivs = _intervals(_handlers(profile, table), default, max(table.values()))
     _emit_tree(a, ivs, default_value)
+    a.mark("always_allowed")
+    a.ret(RET_ALLOW)
     prog = a.assemble()
     if len(prog) // 8 > MAX_INSNS:
         raise ValueError(f"seccomp: profile compiles to {len(prog) // 8} instructions "
@@ -267,6 +285,35 @@ def compile_filter(seccomp: spec.Seccomp, arch: str | None = None) -> bytes | No
     return compile_profile(seccomp.profile, arch)
 
 
+# --- can the init still report? ---------------------------------------------------
+
+# What the init needs between installing the filter and a successful execve: to
+# exec, or to report why not over its sync socket (socket.send is sendto(2)).
+REPORT_SYSCALLS = ("execve", "sendto")
+_KILLING = ("kill", "kill_process", "trap")
+
+
+def _decision(profile: spec.SeccompProfile, name: str) -> str:
+    """The action of the first rule naming ``name`` ("conditional" if it has args)."""
+    for rule in profile.syscalls:
+        if name in rule.names:
+            return "conditional" if rule.args else rule.action
+    return profile.default_action
+
+
+def silent_failure_risk(profile: spec.SeccompProfile) -> str | None:
+    """Why a process under ``profile`` might die before execve without reporting
+    why; None when it can always exec or report."""
+    blocked = [f"{name} ({d})" for name in REPORT_SYSCALLS
+               if (d := _decision(profile, name)) not in ("allow", "log")]
+    parts = [f"does not allow {', '.join(blocked)}"] if blocked else []
+    if profile.default_action in _KILLING or any(r.action in _KILLING for r in profile.syscalls):
+        parts.append("kills or traps some syscalls")
+    if profile.default_action not in ("allow", "log") and not blocked:
+        parts.append(f"denies by default ({profile.default_action})")
+    return "the seccomp profile " + " and ".join(parts) if parts else None
+
+
 # --- installing (in the child) ------------------------------------------------
 
 class _SockFprog(ctypes.Structure):
@@ -274,19 +321,28 @@ class _SockFprog(ctypes.Structure):
 
 
 class PreparedFilter:
-    """A filter's bytes already in C memory, so the child only makes the syscall."""
+    """A filter's bytes already in C memory, so the child only makes the syscall.
 
-    def __init__(self, prog: bytes) -> None:
+    ``risk``: why a process under it might die before execve without reporting
+    (see silent_failure_risk); None for the default profile.
+    """
+
+    def __init__(self, prog: bytes, risk: str | None = None) -> None:
         if not prog or len(prog) % 8:
             raise ValueError("seccomp: a BPF program is a non-empty multiple of 8 bytes")
         self.buf = ctypes.create_string_buffer(prog, len(prog))  # kept alive with self
         self.fprog = _SockFprog(len(prog) // 8, ctypes.addressof(self.buf))
+        self.risk = risk
 
 
 def prepare(seccomp: spec.Seccomp) -> PreparedFilter | None:
     """Parent side: compile (cached) and lay the program out in C memory."""
     prog = compile_filter(seccomp)
-    return None if prog is None else PreparedFilter(prog)
+    if prog is None:
+        return None
+    # The default profile allows all the runtime needs; only custom ones are checked.
+    risk = silent_failure_risk(seccomp.profile) if seccomp.mode == "profile" and seccomp.profile else None
+    return PreparedFilter(prog, risk)
 
 
 def install(filt: bytes | PreparedFilter) -> None:

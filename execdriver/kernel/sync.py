@@ -6,14 +6,28 @@ Every message is a small JSON object with a ``type``. The sequence:
     stage-1 -> parent   {"type": "userns"}            only with a new user namespace
     parent  -> stage-1  {"type": "mapped"}            uid/gid maps written
     stage-1 -> parent   {"type": "pid", "pid": N}     init forked (N in the parent's pid ns)
+                                                      (the parent writes oom_score_adj now)
     parent  -> init     {"type": "continue"}          cgroup joined, network set up, hooks ran
     init    -> parent   {"type": "pty"} + master fd   only with a terminal
     init    -> parent   {"type": "ready"}             rootfs done; about to wait/exec
     any     -> parent   {"type": "error", "step": S, "errno": E, "message": M}
+    stage-1 -> parent   {"type": "exec", "pid": N}    only when watching (below)
     EOF on the parent side after "ready"              exec succeeded (the socket is CLOEXEC)
+
+An exec into a running container: the helper sends {"type": "pid", "pid": N}
+(only with oom_score_adj; its child waits for "continue"), then as above the
+child's "pty"/"error" messages, "exec" when watching, and EOF.
 
 An error in any step comes back as an "error" message, so the parent raises a
 typed StepFailed naming the step and errno instead of hanging.
+
+Watching: a seccomp profile may deny the syscalls the process needs to report
+a failure after the filter is installed (seccomp.silent_failure_risk), and a
+process that died closes the socket just as one that exec'd. Then the process's
+parent (stage-1, or the exec helper) holds a pipe whose write end is CLOEXEC in
+the process; on its EOF it sends "exec" and waits, without reaping the process,
+until the parent has checked whether it exec'd (launch.check_exec) and closed
+the socket.
 """
 
 from __future__ import annotations
@@ -37,11 +51,13 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
 
 
 def send(sock: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
+    # MSG_NOSIGNAL: a peer that went away is an EPIPE, not a SIGPIPE (the children
+    # run with default signal handling).
     data = json.dumps(msg).encode()
     if fds:
-        socket.send_fds(sock, [data], fds)
+        socket.send_fds(sock, [data], fds, socket.MSG_NOSIGNAL)
     else:
-        sock.send(data)
+        sock.send(data, socket.MSG_NOSIGNAL)
 
 
 def recv(sock: socket.socket, with_fds: bool = False) -> tuple[dict[str, Any] | None, list[int]]:
@@ -84,3 +100,19 @@ def expect(sock: socket.socket, want: str, *, container_id: str | None = None,
         raise SyncError("sync", f"expected {want!r}, got {msg.get('type')!r}",
                         container_id=container_id)
     return msg, fds
+
+
+def watch_exec(sock: socket.socket, watch_fd: int, pid: int) -> None:
+    """Wait until child ``pid`` exec'd or died (EOF on ``watch_fd``), tell the
+    parent, and return once it has looked (closed its end): the caller must not
+    reap ``pid`` before."""
+    try:
+        while os.read(watch_fd, 64):
+            pass
+    finally:
+        os.close(watch_fd)
+    try:
+        send(sock, {"type": "exec", "pid": pid})
+        sock.recv(1)
+    except OSError:
+        pass        # the parent is gone or not listening: nobody to tell

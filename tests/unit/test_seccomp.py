@@ -244,7 +244,8 @@ def test_big_profile_needs_long_jumps_and_still_decides_right() -> None:
         nr = X86[n]
         hit = tuple(nr if i == nr % 6 else 0 for i in range(6))
         miss = tuple(nr + 1 if i == nr % 6 else 0 for i in range(6))
-        assert decide(prog, nr, hit) == ("errno", nr % 4000 + 1), n
+        want = ALLOW if n in seccomp.ALWAYS_ALLOWED else ("errno", nr % 4000 + 1)
+        assert decide(prog, nr, hit) == want, n
         assert decide(prog, nr, miss) == ALLOW, n
 
 
@@ -268,3 +269,52 @@ def test_prepared_filter_validates_bytes() -> None:
         seccomp.PreparedFilter(b"\0" * 7)
     pf = seccomp.PreparedFilter(seccomp.compile_filter(spec.Seccomp()))
     assert pf.fprog.len == len(seccomp.compile_filter(spec.Seccomp())) // 8
+
+
+# --- a profile can never make a process unable to die ------------------------------------
+
+@pytest.mark.parametrize("arch,table,audit", [("x86_64", X86, bpf.AUDIT_ARCH_X86_64),
+                                              ("aarch64", ARM, bpf.AUDIT_ARCH_AARCH64)])
+@pytest.mark.parametrize("action", ["errno", "kill", "kill_process", "trap", "trace"])
+def test_exit_and_exit_group_are_always_allowed(arch: str, table: dict, audit: int,
+                                                action: str) -> None:
+    for default in ("errno", "kill_process"):
+        prof = spec.SeccompProfile(default_action=default, syscalls=[
+            spec.SeccompRule(names=["exit_group", "exit"], action=action, errno=1),
+            spec.SeccompRule(names=["exit_group"], action="errno",
+                             args=[spec.SeccompArg(index=0, value=0)])])
+        prog = seccomp.compile_profile(prof, arch)
+        bpf.check(bpf.decode(prog))
+        for name in seccomp.ALWAYS_ALLOWED:
+            assert decide(prog, table[name], (0,), audit) == ALLOW, (name, default)
+        assert decide(prog, table["execve"], (), audit) != ALLOW
+
+
+# --- when the init may be unable to report -------------------------------------------------
+
+def test_default_profile_has_no_silent_failure_risk() -> None:
+    assert seccomp.prepare(spec.Seccomp()).risk is None
+    assert seccomp.prepare(spec.Seccomp(mode="unconfined")) is None
+
+
+@pytest.mark.parametrize("profile,risk", [
+    ({"default_action": "allow"}, None),
+    ({"default_action": "log", "syscalls": [{"names": ["keyctl"], "action": "errno"}]}, None),
+    ({"default_action": "errno", "syscalls": [{"names": ["personality"], "action": "allow"}]},
+     "the seccomp profile does not allow execve (errno), sendto (errno)"),
+    ({"default_action": "allow", "syscalls": [{"names": ["execve"], "action": "errno"}]},
+     "the seccomp profile does not allow execve (errno)"),
+    ({"default_action": "allow", "syscalls": [
+        {"names": ["sendto"], "action": "allow", "args": [{"index": 3, "value": 0}]}]},
+     "the seccomp profile does not allow sendto (conditional)"),
+    ({"default_action": "allow", "syscalls": [{"names": ["ptrace"], "action": "kill_process"}]},
+     "the seccomp profile kills or traps some syscalls"),
+    ({"default_action": "errno", "syscalls": [{"names": ["execve", "sendto"], "action": "allow"}]},
+     "the seccomp profile denies by default (errno)"),
+    ({"default_action": "trap", "syscalls": [{"names": ["execve"], "action": "allow"}]},
+     "the seccomp profile does not allow sendto (trap) and kills or traps some syscalls"),
+])
+def test_silent_failure_risk(profile: dict, risk: str | None) -> None:
+    prof = spec.SeccompProfile.model_validate(profile)
+    assert seccomp.silent_failure_risk(prof) == risk
+    assert seccomp.prepare(spec.Seccomp(mode="profile", profile=prof)).risk == risk
