@@ -42,10 +42,40 @@ class Context:
     worker: Worker
     state: dict[str, str] = field(default_factory=dict)
 
+    server: subprocess.Popen[bytes] | None = None
+
     def state_root(self, name: str) -> str:
         if name not in self.state:
             self.state[name] = str(self.ws.path("state", name))
         return self.state[name]
+
+    def server_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment that makes execdriver use the bench's own warm server
+        (``execdriver server run`` on a socket in the workspace), started on first use."""
+        sock = str(self.ws.root / "server.sock")
+        if self.server is None:
+            self.server = subprocess.Popen(
+                [venv_bin("execdriver"), "server", "run", "--socket", sock],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 30
+            while not os.path.exists(sock):
+                if self.server.poll() is not None or time.monotonic() > deadline:
+                    err = self.server.stderr.read().decode() if self.server.stderr else ""
+                    raise BenchError(f"execdriver server run: {err.strip() or 'did not start'}")
+                time.sleep(0.05)
+        env = dict(os.environ if base is None else base)
+        env.pop("EXECDRIVER_SERVER", None)
+        env["EXECDRIVER_SERVER_SOCKET"] = sock
+        return env
+
+    def close(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait()
 
 
 # --- availability checks --------------------------------------------------------
@@ -82,7 +112,7 @@ def case_api(ctx: Context) -> Latency:
                    lambda: _runc_missing() or _driver_missing("native"))
 
 
-def case_cli(ctx: Context) -> Latency:
+def case_cli(ctx: Context) -> list[Latency]:
     exe = venv_bin("execdriver")
 
     def unavailable() -> str | None:
@@ -93,15 +123,26 @@ def case_cli(ctx: Context) -> Latency:
             [exe, "run", "--root", root, "--driver", "native", "--rootfs", str(ctx.ws.rootfs),
              "--name", new_id("clicheck"), "--", "/bin/true"])
 
-    def build() -> tuple[Side, Side]:
-        root = ctx.state_root("cli")
-        ours = Command("execdriver run (CLI)", lambda cid: [
+    def argv(root: str) -> Callable[[str], list[str]]:
+        return lambda cid: [
             exe, "run", "--root", root, "--driver", "native", "--rootfs", str(ctx.ws.rootfs),
             "--memory", str(MEMORY_LIMIT), "--pids-limit", str(PIDS_LIMIT), "--name", cid,
-            "--", *TRUE], tag="cli")
+            "--", *TRUE]
+
+    def build() -> tuple[Side, Side]:
+        # Cold for real: no warm server, even if one runs on this machine.
+        env = {**os.environ, "EXECDRIVER_SERVER": "off"}
+        ours = Command("execdriver run (CLI)", argv(ctx.state_root("cli")), env=env, tag="cli")
         return ours, runc_side(ctx, TRUE)
-    return Latency("cli", "CLI: execdriver run --driver native true", "runc run", 1.5, build,
-                   unavailable)
+
+    def build_warm() -> tuple[Side, Side]:
+        ours = Command("execdriver run (CLI, warm server)", argv(ctx.state_root("cli-server")),
+                       env=ctx.server_env(), tag="clis")
+        return ours, runc_side(ctx, TRUE)
+    return [Latency("cli", "CLI: execdriver run --driver native true", "runc run", 1.5, build,
+                    unavailable),
+            Latency("cli-server", "CLI with `execdriver server` running", "runc run", 1.5,
+                    build_warm, unavailable)]
 
 
 def case_chroot(ctx: Context) -> Latency:
@@ -169,7 +210,7 @@ def case_lxc(ctx: Context) -> Latency:
     return Latency("lxc", "lxc driver.run(true) (API)", "lxc-execute", 1.2, build, unavailable)
 
 
-def case_podman(ctx: Context) -> Latency:
+def case_podman(ctx: Context) -> list[Latency]:
     oci = venv_bin("execdriver-oci")
     flags, env = ctx.ws.podman_env()
 
@@ -191,14 +232,22 @@ def case_podman(ctx: Context) -> Latency:
             or check_command(argv(oci)(new_id("podcheck")), env=env)
 
     def build() -> tuple[Side, Side]:
-        return (Command("podman + execdriver-oci", argv(oci), env=env, tag="pod"),
+        cold = {**env, "EXECDRIVER_SERVER": "off"}
+        return (Command("podman + execdriver-oci", argv(oci), env=cold, tag="pod"),
                 Command("podman + runc", argv("runc"), env=env, tag="pod"))
-    return Latency("podman", "podman run --rm through execdriver-oci", "podman with runc", 1.2,
-                   build, unavailable)
+
+    def build_warm() -> tuple[Side, Side]:
+        return (Command("podman + execdriver-oci (warm server)", argv(oci),
+                        env=ctx.server_env(env), tag="pods"),
+                Command("podman + runc", argv("runc"), env=env, tag="pod"))
+    return [Latency("podman", "podman run --rm through execdriver-oci", "podman with runc", 1.2,
+                    build, unavailable),
+            Latency("podman-server", "podman run --rm, `execdriver server` running",
+                    "podman with runc", 1.2, build_warm, unavailable)]
 
 
 def latency_cases(ctx: Context) -> list[Latency]:
-    return [case_api(ctx), case_cli(ctx), case_podman(ctx), case_lxc(ctx), case_chroot(ctx)]
+    return [case_api(ctx), *case_cli(ctx), *case_podman(ctx), case_lxc(ctx), case_chroot(ctx)]
 
 
 # --- density --------------------------------------------------------------------------

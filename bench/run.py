@@ -27,7 +27,7 @@ from bench.cases import Context, density, latency_cases
 from bench.sides import BenchError, Worker
 from bench.workspace import Workspace, machine_facts
 
-ALL_CASES = ["api", "cli", "podman", "lxc", "chroot", "density"]
+ALL_CASES = ["api", "cli", "cli-server", "podman", "podman-server", "lxc", "chroot", "density"]
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["density"] = {"status": "failed", "reason": str(exc), "n": args.density}
     finally:
         worker.close()
+        ctx.close()
         leftovers(ctx)
         ws.cleanup()
     out = Path(args.out)

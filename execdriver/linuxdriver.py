@@ -108,7 +108,10 @@ class LinuxContainerDriver(ExecDriver):
         from .state import validate_id
         cg = open_manager(cgroup_name or f"{self._cgroup_parent()}/{validate_id(container_id)}")
         # The cgroup is recorded with the first state write, before it exists.
-        st = self.state.create(container_id, self.name, spec, resources={"cgroup": [cg.record()]})
+        # Which hook steps the spec has: the hot path then never re-reads spec.json for them.
+        hook_steps = [step for step, f in self._HOOK_FIELDS.items() if getattr(spec.hooks, f)]
+        st = self.state.create(container_id, self.name, spec, resources={"cgroup": [cg.record()]},
+                               extra={"hooks": hook_steps})
         cdir = self.state.dir(container_id)
         opened: list[int] = []
         try:
@@ -261,6 +264,8 @@ class LinuxContainerDriver(ExecDriver):
         prestart/createRuntime failures abort the create (``strict``);
         poststart/poststop failures are ignored, as the runtime-spec says.
         """
+        if step not in st.extra.get("hooks", self._HOOK_FIELDS):
+            return
         try:
             spec = self.state.read_spec(st.id)
         except ContainerNotFound:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,11 +15,32 @@ if TYPE_CHECKING:
 NAMESPACE = "execdriver.drivers"
 
 
+_cache: tuple[tuple[tuple[str, float], ...], dict[str, Any]] | None = None
+
+
+def _path_stamp() -> tuple[tuple[str, float], ...]:
+    """sys.path with each directory's mtime: installing or removing a distribution
+    changes its directory, so a cached scan is reused only while this is unchanged."""
+    out = []
+    for entry in sys.path:
+        try:
+            out.append((entry, os.stat(entry or ".").st_mtime))
+        except OSError:
+            out.append((entry, -1.0))
+    return tuple(out)
+
+
 def _entry_points() -> dict[str, Any]:
     # importlib.metadata is much cheaper than building a stevedore manager for
     # the single-driver hot path; stevedore is used for listing every driver.
-    from importlib.metadata import entry_points
-    return {ep.name: ep for ep in entry_points(group=NAMESPACE)}
+    # The scan reads every installed distribution's metadata: once per process
+    # while sys.path is unchanged (an embedding program loads drivers repeatedly).
+    global _cache
+    stamp = _path_stamp()
+    if _cache is None or _cache[0] != stamp:
+        from importlib.metadata import entry_points
+        _cache = (stamp, {ep.name: ep for ep in entry_points(group=NAMESPACE)})
+    return dict(_cache[1])
 
 
 def driver_names() -> list[str]:

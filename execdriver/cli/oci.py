@@ -6,6 +6,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        from execdriver.cli import warm
+        if warm.oci_verb(sys.argv[1:]) in warm.OCI_SERVED:
+            code = warm.call("execdriver-oci", sys.argv[1:], error_code=1)
+            if code is not None:
+                return code
     from execdriver.oci.cli import main as oci_main
     return oci_main(argv)
 

@@ -102,6 +102,18 @@ def _verb(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, h
     return p
 
 
+_built: dict[str, Parser] = {}
+
+
+def cached_parser() -> Parser:
+    """build_parser(), once per default root: parsing does not change a parser, and
+    building one costs milliseconds (a warm server's workers all share the first)."""
+    root = default_root()
+    if root not in _built:
+        _built[root] = build_parser()
+    return _built[root]
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="execdriver", description=MAIN_DESCRIPTION, epilog=MAIN_EPILOG,
                     formatter_class=_Formatter, parents=[_common(default_root())])
@@ -262,6 +274,35 @@ examples:
     p = _verb(sub, "drivers", "drivers:cmd_drivers", common,
               help="list drivers, whether they work here, and features",
               epilog="examples:\n  execdriver drivers\n  execdriver drivers --format json")
+    _format(p)
+
+    p = _verb(sub, "server", "server:cmd_server", common,
+              help="a warm server that makes every later command start fast",
+              description="""\
+Start, stop or query the warm server. A cold execdriver process spends most of
+its time importing (pydantic, the spec models, the drivers); while a server
+runs, execdriver and execdriver-oci (state, start, kill, delete, ...) hand
+their command line, stdio, cwd and environment to it, and a worker forked from
+the already-loaded server runs the same command. Signals to the client reach
+the worker; killing the client kills the worker, as it would kill a cold
+execdriver. A client in other namespaces, of another user or installation, or
+after the code changed runs the command itself. Set EXECDRIVER_SERVER=off to
+never use a server; EXECDRIVER_SERVER_SOCKET picks another socket.""",
+              epilog="""\
+examples:
+  execdriver server start                 detach a server (default socket)
+  execdriver server status --format json
+  execdriver server run --idle-timeout 600   in the foreground (systemd, tests)
+  execdriver server stop""")
+    p.add_argument("action", choices=("start", "stop", "status", "run"), metavar="ACTION",
+                   help="start (detached), run (in the foreground), stop, or status")
+    p.add_argument("--socket", metavar="PATH",
+                   help="socket path (default: $EXECDRIVER_SERVER_SOCKET, else one per "
+                        "installation under /run/execdriver-server)")
+    p.add_argument("--idle-timeout", type=float, default=0.0, metavar="SECONDS",
+                   help="exit after this long without a client (default 0: never)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="stop: how long to wait for the server to end (default 10)")
     _format(p)
 
     p = _verb(sub, "rootfs", "missing", common, help="build or import a root filesystem",

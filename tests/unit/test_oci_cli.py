@@ -208,5 +208,5 @@ def test_hot_verbs_import_nothing_heavy(tmp_path: Path, verb: list[str]) -> None
 
 def test_console_script_module_is_thin() -> None:
     source = Path(__file__).resolve().parents[2].joinpath("execdriver/cli/oci.py").read_text()
-    assert len(source.splitlines()) < 20 and "execdriver.oci.cli" in source
+    assert len(source.splitlines()) < 30 and "execdriver.oci.cli" in source
     assert os.access(sys.executable, os.X_OK)

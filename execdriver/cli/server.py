@@ -1,0 +1,532 @@
+"""The warm server: ``execdriver server start|stop|status|run``.
+
+One resident process that has imported everything (pydantic, the spec models,
+the drivers) and compiled the default seccomp filter. For each client (see
+``warm.py``) it forks a worker, which takes the client's stdio fds, cwd,
+environment, umask and ignored signals and runs the same ``main`` a cold
+process would; its exit status goes back to the client. The server itself
+creates nothing: every container is made by a worker, exactly as by a cold
+``execdriver`` process.
+
+It serves a client only when that is indistinguishable from running the
+command in the client: same uid, same namespaces and root directory, same
+installation, and code unchanged since the server started (else the reply is
+"fallback" and the client runs the command itself). What differs: the worker
+is a child of the server, not of the client, and runs in the server's
+cgroup. So verbs whose caller must reap the container (``execdriver-oci
+create/run/exec`` under conmon or containerd-shim, which are child
+subreapers) are never served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+from . import warm
+
+NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "cgroup", "user")
+DEFAULT_IDLE = 0.0          # seconds without a client before the server exits; 0: never
+# Not the pytest plugin.
+SKIP_PRELOAD = ("execdriver.testing", "execdriver.cli.server")
+PRELOAD = ("execdriver.cli.run", "execdriver.cli.containers", "execdriver.cli.overrides",
+           "execdriver.cli.specfile", "execdriver.cli.stats", "execdriver.cli.drivers",
+           "execdriver.cli.rootfs", "execdriver.cli.output", "execdriver.spec",
+           "execdriver.linuxdriver", "execdriver.kernel.launch", "execdriver.kernel.init",
+           "execdriver.kernel.initconfig", "execdriver.kernel.seccomp",
+           "execdriver.kernel.cgroups", "execdriver.console", "execdriver.oci.cli",
+           "execdriver.oci.control", "execdriver.oci.lifecycle", "execdriver.oci.config")
+
+
+# --- preparing the process workers are forked from -----------------------------------
+
+def preload() -> None:
+    """Import what the verbs use and build what they would build first."""
+    import importlib
+    import pkgutil
+
+    import execdriver
+    names = list(PRELOAD)
+    for info in pkgutil.walk_packages(execdriver.__path__, "execdriver."):
+        if not info.name.startswith(SKIP_PRELOAD) and not info.name.endswith("__main__"):
+            names.append(info.name)
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a verb that cannot import fails in the worker
+            pass
+    try:
+        from execdriver.loader import driver_names, load_driver_class
+        for name in driver_names():
+            try:
+                load_driver_class(name)
+            except Exception:  # noqa: BLE001 - reported by the verb that uses it
+                pass
+        from execdriver.cli.main import parse_args
+        from execdriver.cli.run import build_spec
+        from execdriver.kernel import seccomp
+        args = parse_args(["run", "--rootfs", "/", "--", "/bin/true"])
+        driver, spec = build_spec(args, "native")
+        driver.check_spec(spec)
+        seccomp.prepare(spec.seccomp)          # the default filter, compiled and cached
+    except Exception:  # noqa: BLE001 - warming is an optimisation only
+        pass
+    # What exists now is never collected: the workers' collections then do not walk
+    # (and copy-on-write) the server's objects.
+    import gc
+    gc.collect()
+    gc.freeze()
+
+
+def code_snapshot() -> dict[str, float]:
+    """mtimes of our modules and of sys.path: a change means the server is stale."""
+    out: dict[str, float] = {}
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if path and name.split(".")[0].startswith("execdriver"):
+            out[path] = _mtime(path)
+    for entry in sys.path:
+        if entry and os.path.isdir(entry):
+            out[entry] = _mtime(entry)
+    return out
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return -1.0
+
+
+def _ns_ids(pid: str) -> tuple[Any, ...]:
+    ids = [os.stat(f"/proc/{pid}/ns/{ns}").st_ino for ns in NAMESPACES]
+    root = os.stat(f"/proc/{pid}/root")
+    return (*ids, root.st_dev, root.st_ino)
+
+
+# --- the server loop -----------------------------------------------------------------
+
+class Server:
+    def __init__(self, path: str, idle_timeout: float = DEFAULT_IDLE) -> None:
+        self.path = path
+        self.idle_timeout = idle_timeout
+        self.key = warm.install_key()
+        self.snapshot: dict[str, float] = {}
+        self.own_ns = _ns_ids("self")
+        self.workers: dict[int, tuple[int, socket.socket]] = {}   # pidfd -> (pid, conn)
+        self.stopping = False
+        self.listener: socket.socket | None = None
+        self.socket_id: tuple[int, int] = (0, 0)
+        self.served = 0
+
+    def bind(self) -> None:
+        """Listen on ``path``: bound under a temporary name, then renamed into place,
+        so a client never connects to a server that is not listening yet."""
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            old = os.umask(0o177)
+            try:
+                sock.bind(tmp)
+            finally:
+                os.umask(old)
+            sock.listen(128)
+            os.rename(tmp, self.path)
+            st = os.stat(self.path)
+            self.socket_id = (st.st_dev, st.st_ino)
+        except BaseException:
+            sock.close()
+            _unlink(tmp)
+            raise
+        self.listener = sock
+
+    def serve(self) -> None:
+        assert self.listener is not None
+        self.snapshot = code_snapshot()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, self._on_stop)
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ, "accept")
+        sel.register(wake_r, selectors.EVENT_READ, "wake")
+        last = time.monotonic()
+        try:
+            while not (self.stopping and not self.workers):
+                timeout = None
+                if self.idle_timeout and not self.workers:
+                    timeout = max(0.0, last + self.idle_timeout - time.monotonic())
+                events = sel.select(timeout)
+                if not events and self.idle_timeout and not self.workers:
+                    self.stop()
+                for key, _ in events:
+                    if key.data == "accept":
+                        self._accept(sel)
+                    elif key.data == "wake":
+                        _drain(wake_r)
+                    else:
+                        self._reap(sel, key.fd)
+                if self.stopping and self.listener is not None:
+                    sel.unregister(self.listener)
+                    self._close_listener()
+                last = time.monotonic()
+        finally:
+            self._close_listener()
+            signal.set_wakeup_fd(-1)
+            os.close(wake_r)
+            os.close(wake_w)
+
+    def _on_stop(self, _signum: int, _frame: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Take no more clients; the loop ends when the last worker has."""
+        self.stopping = True
+
+    def _close_listener(self) -> None:
+        if self.listener is None:
+            return
+        try:
+            # Unlink only our own socket (a newer server may have replaced it).
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self.socket_id:
+                _unlink(self.path)
+        except OSError:
+            pass
+        self.listener.close()
+        self.listener = None
+
+    def _accept(self, sel: selectors.BaseSelector) -> None:
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        fds: list[int] = []
+        try:
+            conn.settimeout(5)
+            data, fds, flags, _ = socket.recv_fds(conn, 1 << 20, 8)
+            conn.settimeout(None)
+            req = json.loads(data) if data else None
+            if isinstance(req, dict) and req.get("status"):
+                _send(conn, {"status": {"pid": os.getpid(), "served": self.served,
+                                        "stopping": self.stopping}})
+                conn.close()
+                return
+            why = self._refuse(conn, req, fds, flags)
+            if why:
+                _send(conn, {"fallback": why})
+                conn.close()
+                return
+            assert req is not None
+            _send(conn, {"ok": 0})
+            pid = os.fork()
+            if pid == 0:
+                _worker(conn, req, fds)          # never returns
+            pidfd = os.pidfd_open(pid)
+            self.workers[pidfd] = (pid, conn)
+            sel.register(pidfd, selectors.EVENT_READ, "worker")
+            self.served += 1
+        except Exception as exc:  # noqa: BLE001 - one bad client must not stop the server
+            try:
+                _send(conn, {"fallback": f"server error: {exc}"})
+            except OSError:
+                pass
+            conn.close()
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _refuse(self, conn: socket.socket, req: Any, fds: list[int], flags: int) -> str:
+        """Why this client must run the command itself ('' to serve it)."""
+        if not isinstance(req, dict) or req.get("v") != warm.PROTOCOL:
+            return "protocol"
+        if flags & socket.MSG_CTRUNC or len(fds) != len(req.get("fds", ())) + 1:
+            return "fds"
+        if req.get("key") != self.key:
+            return "another installation"
+        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        if uid != os.geteuid():
+            return "another user"
+        try:
+            if _ns_ids(str(pid)) != self.own_ns:
+                return "other namespaces"
+        except OSError:
+            return "other namespaces"
+        prog, argv = req.get("prog"), req.get("argv")
+        if prog == "execdriver-oci":
+            if warm.oci_verb(argv) not in warm.OCI_SERVED:
+                return "verb"
+        elif prog != "execdriver":
+            return "prog"
+        if code_snapshot() != self.snapshot:
+            self.stop()                     # stale: the next server loads the new code
+            return "stale"
+        if self.stopping:
+            return "stopping"
+        return ""
+
+    def _reap(self, sel: selectors.BaseSelector, pidfd: int) -> None:
+        pid, conn = self.workers.pop(pidfd)
+        sel.unregister(pidfd)
+        os.close(pidfd)
+        try:
+            _, status = os.waitpid(pid, 0)
+            if os.WIFSIGNALED(status):
+                _send(conn, {"signal": os.WTERMSIG(status)})
+            else:
+                _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+        except OSError:
+            pass
+        conn.close()
+
+
+def _send(conn: socket.socket, msg: dict[str, Any]) -> None:
+    conn.send(json.dumps(msg).encode())
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# --- the worker ----------------------------------------------------------------------
+
+def _worker(conn: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
+    """Become the client's command: its fds, cwd, environment; run main; exit."""
+    code = warm.EXIT_ERROR
+    try:
+        signal.set_wakeup_fd(-1)
+        client_fds = dict(zip(req["fds"], fds[:-1]))
+        cwd = fds[-1]
+        for target in (0, 1, 2):
+            if target in client_fds:
+                os.dup2(client_fds[target], target)
+            else:
+                try:
+                    os.close(target)
+                except OSError:
+                    pass
+        os.fchdir(cwd)
+        keep = conn.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 20)
+        os.umask(int(req["umask"]))
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in req["env"].items()})
+        _reset_signals([int(s) for s in req.get("ignored", [])])
+        _reopen_stdio()
+        threading.Thread(target=_watch_client, args=(conn,), daemon=True).start()
+        prog, argv = req["prog"], [str(a) for a in req["argv"]]
+        sys.argv = [prog, *argv]
+        code = _run_main(prog, argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:  # noqa: BLE001 - the worker must always report and exit
+        try:
+            print(f"execdriver: internal error in the server worker: {exc}", file=sys.stderr)
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed pipe: nothing to flush to
+                pass
+        _finished.set()
+        try:
+            _send(conn, {"exit": code})
+        except OSError:
+            pass
+        os._exit(code & 0xFF)
+
+
+def _run_main(prog: str, argv: list[str]) -> int:
+    try:
+        if prog == "execdriver-oci":
+            from execdriver.oci.cli import main as oci_main
+            return oci_main(argv)
+        from .main import run_main
+        return run_main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+
+def _reset_signals(ignored: list[int]) -> None:
+    """The dispositions a fresh Python process has, plus what the client ignored."""
+    for s in signal.valid_signals():
+        if s in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(s, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for s in ignored:
+        signal.signal(s, signal.SIG_IGN)
+
+
+def _reopen_stdio() -> None:
+    """New sys.std* on fds 0-2 (the server's were made for its own stdio)."""
+    def stream(fd: int, mode: str) -> Any:
+        try:
+            os.fstat(fd)
+        except OSError:
+            return None
+        raw = io.open(fd, mode + "b", buffering=0, closefd=False)
+        tty = raw.isatty()
+        buf = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
+        return io.TextIOWrapper(buf, encoding="utf-8", errors="surrogateescape" if fd == 0
+                                else ("backslashreplace" if fd == 2 else "strict"),
+                                line_buffering=tty or fd == 2, write_through=fd == 2)
+    sys.stdin, sys.stdout, sys.stderr = stream(0, "r"), stream(1, "w"), stream(2, "w")
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+
+
+_finished = threading.Event()
+
+
+def _watch_client(conn: socket.socket) -> None:
+    """Re-raise the client's signals here; the client gone means we are killed."""
+    while not _finished.is_set():
+        try:
+            data = conn.recv(4096)
+        except InterruptedError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            if not _finished.is_set():      # (not the client leaving after our exit status)
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+        try:
+            signum = int(json.loads(data)["signal"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if signum in warm.FORWARDED:
+            # To the main thread: its blocking call (waitpid, read) must be interrupted for
+            # the handler to run there, as in a cold process.
+            signal.pthread_kill(threading.main_thread().ident or 0, signum)
+
+
+# --- the verb ------------------------------------------------------------------------
+
+def _status(path: str) -> dict[str, Any]:
+    """Whether a server answers on ``path``: its pid and how many commands it ran."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    sock.settimeout(5)
+    try:
+        sock.connect(path)
+        _send(sock, {"v": warm.PROTOCOL, "status": True})
+        answer = json.loads(sock.recv(4096) or b"{}").get("status") or {}
+        return {"running": True, "pid": answer.get("pid"), "served": answer.get("served"),
+                "socket": path}
+    except (OSError, ValueError):
+        return {"running": False, "pid": None, "served": None, "socket": path}
+    finally:
+        sock.close()
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from execdriver.errors import InvalidState
+    path = args.socket or warm.socket_path()
+    action = args.action
+    if action == "status":
+        st = _status(path)
+        if args.format == "json":
+            print(json.dumps(st))
+        else:
+            print(f"running, pid {st['pid']}, {st['served']} commands served, socket {path}"
+                  if st["running"]
+                  else f"not running (socket {path})")
+        return 0 if st["running"] else 1
+    if action == "stop":
+        st = _status(path)
+        if not st["running"]:
+            raise InvalidState(f"server stop: no server answers on {path}")
+        os.kill(int(st["pid"]), signal.SIGTERM)
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline and _status(path)["running"]:
+            time.sleep(0.02)
+        if _status(path)["running"]:
+            raise InvalidState(f"server stop: pid {st['pid']} still answers after "
+                               f"{args.timeout:g} s")
+        print(f"stopped pid {st['pid']}")
+        return 0
+    if _status(path)["running"]:
+        raise InvalidState(f"server {action}: a server already answers on {path}")
+    if os.geteuid() != 0:
+        from execdriver.errors import InvalidArgument
+        raise InvalidArgument(f"server {action}: needs root (the drivers do)")
+    if action == "run":
+        preload()
+        server = Server(path, args.idle_timeout)
+        server.bind()
+        print(f"serving on {path}, pid {os.getpid()}", flush=True)
+        server.serve()
+        return 0
+    return _start_background(path, args.idle_timeout)
+
+
+def _start_background(path: str, idle_timeout: float) -> int:
+    """Fork a detached server (own session, stdio on /dev/null) and wait until it listens."""
+    from execdriver.errors import StepFailed
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        status = 1
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.chdir("/")
+            preload()
+            server = Server(path, idle_timeout)
+            try:
+                server.bind()
+            except OSError as exc:
+                os.write(w, f"bind {path}: {exc.strerror}".encode())
+                raise
+            os.write(w, f"ok {os.getpid()}".encode())
+            os.close(w)
+            server.serve()
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        answer = f.read().decode()
+    if not answer.startswith("ok "):
+        raise StepFailed("server start", answer or "the server exited before listening",
+                         socket=path)
+    print(f"started pid {answer.split()[1]}, socket {path}")
+    return 0

@@ -1,0 +1,301 @@
+"""The warm server (``execdriver server``): commands run through it exactly as in a cold
+process -- exit codes, stdio, cwd, environment, signals, a killed client -- and every
+client it must not serve runs the command itself (root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cli_chroot import Cli, cli_env
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _proc_env(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def marked(marker: str) -> list[int]:
+    """pids whose environment holds MARK=<marker> (our containers only)."""
+    needle = f"MARK={marker}".encode()
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and needle in _proc_env(int(p))]
+
+
+def wait_for(cond: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+class Server:
+    """``execdriver server run`` on a private socket, for one test."""
+
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        self.socket = str(tmp / "server.sock")
+        self.env = cli_env(tmp)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "execdriver", "server", "run", "--socket", self.socket, *extra],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        assert wait_for(lambda: os.path.exists(self.socket) or self.proc.poll() is not None,
+                        timeout=60)
+        assert self.proc.poll() is None, self.proc.communicate()
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        return {**self.env, "EXECDRIVER_SERVER_SOCKET": self.socket, **extra}
+
+    def status(self) -> dict[str, Any]:
+        r = subprocess.run([sys.executable, "-m", "execdriver", "server", "status", "--socket",
+                            self.socket, "--format", "json"], capture_output=True, text=True,
+                           env=self.env)
+        return json.loads(r.stdout)
+
+    def served(self) -> int:
+        return int(self.status()["served"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    srv = Server(tmp_path)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def cli(server: Server, tmp_path: Path) -> Any:
+    c = Cli(tmp_path / "state", server.client_env())
+    yield c
+    if c.root.exists():
+        off = Cli(c.root, {**c.env, "EXECDRIVER_SERVER": "off"})
+        for cid in os.listdir(c.root):
+            if not cid.startswith("."):
+                off("rm", "--force", cid)
+
+
+# --- served commands behave as cold ones --------------------------------------------------
+
+def test_run_is_served_with_exit_code_stdio_cwd_and_environment(
+        server: Server, cli: Cli, busybox_rootfs: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    os.symlink(busybox_rootfs, work / "rootfs")
+    before = server.served()
+    # --rootfs relative to the client's cwd, the state root from the client's environment
+    env = {**cli.env, "EXECDRIVER_ROOT": str(cli.root)}
+    r = subprocess.run([sys.executable, "-m", "execdriver", "run", "--rootfs", "rootfs", "--",
+                        "/bin/sh", "-c", "echo out; echo err >&2; cat; exit 3"],
+                       cwd=work, env=env, input="from stdin\n", capture_output=True, text=True,
+                       timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\nfrom stdin\n", "err\n")
+    assert server.served() == before + 1
+    assert cli.ok("list", "-q") == ""
+
+
+def test_detached_run_exec_list_and_rm_are_served(server: Server, cli: Cli,
+                                                 busybox_rootfs: Path) -> None:
+    before = server.served()
+    cid = cli.ok("run", "-d", "--name", "srv1", "--rootfs", busybox_rootfs, "--",
+                 "/bin/sleep", "1000").strip()
+    assert cid == "srv1"
+    assert cli.ok("exec", "srv1", "--", "/bin/echo", "inside") == "inside\n"
+    assert [c["id"] for c in cli.json("list")] == ["srv1"]
+    r = cli("rm", "srv1")
+    assert r.returncode == 125 and "running" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert cli.ok("rm", "--force", "srv1") == "srv1\n"
+    assert server.served() == before + 5
+    assert cli.ok("list", "-q") == ""
+
+
+def test_errors_are_one_line_and_125(server: Server, cli: Cli) -> None:
+    before = server.served()
+    r = cli("run", "--rootfs", "/nonexistent", "--", "/bin/true")
+    assert r.returncode == 125
+    assert r.stderr.startswith("execdriver: ") and len(r.stderr.splitlines()) == 1, r.stderr
+    assert cli("--version").stdout.startswith("execdriver ")
+    assert server.served() == before + 2
+
+
+def test_a_killed_client_is_a_killed_execdriver(server: Server, cli: Cli,
+                                                busybox_rootfs: Path) -> None:
+    marker = f"srvkill{os.getpid()}"
+    proc = subprocess.Popen(cli.argv("run", "--name", "k1", "-e", f"MARK={marker}", "--rootfs",
+                                     busybox_rootfs, "--", "/bin/sleep", "1000"),
+                            env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: marked(marker), timeout=30), "the container did not start"
+        proc.kill()
+        proc.wait()
+        assert wait_for(lambda: not marked(marker), timeout=5), "container outlived its client"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert cli.ok("rm", "--force", "k1") == "k1\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["TERM", "INT", "HUP"])
+def test_signals_to_the_client_reach_the_container(server: Server, cli: Cli, busybox_rootfs: Path,
+                                                   sig: signal.Signals) -> None:
+    name = sig.name[3:]
+    script = f"trap 'exit 7' {name}; echo ready; while :; do sleep 0.1; done"
+    # SIGINT ignored, as a shell starts background jobs: Ctrl-C must still work (as cold).
+    proc = subprocess.Popen(cli.argv("run", "--rootfs", busybox_rootfs, "--", "/bin/sh", "-c",
+                                     script),
+                            env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 7
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_worker_killed_by_a_signal_kills_its_client_the_same_way(
+        server: Server, cli: Cli, busybox_rootfs: Path) -> None:
+    """SIGALRM is not proxied to the container: it ends a cold execdriver, and a served one
+    the same way, and the client dies of it too."""
+    proc = subprocess.Popen(cli.argv("run", "--rootfs", busybox_rootfs, "--", "/bin/sh", "-c",
+                                     "echo ready; exec sleep 1000"),
+                            env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGALRM)
+        assert proc.wait(timeout=30) == -signal.SIGALRM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# --- clients the server must not serve run the command themselves -----------------------
+
+def test_client_in_another_network_namespace_runs_locally(server: Server, cli: Cli,
+                                                          busybox_rootfs: Path) -> None:
+    before = server.served()
+    r = subprocess.run(["unshare", "--net", *cli.argv("run", "--network", "host", "--rootfs",
+                                                     busybox_rootfs, "--", "/bin/cat",
+                                                     "/proc/net/dev")],
+                       env={**cli.env, "EXECDRIVER_DEBUG": "1"}, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "other namespaces" in r.stderr
+    # host network = the client's own namespace, which has only lo
+    assert [ln.split(":")[0].strip() for ln in r.stdout.splitlines()[2:]] == ["lo"]
+    assert server.served() == before
+
+
+def test_execdriver_server_off_runs_locally(server: Server, cli: Cli) -> None:
+    before = server.served()
+    off = Cli(cli.root, {**cli.env, "EXECDRIVER_SERVER": "off"})
+    assert off.ok("list", "-q") == ""
+    assert server.served() == before
+
+
+def test_changed_code_makes_the_server_step_aside(server: Server, cli: Cli) -> None:
+    module = REPO / "execdriver" / "cli" / "output.py"
+    st = os.stat(module)
+    try:
+        os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        r = subprocess.run(cli.argv("list", "-q"), env={**cli.env, "EXECDRIVER_DEBUG": "1"},
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert r.returncode == 0 and "stale" in r.stderr, r.stderr
+    assert server.proc.wait(timeout=30) == 0, "a stale server must exit"
+    assert not os.path.exists(server.socket)
+
+
+def test_oci_create_is_never_served_but_state_is(server: Server, tmp_path: Path) -> None:
+    env = server.client_env()
+
+    def oci(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "execdriver.cli.oci", "--root",
+                               str(tmp_path / "oci"), *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+    before = server.served()
+    r = oci("state", "nosuch")
+    assert r.returncode == 1 and "nosuch" in r.stderr
+    assert server.served() == before + 1
+    r = oci("create", "--bundle", str(tmp_path / "nobundle"), "c1")
+    assert r.returncode == 1 and r.stderr.strip()
+    assert server.served() == before + 1      # create ran in the client (conmon reaps its init)
+
+
+# --- the verb -----------------------------------------------------------------------------
+
+def test_start_status_stop(tmp_path: Path) -> None:
+    sock = str(tmp_path / "bg.sock")
+    env = cli_env(tmp_path)
+
+    def server_cmd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "execdriver", "server", *args, "--socket",
+                               sock], env=env, capture_output=True, text=True, timeout=60)
+    r = server_cmd("start")
+    assert r.returncode == 0 and r.stdout.startswith("started pid "), r.stderr
+    pid = int(r.stdout.split()[2].rstrip(","))
+    try:
+        st = json.loads(server_cmd("status", "--format", "json").stdout)
+        assert st == {"running": True, "pid": pid, "served": 0, "socket": sock}
+        r = server_cmd("start")
+        assert r.returncode == 125 and "already answers" in r.stderr
+        assert len(r.stderr.splitlines()) == 1
+        r = server_cmd("stop")
+        assert r.returncode == 0, r.stderr
+        assert wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10)
+        assert not os.path.exists(sock)
+        r = server_cmd("status")
+        assert r.returncode == 1 and "not running" in r.stdout
+        r = server_cmd("stop")
+        assert r.returncode == 125 and "no server answers" in r.stderr
+    finally:
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGTERM)
+
+
+def test_idle_timeout_ends_the_server(tmp_path: Path) -> None:
+    srv = Server(tmp_path, "--idle-timeout", "0.5")
+    try:
+        assert srv.proc.wait(timeout=30) == 0
+        assert not os.path.exists(srv.socket)
+    finally:
+        srv.stop()
+
+
+def test_server_needs_root(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o777)
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        sys.executable, "-m", "execdriver", "server", "run", "--socket",
+                        str(tmp_path / "u.sock")], env=cli_env(tmp_path), capture_output=True,
+                       text=True, timeout=60, cwd="/")
+    assert r.returncode == 125 and "needs root" in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
