@@ -18,4 +18,5 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 .venv/bin/pip install -q --disable-pip-version-check -e '.[lxc,test,dev,bench]' -e tests/example_driver
 .venv/bin/python -m execdriver.kernel.waiter >/dev/null  # the C container monitor (optional, saves memory)
+.venv/bin/python -m execdriver.cli.client_build >/dev/null  # the compiled execdriver/execdriver-oci front (optional, starts faster)
 [ -x demo-rootfs/bin/busybox ] || .venv/bin/execdriver rootfs busybox demo-rootfs

@@ -86,9 +86,31 @@ def server(tmp_path: Path) -> Any:
     srv.stop()
 
 
-@pytest.fixture
-def cli(server: Server, tmp_path: Path) -> Any:
-    c = Cli(tmp_path / "state", server.client_env())
+class CompiledCli(Cli):
+    """The same commands through the compiled client (client.c), as setup.sh installs it."""
+
+    def argv(self, *args: Any) -> list[str]:
+        return [compiled_client("execdriver"), "--root", str(self.root), *map(str, args)]
+
+
+def compiled_client(name: str) -> str:
+    """bin/<name> pointing at the compiled client (skip when it is not built)."""
+    from execdriver.cli import client_build
+    binary = client_build.binary_path()
+    if not os.access(binary, os.X_OK):
+        pytest.skip("the compiled client is not built (scripts/setup.sh builds it)")
+    link = os.path.join(os.path.dirname(binary), "bin", name)
+    if not os.path.islink(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(binary, link + ".tmp")
+        os.replace(link + ".tmp", link)
+    return link
+
+
+@pytest.fixture(params=["python", "compiled"])
+def cli(request: pytest.FixtureRequest, server: Server, tmp_path: Path) -> Any:
+    cls = CompiledCli if request.param == "compiled" else Cli
+    c = cls(tmp_path / "state", server.client_env())
     yield c
     if c.root.exists():
         off = Cli(c.root, {**c.env, "EXECDRIVER_SERVER": "off"})
@@ -107,10 +129,11 @@ def test_run_is_served_with_exit_code_stdio_cwd_and_environment(
     before = server.served()
     # --rootfs relative to the client's cwd, the state root from the client's environment
     env = {**cli.env, "EXECDRIVER_ROOT": str(cli.root)}
-    r = subprocess.run([sys.executable, "-m", "execdriver", "run", "--rootfs", "rootfs", "--",
-                        "/bin/sh", "-c", "echo out; echo err >&2; cat; exit 3"],
-                       cwd=work, env=env, input="from stdin\n", capture_output=True, text=True,
-                       timeout=60)
+    argv = [a for a in cli.argv("run", "--rootfs", "rootfs", "--", "/bin/sh", "-c",
+                                "echo out; echo err >&2; cat; exit 3") if a != str(cli.root)]
+    argv.remove("--root")
+    r = subprocess.run(argv, cwd=work, env=env, input="from stdin\n", capture_output=True,
+                       text=True, timeout=60)
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\nfrom stdin\n", "err\n")
     assert server.served() == before + 1
     assert cli.ok("list", "-q") == ""
@@ -235,13 +258,16 @@ def test_changed_code_makes_the_server_step_aside(server: Server, cli: Cli) -> N
     assert not os.path.exists(server.socket)
 
 
-def test_oci_create_is_never_served_but_state_is(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["python", "compiled"])
+def test_oci_create_is_never_served_but_state_is(server: Server, tmp_path: Path,
+                                                  client: str) -> None:
     env = server.client_env()
+    front = ([compiled_client("execdriver-oci")] if client == "compiled"
+             else [sys.executable, "-m", "execdriver.cli.oci"])
 
     def oci(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "execdriver.cli.oci", "--root",
-                               str(tmp_path / "oci"), *args], env=env, capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run([*front, "--root", str(tmp_path / "oci"), *args], env=env,
+                              capture_output=True, text=True, timeout=60)
     before = server.served()
     r = oci("state", "nosuch")
     assert r.returncode == 1 and "nosuch" in r.stderr
@@ -299,3 +325,26 @@ def test_server_needs_root(tmp_path: Path) -> None:
                        text=True, timeout=60, cwd="/")
     assert r.returncode == 125 and "needs root" in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1
+
+
+# --- the compiled client without a server to use -------------------------------------------
+
+def test_compiled_client_without_a_server_runs_python(tmp_path: Path, busybox_rootfs: Path) -> None:
+    env = {**cli_env(tmp_path), "EXECDRIVER_SERVER_SOCKET": str(tmp_path / "none.sock")}
+    c = CompiledCli(tmp_path / "state", env)
+    r = c("run", "--rootfs", busybox_rootfs, "--", "/bin/sh", "-c", "echo cold; exit 5")
+    assert (r.returncode, r.stdout) == (5, "cold\n"), r.stderr
+    r = c("run", "--rootfs", "/nonexistent", "--", "/bin/true")
+    assert r.returncode == 125 and len(r.stderr.splitlines()) == 1
+
+
+def test_compiled_client_with_undecodable_environment_falls_back(
+        server: Server, tmp_path: Path, busybox_rootfs: Path) -> None:
+    before = server.served()
+    env = {k.encode(): v.encode() for k, v in server.client_env().items()}
+    env[b"ODD"] = b"\xff\xfe"
+    r = subprocess.run([compiled_client("execdriver"), "--root", str(tmp_path / "state"), "run",
+                        "--rootfs", str(busybox_rootfs), "--", "/bin/true"], env=env,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert server.served() == before      # the server refused it; Python ran it

@@ -1,0 +1,285 @@
+/*
+ * execdriver-client: the compiled front of the `execdriver` and `execdriver-oci`
+ * commands (built by `python -m execdriver.cli.client_build`, see there).
+ *
+ * It speaks warm.py's protocol to a running `execdriver server`: the command
+ * line, environment, umask and stdio fds go to the server, whose forked worker
+ * runs the command; signals are passed on; the worker's exit status becomes
+ * ours. With no server to use (none running, EXECDRIVER_SERVER=off, or the
+ * server answers "fallback") it execs the Python implementation with the same
+ * argv, pid, fds and environment: exactly what the Python console script does.
+ * A cold Python start costs ~25 ms before any work; this costs ~1 ms.
+ *
+ * Build-time constants: PYTHON (the interpreter), KEY (warm.install_key()),
+ * SOCKET (warm.socket_path()).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#ifndef PYTHON
+#error "build with -DPYTHON=..."
+#endif
+
+extern char **environ;
+
+static int sock = -1;
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
+                                SIGWINCH, SIGALRM};
+#define NFORWARDED (int)(sizeof(forwarded) / sizeof(forwarded[0]))
+
+/* --- a growing buffer and JSON strings ------------------------------------------ */
+
+struct buf { char *p; size_t n, cap; };
+
+static void put(struct buf *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        b->cap = (b->n + n + 1) * 2;
+        b->p = realloc(b->p, b->cap);
+        if (!b->p) { perror("execdriver: realloc"); exit(125); }
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void puts_(struct buf *b, const char *s) { put(b, s, strlen(s)); }
+
+static void putint(struct buf *b, long v)
+{
+    char tmp[32];
+    put(b, tmp, (size_t)snprintf(tmp, sizeof tmp, "%ld", v));
+}
+
+/* A JSON string; bytes >= 0x80 pass through (UTF-8). Invalid UTF-8 makes the
+ * server refuse the request: we then run the Python implementation. */
+static void putstr(struct buf *b, const char *s, size_t n)
+{
+    put(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            put(b, e, 2);
+        } else if (c < 0x20) {
+            char e[8];
+            put(b, e, (size_t)snprintf(e, sizeof e, "\\u%04x", c));
+        } else {
+            put(b, (const char *)&s[i], 1);
+        }
+    }
+    put(b, "\"", 1);
+}
+
+/* --- falling back to Python ----------------------------------------------------- */
+
+static void run_python(const char *prog, int argc, char **argv)
+{
+    const char *module = strcmp(prog, "execdriver-oci") == 0 ? "execdriver.cli.oci" : "execdriver";
+    char **args = calloc((size_t)argc + 4, sizeof(char *));
+    if (!args) { perror("execdriver: calloc"); exit(125); }
+    args[0] = (char *)PYTHON;
+    args[1] = "-m";
+    args[2] = (char *)module;
+    for (int i = 1; i < argc; i++)
+        args[i + 2] = argv[i];
+    /* Tell warm.py not to ask the server again (it takes the variable out). */
+    setenv("EXECDRIVER_SERVER_TRIED", "1", 1);
+    execv(PYTHON, args);
+    fprintf(stderr, "%s: exec %s: %s\n", prog, PYTHON, strerror(errno));
+    exit(125);
+}
+
+/* --- talking to the server ------------------------------------------------------ */
+
+static void forward(int sig)
+{
+    char msg[32];
+    int n = snprintf(msg, sizeof msg, "{\"signal\": %d}", sig);
+    int saved = errno;
+    (void)send(sock, msg, (size_t)n, MSG_NOSIGNAL);
+    errno = saved;
+}
+
+static int oci_served(int argc, char **argv)
+{
+    static const char *with_value[] = {"--root", "--log", "--log-format", "--criu", "--rootless"};
+    static const char *served[] = {"state", "start", "kill", "delete", "pause", "resume",
+                                   "list", "ps", "features"};
+    for (int i = 1; i < argc; i++) {
+        int skip = 0;
+        for (size_t j = 0; j < sizeof with_value / sizeof *with_value; j++)
+            if (strcmp(argv[i], with_value[j]) == 0)
+                skip = 1;
+        if (skip) { i++; continue; }
+        if (argv[i][0] == '-')
+            continue;
+        for (size_t j = 0; j < sizeof served / sizeof *served; j++)
+            if (strcmp(argv[i], served[j]) == 0)
+                return 1;
+        return 0;
+    }
+    return 0;
+}
+
+/* The value after "key": in a small JSON object, or NULL. */
+static const char *field(const char *msg, const char *key)
+{
+    char pat[32];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(msg, pat);
+    if (!p)
+        return NULL;
+    p += strlen(pat);
+    while (*p == ' ')
+        p++;
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    const char *prog = strcmp(basename(argv[0]), "execdriver-oci") == 0 ? "execdriver-oci"
+                                                                        : "execdriver";
+    const char *mode = getenv("EXECDRIVER_SERVER");
+    if ((mode && strcmp(mode, "off") == 0) ||
+        (strcmp(prog, "execdriver-oci") == 0 && !oci_served(argc, argv)))
+        run_python(prog, argc, argv);
+
+    const char *path = getenv("EXECDRIVER_SERVER_SOCKET");
+    if (!path || !*path)
+        path = SOCKET;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof addr.sun_path)
+        run_python(prog, argc, argv);
+    strcpy(addr.sun_path, path);
+    sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (sock < 0 || connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0)
+        run_python(prog, argc, argv);
+
+    /* the request (as warm.py builds it) */
+    int fds[4], nfds = 0;
+    struct buf b = {0};
+    puts_(&b, "{\"v\": 1, \"key\": ");
+    putstr(&b, KEY, strlen(KEY));
+    puts_(&b, ", \"prog\": ");
+    putstr(&b, prog, strlen(prog));
+    puts_(&b, ", \"argv\": [");
+    for (int i = 1; i < argc; i++) {
+        if (i > 1) puts_(&b, ", ");
+        putstr(&b, argv[i], strlen(argv[i]));
+    }
+    puts_(&b, "], \"env\": {");
+    int first = 1;
+    for (char **e = environ; *e; e++) {
+        char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        if (!first) puts_(&b, ", ");
+        first = 0;
+        putstr(&b, *e, (size_t)(eq - *e));
+        puts_(&b, ": ");
+        putstr(&b, eq + 1, strlen(eq + 1));
+    }
+    mode_t mask = umask(0);
+    umask(mask);
+    puts_(&b, "}, \"umask\": ");
+    putint(&b, (long)mask);
+    puts_(&b, ", \"fds\": [");
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) < 0)
+            continue;
+        if (nfds) puts_(&b, ", ");
+        putint(&b, fd);
+        fds[nfds++] = fd;
+    }
+    puts_(&b, "], \"ignored\": [");
+    first = 1;
+    for (int i = 0; i < NFORWARDED; i++) {
+        struct sigaction old;
+        /* SIGINT is never passed as ignored: main() takes Ctrl-C back (as warm.py) */
+        if (forwarded[i] != SIGINT && sigaction(forwarded[i], NULL, &old) == 0 &&
+            old.sa_handler == SIG_IGN) {
+            if (!first) puts_(&b, ", ");
+            first = 0;
+            putint(&b, forwarded[i]);
+        }
+    }
+    puts_(&b, "]}");
+    int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cwd < 0)
+        run_python(prog, argc, argv);
+    fds[nfds++] = cwd;
+
+    struct iovec iov = {.iov_base = b.p, .iov_len = b.n};
+    union { char buf[CMSG_SPACE(sizeof(int) * 4)]; struct cmsghdr align; } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds)};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+    if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
+        run_python(prog, argc, argv);
+    close(cwd);
+    free(b.p);
+
+    char msg[65536];
+    ssize_t n = recv(sock, msg, sizeof msg - 1, 0);
+    if (n <= 0)
+        run_python(prog, argc, argv);
+    msg[n] = 0;
+    if (!field(msg, "ok")) {
+        const char *why = field(msg, "fallback");
+        if (getenv("EXECDRIVER_DEBUG") && why)
+            fprintf(stderr, "%s: debug: the server did not take the command (%.*s): running "
+                    "it here\n", prog, (int)strcspn(why, "}"), why);
+        close(sock);
+        run_python(prog, argc, argv);          /* "fallback": nothing ran */
+    }
+
+    struct sigaction sa = {.sa_handler = forward};
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < NFORWARDED; i++) {
+        struct sigaction old;
+        if (sigaction(forwarded[i], NULL, &old) == 0 &&
+            (old.sa_handler != SIG_IGN || forwarded[i] == SIGINT))
+            sigaction(forwarded[i], &sa, NULL);
+    }
+    for (;;) {
+        n = recv(sock, msg, sizeof msg - 1, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            fprintf(stderr, "%s: the execdriver server went away before the command ended\n",
+                    prog);
+            return strcmp(prog, "execdriver-oci") == 0 ? 1 : 125;
+        }
+        msg[n] = 0;
+        const char *v;
+        if ((v = field(msg, "exit")))
+            return atoi(v) & 0xff;
+        if ((v = field(msg, "signal"))) {
+            /* die the way the worker died */
+            int sig = atoi(v);
+            signal(sig, SIG_DFL);
+            sigset_t set;
+            sigemptyset(&set);
+            sigaddset(&set, sig);
+            sigprocmask(SIG_UNBLOCK, &set, NULL);
+            raise(sig);
+            return 128 + sig;
+        }
+    }
+}

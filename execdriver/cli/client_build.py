@@ -1,0 +1,89 @@
+"""Build the compiled front (client.c) and install it as this environment's
+``execdriver`` and ``execdriver-oci`` commands.
+
+``python -m execdriver.cli.client_build`` (scripts/setup.sh runs it) compiles
+client.c into <prefix>/libexec/execdriver/execdriver-client and points the two
+commands in the interpreter's bin directory at it. Without a running ``execdriver
+server`` the client execs ``python -m execdriver`` (or ``execdriver.cli.oci``) with
+the same argv, pid and fds, so the commands behave as the console scripts pip
+wrote; with one, they start ~25 ms sooner. ``--uninstall`` puts pip's scripts back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from . import warm
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "client.c")
+COMMANDS = {"execdriver": "execdriver.cli.main", "execdriver-oci": "execdriver.cli.oci"}
+
+
+def binary_path() -> str:
+    return os.path.join(sys.prefix, "libexec", "execdriver", "execdriver-client")
+
+
+def build(dest: str | None = None) -> str:
+    """Compile client.c with this interpreter, installation key and default socket."""
+    dest = dest or binary_path()
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("no C compiler (apt-get install gcc)")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    saved = os.environ.pop(warm.SOCKET_ENV, None)     # the default socket, not a test's
+    try:
+        defines = {"PYTHON": sys.executable, "KEY": warm.install_key(),
+                   "SOCKET": warm.socket_path()}
+    finally:
+        if saved is not None:
+            os.environ[warm.SOCKET_ENV] = saved
+    tmp = dest + ".tmp"
+    subprocess.run([cc, "-O2", "-Wall", "-Wextra", *[f"-D{k}={json.dumps(v)}" for k, v in
+                                                      defines.items()], "-o", tmp, SOURCE],
+                   check=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _bin_dir() -> str:
+    return os.path.dirname(os.path.abspath(sys.executable))
+
+
+def install(binary: str) -> list[str]:
+    """Point bin/execdriver and bin/execdriver-oci at ``binary`` (atomic renames)."""
+    out = []
+    for name in COMMANDS:
+        link = os.path.join(_bin_dir(), name)
+        tmp = link + ".tmp"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(os.path.relpath(binary, _bin_dir()), tmp)
+        os.replace(tmp, link)
+        out.append(link)
+    return out
+
+
+def uninstall() -> list[str]:
+    """Back to console scripts like pip's."""
+    out = []
+    for name, module in COMMANDS.items():
+        link = os.path.join(_bin_dir(), name)
+        tmp = link + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"#!{sys.executable}\nimport sys\nfrom {module} import main\n"
+                    "if __name__ == '__main__':\n    sys.exit(main())\n")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, link)
+        out.append(link)
+    return out
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--uninstall"]:
+        print("\n".join(uninstall()))
+    else:
+        print("\n".join(install(build())))
