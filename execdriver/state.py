@@ -1,7 +1,9 @@
 """The state store: one directory per container under a root.
 
-``<root>/<id>/state.json`` is written temp-then-rename with fsync, so a reader
-never sees a torn file. ``create`` is a ``mkdir``, so of many parallel creates
+``<root>/<id>/state.json`` is written temp-then-rename, so a reader never
+sees a torn file. No fsync: the state describes live processes, which a power
+loss ends anyway (and the default root, /run, is tmpfs); a crash of the
+runtime itself is covered by the rename alone. ``create`` is a ``mkdir``, so of many parallel creates
 of one id exactly one wins. A per-container ``flock`` on the directory guards
 read-modify-write. Resources are recorded *before* they are created so that
 ``terminate`` can always clean up, whatever point a crash stopped us at.
@@ -130,7 +132,6 @@ def _write_atomic(path: Path, text: str) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, text.encode())
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
