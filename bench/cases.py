@@ -50,22 +50,24 @@ class Context:
         return self.state[name]
 
     def server_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """The environment that makes execdriver use the bench's own warm server
-        (``execdriver server run`` on a socket in the workspace), started on first use."""
-        sock = str(self.ws.root / "server.sock")
-        if self.server is None:
+        """The environment for using a warm server on the installation's default socket
+        (podman does not pass its environment on to the runtime, so no other socket
+        would do): one already running is used as it is, else one is started (and
+        stopped at the end)."""
+        env = dict(os.environ if base is None else base)
+        env.pop("EXECDRIVER_SERVER", None)
+        env.pop("EXECDRIVER_SERVER_SOCKET", None)
+        status = [venv_bin("execdriver"), "server", "status"]
+        if self.server is None and subprocess.run(status, env=env, capture_output=True).returncode:
             self.server = subprocess.Popen(
-                [venv_bin("execdriver"), "server", "run", "--socket", sock],
+                [venv_bin("execdriver"), "server", "run"], env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             deadline = time.monotonic() + 30
-            while not os.path.exists(sock):
+            while subprocess.run(status, env=env, capture_output=True).returncode:
                 if self.server.poll() is not None or time.monotonic() > deadline:
                     err = self.server.stderr.read().decode() if self.server.stderr else ""
                     raise BenchError(f"execdriver server run: {err.strip() or 'did not start'}")
                 time.sleep(0.05)
-        env = dict(os.environ if base is None else base)
-        env.pop("EXECDRIVER_SERVER", None)
-        env["EXECDRIVER_SERVER_SOCKET"] = sock
         return env
 
     def close(self) -> None:
