@@ -2,10 +2,17 @@
 
 Each container is defined in a private lxcpath, ``<state_root>/<id>/lxc``,
 never in /var/lib/lxc; liblxc's log goes to ``<state_root>/<id>/lxc.log`` and
-its reasons appear in our errors. ``terminate`` removes the definition, the
-cgroups and liblxc's lock files with the state directory. How the spec maps to
-LXC keys is in :mod:`execdriver_lxc.translate`; how the exit status is kept, in
-:mod:`execdriver_lxc.monitor`.
+its reasons appear in our errors. The lxcpath's directory in liblxc's rundir
+(tmpfs, see :func:`host.run_dir`) holds liblxc's state FIFO, on which a start
+blocks until liblxc says RUNNING, the monitor's pid (recorded before the
+monitor may start anything) and how the container ended (written there by the
+monitor; :meth:`LXCDriver._with_end` reads both back with the state).
+``terminate`` removes the definition, the cgroups (sweeping them until they
+are empty), liblxc's lock files and the run directory with the state
+directory. How the spec maps to LXC keys is in :mod:`execdriver_lxc.translate`;
+the monitor, its release and the watcher of a foreground run, in
+:mod:`execdriver_lxc.monitor`; the process that forks monitors for a runtime
+that starts many containers, in :mod:`execdriver_lxc.server`.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import os
 import resource
 import select
 import signal as _signal
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +45,7 @@ from execdriver.spec import Process, Spec, validate_spec
 from execdriver.state import ContainerState, pid_alive, pid_start_time
 
 from . import host, lxclog, monitor
+from .server import MonitorServer
 from .translate import (
     PIVOT_CGROUP,
     capability_problems,
@@ -53,6 +63,7 @@ LOG_LEVEL = os.environ.get("EXECDRIVER_LXC_LOG_LEVEL", "NOTICE")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 RECORD_TIMEOUT = 2.0
+EXEC_TIMEOUT = 0.5
 MIN_LXC = (4, 0)
 PR_GET_DUMPABLE = 3
 
@@ -70,6 +81,96 @@ def _version_tuple(text: str) -> tuple[int, ...]:
             break
         out.append(int(digits))
     return tuple(out)
+
+
+class _Run:
+    """What a foreground start keeps until its monitor is reaped: the watcher (closed last:
+    it must not outlive the monitor's reaping) and liblxc's state FIFO."""
+
+    def __init__(self) -> None:
+        self.watcher: monitor.Watcher | None = None
+        self.fifo: tuple[int, int] | None = None
+        self.unreaped: int | None = None        # our monitor, exiting after it recorded
+        self.child = True                       # the monitor is our child (not the server's)
+
+    def close(self) -> None:
+        fifo, self.fifo = self.fifo, None
+        if fifo is not None:
+            os.close(fifo[0])
+            os.close(fifo[1])
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.close()
+
+
+def _await_recorded(fifo: int, mon: int, timeout: float | None) -> bool:
+    """Until the monitor says it recorded the end, or ends: False on timeout."""
+    try:
+        pidfd = os.pidfd_open(mon)
+    except ProcessLookupError:
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([fifo, pidfd], [], [], remaining)
+            if not ready:
+                return False
+            if pidfd in ready:
+                return True
+            if monitor.read_msg(fifo)[0] == monitor.MSG_RECORDED:
+                return True
+    finally:
+        os.close(pidfd)
+
+
+def _init_keeps_pdeathsig(spec: Spec) -> bool:
+    """liblxc's PDEATHSIG=SIGKILL for the init survives only an init that stays root: it
+    is re-armed after the switch to the user namespace's root, not after lxc.init.uid/gid."""
+    return spec.process.user.uid == 0 and spec.process.user.gid == 0
+
+
+def _init_pid(cgroups: list[str], mon: int) -> int | None:
+    """The container's init: the process of its cgroup whose parent is the monitor (no
+    round trip to the monitor, which is busy tearing down a container that already ended)."""
+    for path in cgroups:
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for pid in pids:
+            if _ppid(pid) == mon:
+                return pid
+    return None
+
+
+def _await_exec(init: int, mon: int, timeout: float = EXEC_TIMEOUT) -> None:
+    """liblxc reports RUNNING right after its last sync with the init, which then execs:
+    wait (briefly) until the init runs the container's program, no longer the monitor's."""
+    deadline = time.monotonic() + timeout
+    try:
+        monitor_exe = os.stat(f"/proc/{mon}/exe")
+    except OSError:
+        return
+    while True:
+        try:
+            exe = os.stat(f"/proc/{init}/exe")
+        except OSError:
+            return      # gone already
+        if (exe.st_dev, exe.st_ino) != (monitor_exe.st_dev, monitor_exe.st_ino) \
+                or time.monotonic() > deadline:
+            return
+        time.sleep(0.0005)
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _wait_pid(pid: int, timeout: float | None) -> bool:
@@ -101,6 +202,13 @@ class LXCDriver(ExecDriver):
         "seccomp.default", "seccomp.profile", "masked_paths", "readonly_paths", "sysctls",
         "hooks", "idmap", "pause", "exec", "stats",
     })
+
+    def __init__(self, state_root: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(state_root)
+        self._runs: dict[str, _Run] = {}       # foreground starts of ours, until terminate
+        self._server: MonitorServer | None = None
+        self._server_lock = threading.Lock()
+        self._starts = 0
 
     # -- host and spec checks ------------------------------------------------
     @classmethod
@@ -176,8 +284,37 @@ class LXCDriver(ExecDriver):
         except OSError:
             return ""
 
+    def _read(self, container_id: str) -> ContainerState:
+        """The state, with how the container ended as its monitor recorded it."""
+        return self._with_end(self.state.read(container_id))
+
+    def _with_end(self, st: ContainerState) -> ContainerState:
+        """Add what lives in the run directory: the monitor's pid (recorded there before it
+        started) and how the container ended (recorded there by the monitor)."""
+        lxcpath = (st.resources.get("lxcpath") or [None])[0]
+        if lxcpath is None:
+            return st
+        if not st.extra.get("monitor_pid"):
+            try:
+                with open(host.monitor_file(lxcpath)) as f:
+                    pid, start = f.read().split()
+                st.extra["monitor_pid"] = int(pid)
+                st.extra["monitor_start"] = int(start) if start != "-" else None
+            except (OSError, ValueError):
+                pass
+        if st.exit is None and not st.extra.get("start_failed"):
+            end = monitor.read_end(host.end_file(lxcpath), st.extra.get("monitor_pid"))
+            if end is not None:
+                st.status = Status.STOPPED.value
+                if end.get("start_failed"):
+                    st.extra["start_failed"] = True
+                    st.extra["reason"] = end.get("reason")
+                elif end.get("exit") is not None:
+                    st.exit = end["exit"]
+        return st
+
     def _own(self, container_id: str) -> ContainerState:
-        st = self.state.read(container_id)
+        st = self._read(container_id)
         if st.driver and st.driver != self.name:
             raise InvalidArgument(f"container {container_id}: belongs to driver {st.driver}, not lxc")
         return st
@@ -187,28 +324,97 @@ class LXCDriver(ExecDriver):
               detach: bool = False) -> Handle:
         spec = validate_spec(spec)
         self.check_spec(spec)
-        self.state.create(container_id, self.name, spec)
+        lxcpath = str(self._lxcpath(container_id))
+        names = cgroup_names(container_id, lxcpath)
+        resources = {
+            "lxcpath": [lxcpath],
+            "cgroup": [p for name in (names.container, names.monitor)
+                       for p in host.cgroup_paths(name)],
+            "lxc_lock": [host.lock_dir(lxcpath)],
+            "lxc_run": [host.run_dir(lxcpath)],
+        }
+        # everything is recorded before liblxc (or we) create any of it
+        self.state.create(container_id, self.name, spec, resources=resources)
         try:
-            return self._define_and_start(container_id, spec, stdio, detach)
+            return self._define_and_start(container_id, spec, stdio, detach, names.container)
         except BaseException:
             # nothing half-created stays behind: no definition, cgroup or state
             with contextlib.suppress(Exception):     # the original error is the one to report
                 self.terminate(container_id)
             raise
 
+    def _spawn_from_server(self, container_id: str, spec: Spec, stdio: Stdio | None,
+                           detach: bool, cgroup: str) -> monitor.Monitor | None:
+        """A monitor forked by the monitor server, if it is up (see :mod:`server`)."""
+        server = self._monitor_server()
+        if server is None:
+            return None
+        lxcpath = str(self._lxcpath(container_id))
+        request = {"id": container_id, "lxcpath": lxcpath, "args": list(spec.process.args),
+                   "umask": spec.process.umask, "log": str(self._log_path(container_id)),
+                   "fifo": host.state_fifo(lxcpath), "end": host.end_file(lxcpath),
+                   "detach": detach, "cgroups": host.cgroup_paths(cgroup)}
+        go_r, go_w = os.pipe()
+        try:
+            pid = server.spawn(request, [go_r, *(stdio.fds() if stdio is not None else ())])
+        except OSError:
+            os.close(go_w)
+            return None         # then we fork it ourselves
+        finally:
+            os.close(go_r)
+        return monitor.Monitor(pid, go_w)
+
+    def _monitor_server(self) -> MonitorServer | None:
+        """The monitor server once it is up; started at the second start of this driver
+        (EXECDRIVER_LXC_MONITOR_SERVER: 0 never, 1 at the first)."""
+        mode = os.environ.get("EXECDRIVER_LXC_MONITOR_SERVER", "")
+        if mode == "0":
+            return None
+        with self._server_lock:
+            self._starts += 1
+            server = self._server
+            if server is not None and server.gone:      # (or inherited through a fork)
+                server = self._server = None
+            if server is None and (self._starts >= 2 or mode == "1"):
+                try:
+                    server = self._server = MonitorServer()
+                except OSError:
+                    return None
+                weakref.finalize(self, server.close)
+        return server if server is not None and server.ready() else None
+
+    def close(self) -> None:
+        """Let the monitor server go (it exits once its foreground monitors ended)."""
+        with self._server_lock:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+
+    def _spawn_monitor(self, container_id: str, spec: Spec, c: Any, stdio: Stdio | None,
+                       detach: bool, inherited: list[int],
+                       die_with_caller: bool) -> monitor.Monitor:
+        lxcpath = str(self._lxcpath(container_id))
+        args = tuple(spec.process.args)
+        umask = spec.process.umask
+
+        def body() -> int:
+            # in the monitor process, once released
+            return monitor.run_container(
+                container_id, lxcpath, args, umask, str(self._log_path(container_id)),
+                host.state_fifo(lxcpath), host.end_file(lxcpath), container=c)
+
+        try:
+            return monitor.spawn(body, detach=detach,
+                                 stdio=stdio.fds() if stdio is not None else None,
+                                 close=inherited, die_with_caller=die_with_caller)
+        except OSError as exc:
+            raise StepFailed("start", f"cannot fork the monitor: {exc}", container_id=container_id,
+                             driver=self.name, id=container_id) from None
+
     def _define(self, container_id: str, spec: Spec) -> Any:
+        """Write the container's LXC definition (liblxc checks every item)."""
         lxcpath = self._lxcpath(container_id)
-        facts = host.facts()
-        names = cgroup_names(container_id, str(lxcpath))
-        cgroups = [p for name in (names.container, names.monitor) for p in host.cgroup_paths(name)]
-
-        def note(st: ContainerState) -> None:
-            st.resources["lxcpath"] = [str(lxcpath)]
-            st.resources["cgroup"] = cgroups
-            st.resources["lxc_lock"] = [host.lock_dir(str(lxcpath))]
-        self.state.update(container_id, note)      # recorded before liblxc creates any of it
-
-        items = spec_to_config(spec, container_id, str(lxcpath), facts.cgroup_version,
+        items = spec_to_config(spec, container_id, str(lxcpath), host.facts().cgroup_version,
                                log_file=str(self._log_path(container_id)), log_level=LOG_LEVEL,
                                mount_binary=host.mount_binary())
         cdir = lxcpath / container_id
@@ -238,102 +444,119 @@ class LXCDriver(ExecDriver):
         return c
 
     def _define_and_start(self, container_id: str, spec: Spec, stdio: Stdio | None,
-                          detach: bool) -> Handle:
+                          detach: bool, cgroup: str) -> Handle:
         c = self._define(container_id, spec)
-        log_offset = self._log_path(container_id).stat().st_size \
-            if self._log_path(container_id).exists() else 0
-        args = tuple(spec.process.args)
-        umask = spec.process.umask
-        cdir = self._lxcpath(container_id) / container_id
-
-        def body() -> int:
-            # in the monitor process
-            os.umask(umask)
-            ok = c.start(useinit=False, daemonize=False, close_fds=True, cmd=args)
-            raw = monitor.error_num(c)
-            return self._monitor_done(container_id, ok, raw, log_offset, cdir)
-
-        fds = stdio.fds() if stdio is not None else None
+        # Little happens between forking the monitor and releasing it: after a fork every
+        # page we write costs a copy, and the monitor waits.
+        run = _Run()
+        if not detach:
+            self._runs[container_id] = run
         try:
-            mon = monitor.spawn(body, detach=detach, stdio=fds)
+            run.fifo = host.open_state_fifo(str(self._lxcpath(container_id)))
         except OSError as exc:
-            raise StepFailed("start", f"cannot fork the monitor: {exc}", container_id=container_id,
-                             driver=self.name, id=container_id) from None
-        mon_start = pid_start_time(mon)
+            raise StepFailed("start", f"cannot make {host.run_dir(str(self._lxcpath(container_id)))}:"
+                             f" {exc.strerror}", container_id=container_id, driver=self.name,
+                             id=container_id) from None
+        try:
+            return self._spawn_and_release(container_id, spec, c, stdio, detach, cgroup, run)
+        finally:
+            if detach:
+                run.close()     # a foreground run keeps the FIFO to learn when it ended
 
-        def note_monitor(st: ContainerState) -> None:
-            st.extra["monitor_pid"] = mon
-            st.extra["monitor_start"] = mon_start
-        self.state.update(container_id, note_monitor)
+    def _spawn_and_release(self, container_id: str, spec: Spec, c: Any, stdio: Stdio | None,
+                           detach: bool, cgroup: str, run: _Run) -> Handle:
+        fifo = run.fifo
+        spawned = self._spawn_from_server(container_id, spec, stdio, detach, cgroup)
+        if spawned is not None:
+            run.child = False
+        else:
+            if not detach and not _init_keeps_pdeathsig(spec):
+                try:
+                    run.watcher = monitor.start_watcher(host.cgroup_paths(cgroup))
+                except OSError as exc:
+                    raise StepFailed("start", f"cannot start the watcher: {exc}",
+                                     container_id=container_id, driver=self.name,
+                                     id=container_id) from None
+            watcher = run.watcher
+            server = self._server
+            inherited = [fd for fd in (*(fifo or ()), watcher.fd if watcher else None,
+                                       server.fd if server else None) if fd is not None]
+            spawned = self._spawn_monitor(container_id, spec, c, stdio, detach, inherited,
+                                          die_with_caller=watcher is None)
+        child = run.child = run.child and not detach      # a monitor of ours to reap
+        mon = spawned.pid
+        lxcpath = str(self._lxcpath(container_id))
+        try:
+            mon_start = pid_start_time(mon)
+            # (into the run directory: a file there is written fast, the monitor waits)
+            if not host.write_atomic(host.monitor_file(lxcpath),
+                                     f"{mon} {mon_start if mon_start is not None else '-'}".encode()):
+                raise StepFailed("start", f"cannot record the monitor in {host.run_dir(lxcpath)}",
+                                 container_id=container_id, driver=self.name, id=container_id)
+            if run.watcher is not None:
+                run.watcher.watch(mon)
+        except BaseException:
+            spawned.abandon()       # it exits without starting anything
+            if child:
+                os.waitpid(mon, 0)
+            raise
+        # Only a recorded (and watched) monitor may start the container.
+        spawned.release()
+        assert fifo is not None
+        started = self._await_running(container_id, mon, fifo)
+        if started:
+            init = _init_pid(host.cgroup_paths(cgroup), mon)
+            if init:
+                _await_exec(init, mon)
+            start_time = pid_start_time(init) if init else None
 
-        started = self._await_running(c, mon)
-        st = self.state.read(container_id)
-        if not started and st.extra.get("start_failed"):
-            if not detach:
+            def running(st: ContainerState) -> None:
+                st.extra["monitor_pid"] = mon
+                st.extra["monitor_start"] = mon_start
+                if st.exit is None and not st.extra.get("start_failed"):
+                    st.status = Status.RUNNING.value
+                    st.pid, st.pid_start = init, start_time
+            st = self._with_end(self.state.update(container_id, running))
+        else:
+            st = self._read(container_id)
+        if st.extra.get("start_failed"):
+            if child:
                 os.waitpid(mon, 0)
             raise StepFailed("start", f"lxc: {st.extra.get('reason') or 'liblxc could not start it'}",
                              container_id=container_id, driver=self.name, id=container_id)
-        if started:
-            init = c.init_pid
-            start_time = pid_start_time(init) if init and init > 0 else None
+        return Handle(container_id, mon, self._waiter(container_id, mon, child=child))
 
-            def running(st: ContainerState) -> None:
-                if st.exit is None:
-                    st.status = Status.RUNNING.value
-                    st.pid, st.pid_start = init, start_time
-            self.state.update(container_id, running)
-        return Handle(container_id, mon, self._waiter(container_id, mon, child=not detach))
-
-    def _await_running(self, c: Any, mon: int) -> bool:
-        """True once liblxc reports the container running; False if the monitor ended first."""
+    def _await_running(self, container_id: str, mon: int, fifo: tuple[int, int]) -> bool:
+        """True once liblxc reports the container running; False if the monitor ended first.
+        Blocks on liblxc's state FIFO and the monitor's pidfd."""
         deadline = time.monotonic() + START_TIMEOUT
         try:
             pidfd = os.pidfd_open(mon)
         except ProcessLookupError:
             return False
         try:
-            interval = 0.002
-            while time.monotonic() < deadline:
-                if c.state in ("RUNNING", "FROZEN", "FREEZING", "THAWED"):
-                    return True
-                ready, _, _ = select.select([pidfd], [], [], interval)
-                if ready:
-                    return c.state in ("RUNNING", "FROZEN")
-                interval = min(interval * 2, 0.05)
+            if self._await_fifo(fifo[0], pidfd, deadline):
+                return True
+            if select.select([pidfd], [], [], 0)[0]:
+                return False
         finally:
             os.close(pidfd)
         raise StepFailed("start", f"liblxc did not report the container running in {START_TIMEOUT:.0f}s",
-                         container_id=c.name, driver=self.name, id=c.name)
+                         container_id=container_id, driver=self.name, id=container_id)
 
-    def _monitor_done(self, container_id: str, ok: bool, raw: int | None, log_offset: int,
-                      cdir: Path) -> int:
-        """Record how the container ended (runs in the monitor after liblxc returns)."""
-        log = self._read_log(container_id, log_offset)
-        if not ok:
-            reason = lxclog.failure_reason(log)
-
-            def failed(st: ContainerState) -> None:
-                st.status = Status.STOPPED.value
-                st.extra["start_failed"] = True
-                st.extra["reason"] = reason
-            self._update_quietly(container_id, failed)
-            return 125
-        try:
-            oom = monitor.oom_kills((cdir / "oom").read_text()) > 0
-        except OSError:
-            oom = False
-        if raw is not None:
-            status = monitor.decode_status(raw, oom)
-        else:
-            logged = lxclog.exit_from_log(log)
-            status = ExitStatus(code=logged[0], signal=logged[1], oom_killed=oom) if logged \
-                else ExitStatus(code=0, oom_killed=oom)
-
-        def stopped(st: ContainerState) -> None:
-            st.status = Status.STOPPED.value
-            st.exit = status.to_dict()
-        self._update_quietly(container_id, stopped)
-        return status.exit_code & 0xFF
+    @staticmethod
+    def _await_fifo(fifo: int, pidfd: int, deadline: float) -> bool:
+        """True on liblxc's RUNNING message; False when the monitor ended (or time is up)."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            ready, _, _ = select.select([fifo, pidfd], [], [], remaining)
+            if fifo in ready:
+                if monitor.read_msg(fifo) == (monitor.MSG_STATE, monitor.LXC_RUNNING):
+                    return True
+            elif pidfd in ready:
+                return False
 
     def _update_quietly(self, container_id: str, change: Any) -> None:
         try:
@@ -343,23 +566,44 @@ class LXCDriver(ExecDriver):
 
     def _waiter(self, container_id: str, mon: int, child: bool) -> Any:
         def wait(timeout: float | None) -> ExitStatus | None:
-            if not _wait_pid(mon, timeout):
+            run = self._runs.get(container_id)
+            if run is not None and run.fifo is not None:
+                if not _await_recorded(run.fifo[0], mon, timeout):
+                    return None
+            elif not _wait_pid(mon, timeout):
                 return None
             fallback = None
+            if not child and run is not None and not run.child:
+                self._end_run(container_id)        # the server's: nothing of ours to reap
             if child:
                 try:
-                    _, status = os.waitpid(mon, 0)
-                    fallback = ExitStatus.from_wait_status(status)
+                    pid, status = os.waitpid(mon, os.WNOHANG if run is not None else 0)
+                    if pid:
+                        fallback = ExitStatus.from_wait_status(status)
+                        self._end_run(container_id)
+                    elif run is not None:
+                        run.unreaped = mon      # still exiting: terminate reaps it
                 except ChildProcessError:
-                    pass
+                    self._end_run(container_id)
             st = self.state.read_or_none(container_id)
-            if st is not None and st.exit is not None:
-                return ExitStatus.from_dict(st.exit)
+            end = self._with_end(st).exit if st is not None else None
+            if end is not None:
+                return ExitStatus.from_dict(end)
+            if fallback is None and run is not None and run.unreaped:
+                _, status = os.waitpid(mon, 0)
+                fallback = ExitStatus.from_wait_status(status)
+                self._end_run(container_id)
             if fallback is not None:
                 return fallback
             raise StepFailed("wait", "the monitor ended without recording an exit status",
                              container_id=container_id, driver=self.name, id=container_id)
         return wait
+
+    def _end_run(self, container_id: str) -> None:
+        """Our foreground monitor is reaped: close what the run kept (the watcher last)."""
+        run = self._runs.pop(container_id, None)
+        if run is not None:
+            run.close()
 
     # -- status --------------------------------------------------------------
     def _monitor_alive(self, st: ContainerState) -> bool:
@@ -506,20 +750,33 @@ class LXCDriver(ExecDriver):
     # -- terminate -----------------------------------------------------------
     def terminate(self, container_id: str) -> None:
         if not self.state.exists(container_id):
+            self.state.sweep(container_id)     # what a create killed before its rename left
             raise ContainerNotFound(container_id)
         st = self.state.read_or_none(container_id)
         if st is not None and st.driver and st.driver != self.name:
             raise InvalidArgument(f"container {container_id}: belongs to driver {st.driver}, not lxc")
         if st is not None:
-            self._stop(container_id, st)
+            self._with_end(st)
+        finishing = None
+        if st is not None:
+            finishing = self._stop(container_id, st)
             self._remove_cgroups(st)
             for lxcpath in st.resources.get("lxcpath", []):
                 # <state_root>/<id>/lxc and <state_root>/<id>: this container's alone
                 host.remove_lock_dir(lxcpath, container_id, levels=1)
+                host.remove_run_dir(lxcpath, levels=1)
         self.state.remove(container_id)
+        if finishing is not None:
+            self._reap_later(container_id, finishing)
+        else:
+            self._end_run(container_id)
 
-    def _stop(self, container_id: str, st: ContainerState) -> None:
-        """Kill the init through liblxc, then make sure the monitor is gone."""
+    def _stop(self, container_id: str, st: ContainerState) -> int | None:
+        """Kill the init through liblxc, then make sure the monitor is gone. A monitor that
+        recorded the end has nothing left to do but exit: its pid is returned instead."""
+        mon: int = st.extra.get("monitor_pid") or 0
+        if self._monitor_alive(st) and (st.exit is not None or st.extra.get("start_failed")):
+            return mon
         if self._monitor_alive(st) and st.resources.get("lxcpath"):
             with contextlib.suppress(Exception):     # fall back to signals below
                 c = self._container(container_id, st)
@@ -527,43 +784,66 @@ class LXCDriver(ExecDriver):
                     c.unfreeze()        # a frozen init cannot die
                 if c.running:
                     c.stop()
-        mon = st.extra.get("monitor_pid")
-        if mon and not _wait_pid(mon, STOP_TIMEOUT) and pid_alive(mon, st.extra.get("monitor_start")):
-            os.kill(mon, _signal.SIGKILL)      # its init has PDEATHSIG=SIGKILL
+        if self._monitor_alive(st) and not _wait_pid(mon, STOP_TIMEOUT) \
+                and self._monitor_alive(st):
+            os.kill(mon, _signal.SIGKILL)      # what it leaves running, _remove_cgroups kills
             _wait_pid(mon, STOP_TIMEOUT)
         if mon:
             try:
                 os.waitpid(mon, os.WNOHANG)     # reap a foreground monitor of ours
             except ChildProcessError:
                 pass
+        return None
+
+    def _reap_later(self, container_id: str, mon: int) -> None:
+        """A monitor that recorded the end has nothing left to do but exit, which takes a
+        while for a big process: reap ours in the background (then close what the run kept,
+        the watcher last); another's exits on its own."""
+        run = self._runs.pop(container_id, None)
+        if run is None:
+            return
+        if not run.child:
+            run.close()         # the monitor server reaps it
+            return
+
+        def reap() -> None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(mon, 0)
+            run.close()
+        threading.Thread(target=reap, name=f"lxc-reap-{mon}", daemon=True).start()
 
     def _remove_cgroups(self, st: ContainerState) -> None:
-        from execdriver.kernel.cgroups import read_procs, remove_tree, signal_pids
-        paths = [p for p in st.resources.get("cgroup", []) if os.path.isdir(p)]
-        for path in paths:
-            signal_pids(read_procs(path), _signal.SIGKILL)
-        errors = []
-        for path in paths:
-            freezer = os.path.join(path, "freezer.state")
-            if os.path.exists(freezer):
+        """Kill what is in the container's and the monitor's cgroups and remove them, again
+        and again until they are gone: liblxc may still move a process in after a sweep
+        (a monitor nobody recorded, an init being set up)."""
+        from execdriver.kernel import cgroups as cg
+        paths = list(st.resources.get("cgroup", []))
+        deadline = time.monotonic() + STOP_TIMEOUT
+        delay = 0.002
+        while True:
+            paths = [p for p in paths if os.path.isdir(p)]
+            if not paths:
+                break
+            for path in paths:
+                cg.signal_pids(cg.read_procs(path), _signal.SIGKILL)
+            for path in paths:
+                monitor.thaw(path)
+            error = None
+            for path in paths:
                 try:
-                    with open(freezer, "w") as f:
-                        f.write("THAWED")
-                except OSError:
-                    pass
-            try:
-                remove_tree(path)
-            except StepFailed as exc:
-                errors.append(exc)
-        for mount in host.cgroup_mounts():   # the shared pivot, when no monitor is in it
-            pivot = os.path.join(mount, PIVOT_CGROUP)
-            if os.path.isdir(pivot) and not read_procs(pivot):
-                try:
-                    remove_tree(pivot, attempts=1)
-                except StepFailed:
-                    pass        # another container's monitor just moved in
-        if errors:
-            raise errors[0]
+                    cg.remove_tree(path, attempts=1)
+                except StepFailed as exc:
+                    error = exc         # busy: something is (still) in it
+            if error is None:
+                break
+            if time.monotonic() > deadline:
+                raise error
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        for mount in host.cgroup_mounts():
+            # the shared pivot, unless a monitor is in it (then rmdir says EBUSY)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(mount, PIVOT_CGROUP))
 
 
 def exec_unsupported(process: Process, container: Process) -> list[str]:

@@ -42,7 +42,9 @@ def driver(state_root: Path) -> Iterator[LXCDriver]:  # noqa: F821
             d.terminate(cid)
         except ContainerNotFound:
             pass
+    d.close()
     host.remove_lock_dir(str(state_root), levels=1)     # liblxc's mirror of our state root
+    host.remove_run_dir(str(state_root), levels=1)
 
 
 def spec_for(d, rootfs: Path, script: str) -> Spec:
@@ -95,6 +97,10 @@ def leftovers(d, cid: str, resources: dict) -> list[str]:
     out += [p for p in resources.get("lxc_lock", []) if os.path.exists(p)]
     out += [os.path.dirname(p) for p in resources.get("lxc_lock", [])
             if os.path.exists(os.path.dirname(p))]          # <state_root>/<id> mirrored
+    for key in ("lxc_run",):                                # the run directory, the same
+        out += [p for p in resources.get(key, []) if os.path.exists(p)]
+        out += [os.path.dirname(p) for p in resources.get(key, [])
+                if os.path.exists(os.path.dirname(p))]
     if d.state.dir(cid).exists():
         out.append(str(d.state.dir(cid)))
     return out
@@ -662,3 +668,97 @@ def test_time_namespace(driver, busybox_rootfs):
         *spec.model_dump()["namespaces"], {"type": "time"}]})
     _, out = run(driver, "c1", spec)
     assert out.strip().startswith("time:[") and out.strip() != os.readlink("/proc/self/ns/time")
+
+
+# --- the monitor server ------------------------------------------------------------------
+
+@pytest.fixture
+def served(driver, monkeypatch):
+    """The driver, with its monitor server up (started at the first start, not the second)."""
+    monkeypatch.setenv("EXECDRIVER_LXC_MONITOR_SERVER", "1")
+    deadline = time.monotonic() + 20
+    while driver._monitor_server() is None:
+        assert time.monotonic() < deadline, "the monitor server did not come up"
+        time.sleep(0.02)
+    return driver
+
+
+def _ppid(pid: int) -> int:
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(data[data.rfind(b")") + 2:].split()[1])
+
+
+def test_monitor_server_forks_the_monitor_of_a_run(served, busybox_rootfs):
+    server = served._server
+    spec = spec_for(served, busybox_rootfs, "echo out; echo err >&2; exit 7")
+    with tempfile.TemporaryFile() as out:
+        handle = served.start("s1", spec, stdio=Stdio(stdout=out.fileno(), stderr=out.fileno()))
+        ppid = _ppid(handle.pid) if Path(f"/proc/{handle.pid}").exists() else None
+        assert handle.wait() == ExitStatus(code=7)
+        out.seek(0)
+        assert out.read().decode().split() == ["out", "err"]
+    assert ppid in (server.pid, None)           # (None: it ended before we looked)
+    info = served.info("s1")
+    served.terminate("s1")
+    assert leftovers(served, "s1", info.resources) == []
+    assert sh(served, busybox_rootfs, "exit 3", cid="s2")[0] == ExitStatus(code=3)
+    # the server stays for the next one; closing the driver lets it go
+    assert gone(server.pid, timeout=0.2) is False
+    served.close()
+    assert gone(server.pid)
+
+
+def test_monitor_server_forks_detached_monitors_that_outlive_it(served, busybox_rootfs):
+    server = served._server
+    served.start("s1", spec_for(served, busybox_rootfs, "sleep 1000"), detach=True)
+    st = served.state.read("s1")
+    assert _ppid(st.extra["monitor_pid"]) == server.pid
+    served.close()
+    assert gone(server.pid)
+    info = served.info("s1")
+    assert info.status == Status.RUNNING and not gone(st.extra["monitor_pid"], timeout=0.2)
+    served.kill("s1", signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while served.info("s1").status != Status.STOPPED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert served.info("s1").exit_status == ExitStatus(code=137, signal=9)
+    served.terminate("s1")
+    assert leftovers(served, "s1", info.resources) == []
+
+
+def test_a_dead_monitor_server_means_forking_again(served, busybox_rootfs):
+    server = served._server
+    os.kill(server.pid, signal.SIGKILL)
+    assert gone(server.pid)
+    assert sh(served, busybox_rootfs, "exit 4")[0] == ExitStatus(code=4)    # forked by us
+    deadline = time.monotonic() + 20
+    while served._monitor_server() in (None, server):
+        assert time.monotonic() < deadline, "no new monitor server"
+        time.sleep(0.02)
+    assert served._server.pid != server.pid
+    assert sh(served, busybox_rootfs, "exit 5", cid="c2")[0] == ExitStatus(code=5)
+
+
+def test_monitor_server_refuses_a_bad_rootfs_in_one_line(served, tmp_path):
+    not_a_dir = tmp_path / "rootfs-file"
+    not_a_dir.write_text("x")
+    with pytest.raises(StepFailed) as err:
+        served.run("bad", served.default_spec(str(not_a_dir), ["true"]))
+    assert "Not a directory" in str(err.value) and "\n" not in str(err.value)
+    assert not served.state.exists("bad")
+
+
+def test_a_fork_of_the_runtime_does_not_use_its_monitor_server(served, busybox_rootfs):
+    server = served._server
+    pid = os.fork()
+    if pid == 0:        # a child that inherited the driver (and the server's socket)
+        code = 1
+        try:
+            status, _ = sh(served, busybox_rootfs, "exit 6", cid="forked")
+            code = status.exit_code if served._server is not server else 99
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 6
+    assert served._monitor_server() is server       # ours still answers us
+    assert sh(served, busybox_rootfs, "exit 2")[0] == ExitStatus(code=2)

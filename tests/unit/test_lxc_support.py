@@ -4,8 +4,11 @@ exit status decoding, the python-lxc struct layout, declarations, lazy import.""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import textwrap
+import time
 
 import pytest
 from execdriver_lxc import lxclog, monitor
@@ -118,10 +121,15 @@ def test_error_num_refuses_a_foreign_layout(probe, monkeypatch):
     assert monitor.error_num(probe) is None
 
 
+def _spawn(body, detach, stdio):
+    mon = monitor.spawn(body, detach=detach, stdio=stdio)
+    mon.release()
+    return mon.pid
+
+
 def test_spawn_foreground_runs_the_body_in_a_child():
     r, w = os.pipe()
-    pid = monitor.spawn(lambda: (os.write(1, b"body ran"), 7)[1], detach=False,
-                        stdio=(0, w, 2))
+    pid = _spawn(lambda: (os.write(1, b"body ran"), 7)[1], False, (0, w, 2))
     os.close(w)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 7
@@ -131,8 +139,7 @@ def test_spawn_foreground_runs_the_body_in_a_child():
 
 def test_spawn_detached_is_not_our_child():
     r, w = os.pipe()
-    pid = monitor.spawn(lambda: (os.write(1, str(os.getppid()).encode()), 0)[1], detach=True,
-                        stdio=(0, w, 2))
+    pid = _spawn(lambda: (os.write(1, str(os.getppid()).encode()), 0)[1], True, (0, w, 2))
     os.close(w)
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, 0)
@@ -144,8 +151,7 @@ def test_spawn_detached_is_not_our_child():
 def test_monitor_is_not_dumpable(detach):
     from execdriver.kernel.syscalls import prctl
     r, w = os.pipe()
-    pid = monitor.spawn(lambda: (os.write(1, str(prctl(3)).encode()), 0)[1], detach=detach,
-                        stdio=(0, w, 2))
+    pid = _spawn(lambda: (os.write(1, str(prctl(3)).encode()), 0)[1], detach, (0, w, 2))
     os.close(w)
     if not detach:
         os.waitpid(pid, 0)
@@ -156,9 +162,72 @@ def test_monitor_is_not_dumpable(detach):
 def test_spawn_never_returns_into_the_caller():
     def boom() -> int:
         raise RuntimeError("in the child")
-    pid = monitor.spawn(boom, detach=False, stdio=None)
+    pid = _spawn(boom, False, None)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 1
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_monitor_waits_for_release(detach):
+    """Nothing runs before the caller says go (it records the monitor's pid first)."""
+    r, w = os.pipe()
+    mon = monitor.spawn(lambda: (os.write(1, b"ran"), 0)[1], detach=detach, stdio=(0, w, 2))
+    os.close(w)
+    try:
+        assert select.select([r], [], [], 0.3)[0] == []
+        assert _alive(mon.pid)
+    finally:
+        mon.release()
+    assert os.read(r, 10) == b"ran"
+    os.close(r)
+    if not detach:
+        os.waitpid(mon.pid, 0)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_abandoned_monitor_exits_without_running_the_body(detach):
+    r, w = os.pipe()
+    mon = monitor.spawn(lambda: (os.write(1, b"ran"), 0)[1], detach=detach, stdio=(0, w, 2))
+    os.close(w)
+    mon.abandon()
+    assert os.read(r, 10) == b""           # EOF: the body never wrote, every copy is closed
+    os.close(r)
+    if not detach:
+        _, status = os.waitpid(mon.pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 1
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_monitor_of_a_caller_killed_before_release_runs_nothing(detach, tmp_path):
+    """The caller (a child process here) is SIGKILLed after spawn, before release."""
+    out = tmp_path / "out"
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        from execdriver_lxc import monitor
+        fd = os.open({str(out)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        mon = monitor.spawn(lambda: (os.write(1, b"ran"), 0)[1], detach={detach}, stdio=(0, fd, 2))
+        print(mon.pid, flush=True)
+        time.sleep(100)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    pid = int(p.stdout.readline())
+    p.kill()
+    p.wait()
+    p.stdout.close()
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(pid)
+    assert out.read_bytes() == b""
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rfind(b")") + 2:].split()[0] not in (b"Z", b"X")
 
 
 # --- declarations -------------------------------------------------------------------
@@ -215,3 +284,114 @@ def test_availability_names_a_reason():
         assert not avail.available and "root" in avail.reason
     else:
         assert avail.available == (avail.reason.startswith("liblxc ")), avail
+
+
+# --- state FIFO messages, the end record, descriptors, the watcher ------------------------
+
+def test_state_fifo_messages_are_read_one_at_a_time(tmp_path):
+    path = str(tmp_path / "fifo")
+    os.mkfifo(path)
+    r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    w = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        assert monitor.read_msg(r) == (None, None)                  # nothing yet
+        os.write(w, monitor.LXC_MSG.pack(monitor.MSG_STATE, b"c1", monitor.LXC_RUNNING))
+        monitor.send_recorded(path)
+        assert monitor.read_msg(r) == (monitor.MSG_STATE, monitor.LXC_RUNNING)
+        assert monitor.read_msg(r) == (monitor.MSG_RECORDED, 0)
+    finally:
+        os.close(r)
+        os.close(w)
+    monitor.send_recorded(path)         # no reader: nothing happens (no block, no error)
+    monitor.send_recorded(str(tmp_path / "missing"))
+
+
+def test_end_record_round_trip_and_belongs_to_its_monitor(tmp_path):
+    cdir = tmp_path / "c1"
+    cdir.mkdir()
+    (cdir / "oom").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    end, code = monitor._end(True, 9 << 8 | 0x7F, str(tmp_path / "log"), 0, str(cdir))
+    assert code == 137 and end["exit"] == ExitStatus(code=137, signal=9, oom_killed=True).to_dict()
+    path = str(tmp_path / "exit.json")
+    monitor._write_end(path, end)
+    assert monitor.read_end(path, os.getpid()) == end
+    assert monitor.read_end(path, os.getpid() + 1) is None      # another monitor's
+    monitor._write_end(str(tmp_path / "gone" / "exit.json"), end)   # no directory: dropped
+
+
+def test_end_record_of_a_failed_start_has_the_logged_reason(tmp_path):
+    log = tmp_path / "log"
+    log.write_text("old line\n")
+    offset = log.stat().st_size
+    with open(log, "a") as f:
+        f.write(ROOTFS_NOT_A_DIR)
+    end, code = monitor._end(False, None, str(log), offset, str(tmp_path))
+    assert code == 125 and end["start_failed"]
+    assert "Not a directory" in end["reason"]
+
+
+def test_plugged_descriptors_are_not_reused_behind_an_owner(tmp_path):
+    f = open(tmp_path / "owned", "w")  # noqa: SIM115 - an object that believes it owns its fd
+    fd = f.fileno()
+    os.close(fd)                            # what liblxc's close-all does
+    monitor.plug_closed([fd])
+    with open(tmp_path / "new", "w") as g:
+        assert g.fileno() != fd             # the number stays taken (by /dev/null)
+        f.close()                           # the owner closes the plug, not our file
+        g.write("still open")
+        g.flush()
+
+
+WATCHED_RUNTIME = """
+import sys, time
+from execdriver_lxc import monitor
+w = monitor.start_watcher([sys.argv[1]])
+w.watch(int(sys.argv[2]))
+print("ready", flush=True)
+time.sleep(100)
+"""
+
+
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen(["sleep", "100"])
+
+
+def test_watcher_kills_the_cgroup_when_the_runtime_dies_first(tmp_path):
+    """A fake cgroup (a directory with a cgroup.procs) and a fake monitor (a sleep)."""
+    victim, mon = _sleeper(), _sleeper()
+    cg = tmp_path / "cg"
+    cg.mkdir()
+    (cg / "cgroup.procs").write_text(f"{victim.pid}\n")
+    rt = subprocess.Popen([sys.executable, "-c", WATCHED_RUNTIME, str(cg), str(mon.pid)],
+                          stdout=subprocess.PIPE)
+    try:
+        assert rt.stdout.readline() == b"ready\n"
+        time.sleep(0.2)
+        assert victim.poll() is None            # nothing happens while the runtime lives
+        rt.kill()
+        rt.wait()
+        assert victim.wait(timeout=5) == -9     # the runtime died first: swept
+    finally:
+        for p in (victim, mon, rt):
+            p.kill()
+            p.wait()
+        rt.stdout.close()
+
+
+def test_watcher_of_a_finished_run_goes_quietly(tmp_path):
+    victim = _sleeper()
+    cg = tmp_path / "cg"
+    cg.mkdir()
+    (cg / "cgroup.procs").write_text(f"{victim.pid}\n")
+    mon = _sleeper()
+    w = monitor.start_watcher([str(cg)])
+    try:
+        w.watch(mon.pid)
+        mon.kill()
+        mon.wait()                              # the monitor is reaped: the run is over
+        w.close()
+        time.sleep(0.3)
+        assert victim.poll() is None            # (its cgroup is not the watcher's any more)
+    finally:
+        victim.kill()
+        victim.wait()
