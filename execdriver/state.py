@@ -199,6 +199,9 @@ class StateStore:
             if d.is_dir():
                 # Claimed but never written: a create that died right after mkdir.
                 return ContainerState(id=container_id, driver="", status="creating")
+            # A create killed before its rename leaves only a hidden directory: whoever
+            # looks the id up (terminate above all) clears it, not just the id's next create.
+            self.sweep(container_id)
             raise ContainerNotFound(container_id) from None
         try:
             return ContainerState.from_dict(json.loads(text))

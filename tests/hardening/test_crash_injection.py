@@ -44,8 +44,6 @@ RESOURCE_MODULES = ("execdriver/state.py", "execdriver/linuxdriver.py", "cgroups
                     "network/ipam.py", "network/nft.py", "lxc/driver.py", "lxc/monitor.py",
                     "lxc/host.py")
 
-# Set to False once terminate removes a dead create's hidden directory (the xfail below).
-HIDDEN_CREATE_LEFTOVER_BUG = True
 
 # How many points of each kind (the sum is what the issue counts: >= 50 distinct points).
 N_NATIVE_LINES = 22
@@ -181,10 +179,7 @@ def recover(root: str, driver_name: str, cid: str, marker: str, rootfs: str, *,
     else:
         out = call(terminate_embedded, root, driver_name, cid)
         assert out == "terminated" if claimed else "does not exist" in out, f"{what}: {out}"
-    # (a hidden .new-<id>-* directory may be left: a known bug, see
-    # test_terminate_after_a_crash_in_the_state_rename_leaves_no_hidden_directory)
-    assert_clean(root, cid, marker, rootfs, what=f"{what}: after terminate",
-                 hidden=not HIDDEN_CREATE_LEFTOVER_BUG)
+    assert_clean(root, cid, marker, rootfs, what=f"{what}: after terminate")
     if netns is not None:
         netns.assert_clean(root)
     status = call(reuse_embedded, root, driver_name, cid, rootfs, marker + "-again", network)
@@ -315,11 +310,8 @@ def test_native_start_killed_before_the_id_is_claimed(root: str, rootfs: str, ma
     recover(root, "native", cid, marker, rootfs, via_cli=True, what="killed before mkdir")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: StateStore.create fills a hidden .new-<id>-<pid>-<ns> directory and renames it into "
-    "place; a runtime killed before the rename leaves it, and terminate (driver and CLI) says "
-    "'does not exist' without StateStore.sweep(id): the directory stays until the id is used "
-    "again. (Fix, then set HIDDEN_CREATE_LEFTOVER_BUG = False.)"))
+# Found by this suite: terminate said "does not exist" and left the hidden directory of a
+# create killed before its rename until the id was used again.
 def test_terminate_after_a_crash_in_the_state_rename_leaves_no_hidden_directory(
         native_cal: dict[str, Any], root: str, rootfs: str, marker: str) -> None:
     cid = new_id("nh")
@@ -457,16 +449,10 @@ def test_host_netns_untouched() -> None:
 
 # --- LXC ---------------------------------------------------------------------------------------
 
-def lxc_monitor_window(report: dict[str, Any]) -> tuple[int, int]:
-    """From forking the LXC monitor to recording its pid (a known bug lives there)."""
-    return (call_index(report, "lxc/monitor.py:spawn"),
-            call_index(report, "LXCDriver._await_running"))
-
-
 @pytest.mark.parametrize("k", range(N_LXC_LINES))
 def test_lxc_start_killed_at_line_point(k: int, lxc_cal: dict[str, Any], root: str, rootfs: str,
                                         marker: str) -> None:
-    points = select_points(lxc_cal, N_LXC_LINES, exclude=lxc_monitor_window(lxc_cal))
+    points = select_points(lxc_cal, N_LXC_LINES)
     if k >= len(points):
         pytest.skip("fewer distinct points than slots")
     cid = new_id("ll")
@@ -475,13 +461,6 @@ def test_lxc_start_killed_at_line_point(k: int, lxc_cal: dict[str, Any], root: s
             what=f"lxc start killed at line {points[k]}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: drivers/lxc/driver.py records monitor_pid only after monitor.spawn() returns, while "
-    "the detached monitor starts the container at once; a runtime killed in between leaves a "
-    "monitor terminate does not know, and LXCDriver._remove_cgroups kills what is in the "
-    "cgroups in one sweep, then rmdirs: whatever liblxc moves in after the sweep makes "
-    "terminate fail (EBUSY) and keeps running (seen in ~2 of 40 crash delays; reproduced "
-    "here deterministically by moving a process in right after the sweep)"))
 def test_lxc_terminate_kills_what_joins_after_its_first_sweep(root: str, rootfs: str, marker: str,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     if not _lxc_available():
@@ -505,6 +484,8 @@ def test_lxc_terminate_kills_what_joins_after_its_first_sweep(root: str, rootfs:
         st.extra.pop("monitor_pid", None)
         st.extra.pop("monitor_start", None)
     driver.state.update(cid, as_if_killed_before_recording)
+    from execdriver_lxc import host
+    os.unlink(host.monitor_file(str(driver.state.dir(cid) / "lxc")))   # its first record
     late = subprocess.Popen(["/bin/sleep", "1000"], env={"EDHARD": marker})
     real_read_procs, moved = cgroups.read_procs, []
 
@@ -532,6 +513,105 @@ def test_lxc_terminate_kills_what_joins_after_its_first_sweep(root: str, rootfs:
         if (Path(root) / cid).exists():
             terminate_embedded(root, "lxc", cid)
     assert_clean(root, cid, marker, rootfs)
+
+
+N_LXC_RUN_LINES = 5
+
+
+@pytest.fixture(scope="module")
+def lxc_run_cal(root: str, rootfs: str) -> dict[str, Any]:
+    """A traced foreground run of a uid 1000 container (``true``: it ends)."""
+    if not _lxc_available():
+        pytest.skip("lxc driver not available")
+    return calibrate(root, "lxc", rootfs, mode="run", user=1000, args=["/bin/true"])
+
+
+@pytest.mark.parametrize("k", range(N_LXC_RUN_LINES))
+def test_lxc_foreground_run_as_uid1000_killed_around_the_monitor_fork(
+        k: int, lxc_run_cal: dict[str, Any], root: str, rootfs: str, marker: str) -> None:
+    """An embedding program SIGKILLed while its lxc driver.run() starts a non-root
+    container, at line points from forking the monitor to its release: the monitor
+    starts nothing, or the watcher kills what it started."""
+    lo = call_index(lxc_run_cal, "lxc/monitor.py:spawn")
+    hi = call_index(lxc_run_cal, "LXCDriver._await_running") + 3
+    points = [lo + round((hi - lo) * j / (N_LXC_RUN_LINES - 1)) for j in range(N_LXC_RUN_LINES)]
+    _kill_embedded_lxc_run(root, rootfs, marker, 1000, kill_at=points[k])
+
+
+@pytest.mark.parametrize("user", [0, 1000], ids=["root", "uid1000"])
+def test_killed_embedded_lxc_foreground_run_leaves_no_container_running(
+        user: int, root: str, rootfs: str, marker: str) -> None:
+    """An embedding program SIGKILLed while its lxc driver.run() waits for a running
+    container: a root init dies with the monitor (PDEATHSIG), another through the watcher."""
+    if not _lxc_available():
+        pytest.skip("lxc driver not available")
+    _kill_embedded_lxc_run(root, rootfs, marker, user, delay=1.0)
+
+
+def _kill_embedded_lxc_run(root: str, rootfs: str, marker: str, user: int,
+                           kill_at: int | None = None, delay: float | None = None) -> None:
+    cid = new_id("lr")
+    run_child(child_cfg(root, "lxc", cid, rootfs, marker, mode="run", user=user,
+                        trace=kill_at is not None, kill_at=kill_at), delay=delay, hang_timeout=3.0)
+    what = f"lxc uid {user} run killed at {f'line {kill_at}' if kill_at else 'a running container'}"
+    try:
+        left = wait_for(lambda: not marked_pids(marker), timeout=3.0)
+        assert left, f"{what}: still running {marked_pids(marker)}"
+    finally:
+        recover(root, "lxc", cid, marker, rootfs, via_cli=False, what=what)
+
+
+# An embedding program whose lxc driver forks its monitors through the monitor server (a
+# driver's second start on): the server outlives it, kills its foreground containers, exits.
+SERVED_RUN = """
+import os, sys, time
+from execdriver.driver import Stdio
+from execdriver.loader import load_driver
+root, rootfs, cid, marker, uid = sys.argv[1:6]
+os.environ["EXECDRIVER_LXC_MONITOR_SERVER"] = "1"
+d = load_driver("lxc", state_root=root)
+deadline = time.monotonic() + 20
+while d._monitor_server() is None and time.monotonic() < deadline:
+    time.sleep(0.02)
+spec = d.default_spec(rootfs, ["/bin/sleep", "1000"])
+spec.process.env["EDHARD"] = marker
+if int(uid):
+    spec.process.user.uid = spec.process.user.gid = int(uid)
+    spec.process.capabilities = spec.process.capabilities.with_changes([], ["ALL"])
+null = os.open(os.devnull, os.O_RDWR)
+handle = d.start(cid, spec, stdio=Stdio(null, null, null))
+print(handle.pid, d._server.pid if d._server else 0, flush=True)
+handle.wait()
+"""
+
+
+@pytest.mark.parametrize("user", [0, 1000], ids=["root", "uid1000"])
+def test_killed_embedded_lxc_run_through_the_monitor_server_leaves_nothing_running(
+        user: int, root: str, rootfs: str, marker: str) -> None:
+    if not _lxc_available():
+        pytest.skip("lxc driver not available")
+    cid = new_id("ls")
+    p = subprocess.Popen([sys.executable, "-c", SERVED_RUN, root, rootfs, cid, marker, str(user)],
+                         stdout=subprocess.PIPE, env=dict(os.environ, EDHARD="rt-" + marker))
+    try:
+        assert p.stdout is not None
+        mon, server = (int(x) for x in p.stdout.readline().split())
+        stat = Path(f"/proc/{mon}/stat").read_bytes()
+        assert server and int(stat[stat.rfind(b")") + 2:].split()[1]) == server, \
+            "the monitor was not forked by the monitor server"
+        assert wait_for(lambda: marked_pids(marker), timeout=10), "container did not start"
+        p.kill()
+        p.wait()
+        left = wait_for(lambda: not marked_pids(marker) and not marked_pids("rt-" + marker), 3.0)
+        assert left, f"uid {user}: left running {marked_pids(marker)} {marked_pids('rt-' + marker)}"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if p.stdout is not None:
+            p.stdout.close()
+        kill_marked("rt-" + marker)
+        recover(root, "lxc", cid, marker, rootfs, via_cli=False, what=f"served run uid {user}")
 
 
 # --- a killed foreground run never leaves its container running -----------------------------
@@ -564,11 +644,7 @@ FOREGROUND_CASES = [
     pytest.param("native", [], id="native-root"),
     pytest.param("chroot", [], id="chroot-root"),
     pytest.param("lxc", [], id="lxc-root"),
-    pytest.param("lxc", ["--user", "1000:1000", "--cap-drop", "ALL"], id="lxc-uid1000",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "BUG: drivers/lxc relies on liblxc's PDEATHSIG=SIGKILL for the init (see "
-                     "monitor.py); liblxc arms it before switching to lxc.init.uid, which clears "
-                     "it, so a non-root LXC container outlives a SIGKILLed foreground run"))),
+    pytest.param("lxc", ["--user", "1000:1000", "--cap-drop", "ALL"], id="lxc-uid1000"),
     pytest.param("native", ["--user", "1000:1000", "--cap-drop", "ALL"], id="native-uid1000"),
     pytest.param("chroot", ["--user", "1000:1000", "--cap-drop", "ALL"], id="chroot-uid1000"),
 ]
