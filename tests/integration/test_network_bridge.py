@@ -9,50 +9,23 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from netns_helpers import plan_and_setup
 
 from execdriver.kernel import network
 from execdriver.kernel.network import links
 from execdriver.kernel.network.testns import ScratchNetns
 from execdriver.spec import Network, PortMapping, Route
 
-pytestmark = pytest.mark.root
-
-
-def _host_ours() -> tuple[list[str], str]:
-    names = sorted(n for n in os.listdir("/sys/class/net")
-                   if n.startswith(("vexd", "execdriver")))
-    tables = subprocess.run(["nft", "list", "tables"], check=False, capture_output=True, text=True).stdout
-    return names, "\n".join(t for t in tables.splitlines() if "execdriver" in t)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def host_netns_untouched() -> Any:
-    before = _host_ours()
-    yield
-    assert _host_ours() == before == ([], "")
-
-
-@pytest.fixture
-def ns(state_root: Path) -> Any:
-    with ScratchNetns() as scratch:
-        yield scratch
-        scratch.assert_clean(state_root)
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_netns_untouched")]
 
 
 # -- helpers (run in the scratch netns through ns.call) -----------------------------------
-
-def plan_and_setup(cid: str, net: Network, root: Path, pid: int) -> dict[str, Any]:
-    p = network.plan(cid, net, root)
-    network.setup(p, pid)
-    return p.record()
-
 
 def ip_of(record: dict[str, Any], version: int = 4) -> str:
     for a in record["addresses"]:

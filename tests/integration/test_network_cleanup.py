@@ -23,29 +23,10 @@ from execdriver.kernel.network import links
 from execdriver.kernel.network.testns import ScratchNetns
 from execdriver.spec import Network, PortMapping
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_netns_untouched")]
 
 FULL = Network(mode="bridge", ports=[PortMapping.parse("8080:80"), PortMapping.parse("53:53/udp")],
                isolate=True, mtu=1450)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def host_netns_untouched() -> Any:
-    def ours() -> tuple[list[str], str]:
-        names = sorted(n for n in os.listdir("/sys/class/net")
-                       if n.startswith(("vexd", "execdriver")))
-        out = subprocess.run(["nft", "list", "tables"], check=False, capture_output=True, text=True).stdout
-        return names, "\n".join(t for t in out.splitlines() if "execdriver" in t)
-    before = ours()
-    yield
-    assert ours() == before == ([], "")
-
-
-@pytest.fixture
-def ns(state_root: Path) -> Any:
-    with ScratchNetns() as scratch:
-        yield scratch
-        scratch.assert_clean(state_root)
 
 
 def plan_record(cid: str, net: Network, root: Path) -> dict[str, Any]:

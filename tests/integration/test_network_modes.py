@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from netns_helpers import plan_and_setup
 
 from execdriver.kernel import network
 from execdriver.kernel.network import links
 from execdriver.kernel.network.testns import NetnsCallError, ScratchNetns
 from execdriver.spec import Network, PortMapping, Route
 
-pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module", autouse=True)
-def host_netns_untouched() -> Any:
-    def ours() -> tuple[list[str], str]:
-        names = sorted(n for n in os.listdir("/sys/class/net")
-                       if n.startswith(("vexd", "execdriver")))
-        out = subprocess.run(["nft", "list", "tables"], check=False, capture_output=True, text=True).stdout
-        return names, "\n".join(t for t in out.splitlines() if "execdriver" in t)
-    before = ours()
-    yield
-    assert ours() == before == ([], "")
-
-
-@pytest.fixture
-def ns(state_root: Path) -> Any:
-    with ScratchNetns() as scratch:
-        yield scratch
-        scratch.assert_clean(state_root)
-
-
-def plan_and_setup(cid: str, net: Network, root: Path, pid: int) -> dict[str, Any]:
-    p = network.plan(cid, net, root)
-    network.setup(p, pid)
-    return p.record()
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_netns_untouched")]
 
 
 def lo_state(pid: int) -> tuple[list[str], str]:
