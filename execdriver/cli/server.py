@@ -11,7 +11,8 @@ creates nothing: every container is made by a worker, exactly as by a cold
 It serves a client only when that is indistinguishable from running the
 command in the client: same uid, same namespaces and root directory, same
 installation, and code unchanged since the server started (else the reply is
-"fallback" and the client runs the command itself). What differs: the worker
+"fallback" and the client runs the command itself). The worker takes the
+client's ulimits and oom_score_adj, which a container inherits. What differs: the worker
 is a child of the server, not of the client, and runs in the server's
 cgroup. So verbs whose caller must reap the container (``execdriver-oci
 create/run/exec`` under conmon or containerd-shim, which are child
@@ -35,6 +36,10 @@ from typing import Any
 
 from . import warm
 
+RLIMITS = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE",
+           "RLIMIT_NOFILE", "RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_MEMLOCK", "RLIMIT_LOCKS",
+           "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_RTPRIO",
+           "RLIMIT_RTTIME")
 NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "cgroup", "user")
 DEFAULT_IDLE = 0.0          # seconds without a client before the server exits; 0: never
 # Not the pytest plugin.
@@ -277,6 +282,12 @@ class Server:
             return "stale"
         if self.stopping:
             return "stopping"
+        try:
+            req["inherit"] = _inheritance(pid)
+        except ValueError as exc:
+            return str(exc)
+        except OSError:
+            return "client gone"
         return ""
 
     def _reap(self, sel: selectors.BaseSelector, pidfd: int) -> None:
@@ -292,6 +303,39 @@ class Server:
         except OSError:
             pass
         conn.close()
+
+
+def _inheritance(pid: int) -> dict[str, Any]:
+    """What a container inherits from the process that runs it and the client has
+    (ulimits, oom_score_adj), for the worker to take. ValueError when the worker
+    could not: a hard limit above the server's, an oom_score_adj below it (both
+    need CAP_SYS_RESOURCE, which this runtime may lack)."""
+    import resource
+    limits = {}
+    for name in RLIMITS:
+        res = getattr(resource, name, None)
+        if res is None:                  # (this Python does not know it)
+            continue
+        soft, hard = resource.prlimit(pid, res)
+        _own_soft, own_hard = resource.getrlimit(res)
+        if own_hard != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY
+                                                   or hard > own_hard):
+            raise ValueError(f"{name} above the server's")
+        limits[name] = (soft, hard)
+    with open(f"/proc/{pid}/oom_score_adj") as f:
+        oom = int(f.read())
+    with open("/proc/self/oom_score_adj") as f:
+        if oom < int(f.read()):
+            raise ValueError("oom_score_adj below the server's")
+    return {"rlimits": limits, "oom_score_adj": oom}
+
+
+def _inherit(inherit: dict[str, Any]) -> None:
+    import resource
+    for name, (soft, hard) in inherit["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write(str(inherit["oom_score_adj"]))
 
 
 def _send(conn: socket.socket, msg: dict[str, Any]) -> None:
@@ -337,6 +381,7 @@ def _worker(conn: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
         os.umask(int(req["umask"]))
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in req["env"].items()})
+        _inherit(req["inherit"])
         _reset_signals([int(s) for s in req.get("ignored", [])])
         _reopen_stdio()
         threading.Thread(target=_watch_client, args=(conn,), daemon=True).start()

@@ -139,6 +139,22 @@ def test_run_is_served_with_exit_code_stdio_cwd_and_environment(
     assert cli.ok("list", "-q") == ""
 
 
+def test_the_container_inherits_the_clients_ulimits_and_oom_score_adj(
+        server: Server, cli: Cli, busybox_rootfs: Path) -> None:
+    def lower() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (321, 512))
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("345")
+    before = server.served()
+    r = subprocess.run(cli.argv("run", "--rootfs", busybox_rootfs, "--", "/bin/sh", "-c",
+                                "ulimit -n; ulimit -Hn; cat /proc/self/oom_score_adj"),
+                       env=cli.env, capture_output=True, text=True, timeout=60,
+                       preexec_fn=lower)
+    assert (r.returncode, r.stdout) == (0, "321\n512\n345\n"), r.stderr
+    assert server.served() == before + 1
+
+
 def test_detached_run_exec_list_and_rm_are_served(server: Server, cli: Cli,
                                                  busybox_rootfs: Path) -> None:
     before = server.served()
