@@ -309,7 +309,7 @@ def _inheritance(pid: int) -> dict[str, Any]:
     """What a container inherits from the process that runs it and the client has
     (ulimits, oom_score_adj), for the worker to take. ValueError when the worker
     could not: a hard limit above the server's, an oom_score_adj below it (both
-    need CAP_SYS_RESOURCE, which this runtime may lack)."""
+    need CAP_SYS_RESOURCE, which this runtime may lack), or other privileges."""
     import resource
     limits = {}
     for name in RLIMITS:
@@ -322,12 +322,28 @@ def _inheritance(pid: int) -> dict[str, Any]:
                                                    or hard > own_hard):
             raise ValueError(f"{name} above the server's")
         limits[name] = (soft, hard)
+    if _privileges(str(pid)) != _privileges("self"):
+        # A root client with fewer capabilities, no_new_privs or a seccomp filter
+        # must not get the server's privileges by asking it.
+        raise ValueError("other privileges")
     with open(f"/proc/{pid}/oom_score_adj") as f:
         oom = int(f.read())
     with open("/proc/self/oom_score_adj") as f:
         if oom < int(f.read()):
             raise ValueError("oom_score_adj below the server's")
     return {"rlimits": limits, "oom_score_adj": oom}
+
+
+def _privileges(pid: str) -> dict[str, str]:
+    """Capability sets, no_new_privs and seccomp mode of a process."""
+    keys = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in keys:
+                out[key] = value.strip()
+    return out
 
 
 def _inherit(inherit: dict[str, Any]) -> None:
@@ -431,8 +447,8 @@ def _reset_signals(ignored: list[int]) -> None:
             pass
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for s in ignored:
-        signal.signal(s, signal.SIG_IGN)
+    for signum in ignored:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _reopen_stdio() -> None:
@@ -442,14 +458,15 @@ def _reopen_stdio() -> None:
             os.fstat(fd)
         except OSError:
             return None
-        raw = io.open(fd, mode + "b", buffering=0, closefd=False)
+        raw = io.FileIO(fd, mode, closefd=False)
         tty = raw.isatty()
         buf = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
         return io.TextIOWrapper(buf, encoding="utf-8", errors="surrogateescape" if fd == 0
                                 else ("backslashreplace" if fd == 2 else "strict"),
                                 line_buffering=tty or fd == 2, write_through=fd == 2)
     sys.stdin, sys.stdout, sys.stderr = stream(0, "r"), stream(1, "w"), stream(2, "w")
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    for name in ("stdin", "stdout", "stderr"):
+        setattr(sys, f"__{name}__", getattr(sys, name))
 
 
 _finished = threading.Event()

@@ -253,6 +253,23 @@ def test_client_in_another_network_namespace_runs_locally(server: Server, cli: C
     assert server.served() == before
 
 
+@pytest.mark.parametrize("wrap", [["capsh", "--drop=cap_sys_admin", "--"],
+                                  ["setpriv", "--no-new-privs"]], ids=["fewer-caps", "nnp"])
+def test_a_client_with_other_privileges_runs_locally(server: Server, cli: Cli,
+                                                     wrap: list[str]) -> None:
+    import shutil
+    if shutil.which(wrap[0]) is None:
+        pytest.skip(f"{wrap[0]} not installed")
+    before = server.served()
+    argv = cli.argv("list", "-q")
+    cmd = [*wrap, "-c", " ".join(argv)] if wrap[0] == "capsh" else [*wrap, *argv]
+    r = subprocess.run(cmd, env={**cli.env, "EXECDRIVER_DEBUG": "1"}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "other privileges" in r.stderr
+    assert server.served() == before
+
+
 def test_execdriver_server_off_runs_locally(server: Server, cli: Cli) -> None:
     before = server.served()
     off = Cli(cli.root, {**cli.env, "EXECDRIVER_SERVER": "off"})
