@@ -88,7 +88,9 @@ def run_verb(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The console script: through a running ``execdriver server`` if there is one."""
-    if argv is None:
+    if argv is None and not os.environ.pop("EXECDRIVER_SERVER_TRIED", None):
+        # (the compiled front sets it when it asked a server already: then nothing of
+        # the client, not even its imports, is worth paying for again)
         from execdriver.cli import warm
         code = warm.call("execdriver", sys.argv[1:])
         if code is not None:

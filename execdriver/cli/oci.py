@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
+    if argv is None and not os.environ.pop("EXECDRIVER_SERVER_TRIED", None):
         from execdriver.cli import warm
         if warm.oci_verb(sys.argv[1:]) in warm.OCI_SERVED:
             code = warm.call("execdriver-oci", sys.argv[1:], error_code=1)

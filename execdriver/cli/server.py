@@ -41,6 +41,7 @@ RLIMITS = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_
            "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_RTPRIO",
            "RLIMIT_RTTIME")
 NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "cgroup", "user")
+MAX_SOCKET_PATH = 107       # sun_path holds 108 bytes with the NUL
 DEFAULT_IDLE = 0.0          # seconds without a client before the server exits; 0: never
 # Not the pytest plugin.
 SKIP_PRELOAD = ("execdriver.testing", "execdriver.cli.server")
@@ -514,9 +515,14 @@ def _status(path: str) -> dict[str, Any]:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from execdriver.errors import InvalidState
+    from execdriver.errors import InvalidArgument, InvalidState
     path = args.socket or warm.socket_path()
     action = args.action
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise InvalidArgument(f"server {action} socket={path}: path too long for a unix socket "
+                              f"(at most {MAX_SOCKET_PATH} bytes)")
+    if args.idle_timeout < 0 or args.timeout < 0:
+        raise InvalidArgument(f"server {action}: --idle-timeout and --timeout must be >= 0")
     if action == "status":
         st = _status(path)
         if args.format == "json":
@@ -542,7 +548,6 @@ def cmd_server(args: argparse.Namespace) -> int:
     if _status(path)["running"]:
         raise InvalidState(f"server {action}: a server already answers on {path}")
     if os.geteuid() != 0:
-        from execdriver.errors import InvalidArgument
         raise InvalidArgument(f"server {action}: needs root (the drivers do)")
     if action == "run":
         preload()
@@ -575,7 +580,7 @@ def _start_background(path: str, idle_timeout: float) -> int:
             try:
                 server.bind()
             except OSError as exc:
-                os.write(w, f"bind {path}: {exc.strerror}".encode())
+                os.write(w, f"bind {path}: {exc.strerror or exc}".encode())
                 raise
             os.write(w, f"ok {os.getpid()}".encode())
             os.close(w)

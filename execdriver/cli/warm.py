@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 PROTOCOL = 1
 MODE_ENV = "EXECDRIVER_SERVER"            # "off": never use a server
 SOCKET_ENV = "EXECDRIVER_SERVER_SOCKET"   # another socket than the default one
-TRIED_ENV = "EXECDRIVER_SERVER_TRIED"     # set by client.c when it falls back to us
 SOCKET_DIR = "/run/execdriver-server"
 # Signals the client passes on. SIGTSTP/SIGCONT stay the client's (job control).
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -93,8 +92,8 @@ def oci_verb(argv: object) -> str | None:
 def call(prog: str, argv: list[str], error_code: int = EXIT_ERROR) -> int | None:
     """Run ``prog argv`` in the warm server and return its exit status;
     None when there is no server to use (the caller then runs it itself)."""
-    if os.environ.pop(TRIED_ENV, None) or os.environ.get(MODE_ENV) == "off":
-        return None                      # (the compiled client asked already)
+    if os.environ.get(MODE_ENV) == "off":
+        return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
         sock.connect(socket_path())

@@ -381,3 +381,20 @@ def test_compiled_client_with_undecodable_environment_falls_back(
                        capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert server.served() == before      # the server refused it; Python ran it
+
+
+@pytest.mark.parametrize("args,message", [
+    (["bogus"], "invalid choice"),
+    (["run", "--socket", "/tmp/" + "x" * 120], "path too long"),
+    (["start", "--socket", "/tmp/" + "y" * 120], "path too long"),
+    (["run", "--idle-timeout", "-5"], "must be >= 0"),
+    (["stop", "--socket", "/nonexistent/s.sock"], "no server answers"),
+], ids=["verb", "long-run", "long-start", "negative-timeout", "stop-none"])
+def test_bad_server_input_is_one_line_and_125(tmp_path: Path, args: list[str],
+                                              message: str) -> None:
+    env = {**cli_env(tmp_path), "EXECDRIVER_SERVER_SOCKET": str(tmp_path / "s.sock")}
+    r = subprocess.run([sys.executable, "-m", "execdriver", "server", *args], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 125 and message in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    assert not any(n.endswith((".sock", ".tmp")) for n in os.listdir(tmp_path))
