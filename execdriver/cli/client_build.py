@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 
+from ..kernel.waiter import compile_c
 from . import warm
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "client.c")
@@ -29,11 +28,6 @@ def binary_path() -> str:
 
 def build(dest: str | None = None) -> str:
     """Compile client.c with this interpreter, installation key and default socket."""
-    dest = dest or binary_path()
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise RuntimeError("no C compiler (apt-get install gcc)")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
     saved = os.environ.pop(warm.SOCKET_ENV, None)     # the default socket, not a test's
     try:
         defines = {"PYTHON": sys.executable, "KEY": warm.install_key(),
@@ -41,12 +35,8 @@ def build(dest: str | None = None) -> str:
     finally:
         if saved is not None:
             os.environ[warm.SOCKET_ENV] = saved
-    tmp = dest + ".tmp"
-    subprocess.run([cc, "-O2", "-Wall", "-Wextra", *[f"-D{k}={json.dumps(v)}" for k, v in
-                                                      defines.items()], "-o", tmp, SOURCE],
-                   check=True)
-    os.replace(tmp, dest)
-    return dest
+    return compile_c(SOURCE, dest or binary_path(), "-Wextra",
+                     *[f"-D{k}={json.dumps(v)}" for k, v in defines.items()])
 
 
 def _bin_dir() -> str:

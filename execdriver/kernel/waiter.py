@@ -30,17 +30,21 @@ def find() -> str | None:
     return None
 
 
-def build(dest: str | None = None) -> str:
-    """Compile waiter.c into ``dest`` (default: the venv's libexec) with the system cc."""
-    dest = dest or default_path()
+def compile_c(source: str, dest: str, *flags: str) -> str:
+    """Compile ``source`` into ``dest`` with the system cc (atomically replaced)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler (apt-get install gcc)")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     tmp = dest + ".tmp"
-    subprocess.run([cc, "-O2", "-Wall", "-o", tmp, SOURCE], check=True)
+    subprocess.run([cc, "-O2", "-Wall", *flags, "-o", tmp, source], check=True)
     os.replace(tmp, dest)
     return dest
+
+
+def build(dest: str | None = None) -> str:
+    """Compile waiter.c into ``dest`` (default: the venv's libexec)."""
+    return compile_c(SOURCE, dest or default_path())
 
 
 if __name__ == "__main__":
