@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -330,3 +331,18 @@ def _oci_base() -> dict[str, Any]:
 
 spec_documents = st.one_of(spec_documents, mutated(_spec_base()))
 oci_configs = st.one_of(oci_configs, mutated(_oci_base()))
+
+
+class Outcomes(dict[str, int]):
+    """How often each outcome happened in a module's fuzz runs (printed at its end)."""
+
+    def count(self, key: str) -> None:
+        self[key] = self.get(key, 0) + 1
+
+    def report_fixture(self, title: str) -> Any:
+        """A module-scoped autouse fixture printing the counts; assign it to a module name."""
+        @pytest.fixture(scope="module", autouse=True)
+        def report_counts() -> Any:
+            yield
+            print(f"\n{title} fuzz outcomes: {dict(sorted(self.items()))}")
+        return report_counts

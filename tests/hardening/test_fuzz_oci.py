@@ -25,17 +25,9 @@ from hypothesis import strategies as st
 
 from execdriver.errors import ExecDriverError, SpecError
 
-STATS: dict[str, int] = {}
-
-
-def _count(key: str) -> None:
-    STATS[key] = STATS.get(key, 0) + 1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_counts() -> Any:
-    yield
-    print(f"\nOCI fuzz outcomes: {dict(sorted(STATS.items()))}")
+STATS = fz.Outcomes()
+report_counts = STATS.report_fixture("OCI")
+_count = STATS.count
 
 
 def _typed(fn: Any, *args: Any, what: str) -> Any:

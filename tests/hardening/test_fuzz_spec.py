@@ -54,17 +54,9 @@ def _drivers() -> list[Any]:
 
 
 DRIVERS = _drivers()
-STATS: dict[str, int] = {}
-
-
-def _count(key: str) -> None:
-    STATS[key] = STATS.get(key, 0) + 1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_counts() -> Any:
-    yield
-    print(f"\nspec fuzz outcomes: {dict(sorted(STATS.items()))}")
+STATS = fz.Outcomes()
+report_counts = STATS.report_fixture("spec")
+_count = STATS.count
 
 
 # --- validation ------------------------------------------------------------------------------
