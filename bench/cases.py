@@ -105,13 +105,18 @@ def runc_side(ctx: Context, args: list[str]) -> Side:
                    tag="runc")
 
 
-def case_api(ctx: Context) -> Latency:
+def _api_vs_runc(ctx: Context, name: str, driver: str, title: str) -> Latency:
+    """driver.run(true) in the bench's worker process against ``runc run``, target 0.5."""
     def build() -> tuple[Side, Side]:
-        ours = WorkerRun("execdriver API (native)", ctx.worker, "native", ctx.state_root("api"),
+        ours = WorkerRun(f"execdriver API ({driver})", ctx.worker, driver, ctx.state_root(name),
                          str(ctx.ws.rootfs), TRUE)
         return ours, runc_side(ctx, TRUE)
-    return Latency("api", "embedded API, native driver.run(true)", "runc run", 0.5, build,
-                   lambda: _runc_missing() or _driver_missing("native"))
+    return Latency(name, title, "runc run", 0.5, build,
+                   lambda: _runc_missing() or _driver_missing(driver))
+
+
+def case_api(ctx: Context) -> Latency:
+    return _api_vs_runc(ctx, "api", "native", "embedded API, native driver.run(true)")
 
 
 def case_cli(ctx: Context) -> list[Latency]:
@@ -148,12 +153,7 @@ def case_cli(ctx: Context) -> list[Latency]:
 
 
 def case_chroot(ctx: Context) -> Latency:
-    def build() -> tuple[Side, Side]:
-        ours = WorkerRun("execdriver API (chroot)", ctx.worker, "chroot", ctx.state_root("chroot"),
-                         str(ctx.ws.rootfs), TRUE)
-        return ours, runc_side(ctx, TRUE)
-    return Latency("chroot", "chroot driver.run(true) (API)", "runc run", 0.5, build,
-                   lambda: _runc_missing() or _driver_missing("chroot"))
+    return _api_vs_runc(ctx, "chroot", "chroot", "chroot driver.run(true) (API)")
 
 
 def _lxc_config(ctx: Context, cid: str, lxcpath: str) -> str:
