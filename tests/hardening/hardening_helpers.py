@@ -19,12 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cgroup_leftovers as leftovers_cg
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 EXECDRIVER = str(VENV_BIN / "execdriver") if (VENV_BIN / "execdriver").exists() else None
 CLI = [EXECDRIVER] if EXECDRIVER else [sys.executable, "-m", "execdriver.cli.main"]
-CGROUP_ROOT = "/sys/fs/cgroup"
 MARK_VAR = "EDHARD"
 
 
@@ -46,23 +47,12 @@ def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.
 # --- what a container may leave behind --------------------------------------------
 
 def cgroup_dirs(cid: str) -> list[str]:
-    """Cgroup directories named after ``cid`` (native/chroot ``execdriver[-<root hash>]/<id>``,
-    LXC ``execdriver-lxc*.<id>.<hash>``), on every v1 hierarchy and the v2 tree."""
-    pats = [f"{CGROUP_ROOT}/*/execdriver*/{cid}", f"{CGROUP_ROOT}/execdriver*/{cid}",
-            f"{CGROUP_ROOT}/*/execdriver-lxc*.{cid}.*", f"{CGROUP_ROOT}/*/*/execdriver-lxc*.{cid}.*"]
-    return sorted({p for pat in pats for p in glob.glob(pat)})
+    """Cgroup directories named after ``cid``, LXC's included."""
+    return leftovers_cg.cgroup_dirs(cid, lxc=True)
 
 
 def cgroup_pids(cid: str) -> list[int]:
-    pids: set[int] = set()
-    for d in cgroup_dirs(cid):
-        for dirpath, _dirs, _files in os.walk(d):
-            try:
-                with open(os.path.join(dirpath, "cgroup.procs")) as f:
-                    pids.update(int(x) for x in f.read().split())
-            except OSError:
-                pass
-    return sorted(pids)
+    return leftovers_cg.cgroup_pids(cid, lxc=True)
 
 
 def marked_pids(marker: str) -> list[int]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from cgroup_leftovers import cgroup_dirs, cgroup_pids
 
 import execdriver.loader
 from execdriver.driver import ExitStatus, Handle, Stdio
@@ -27,7 +28,6 @@ from execdriver.errors import ContainerNotFound
 from execdriver.spec import CAP_NUMBERS, IDMapping, Mount, Namespace, Spec
 
 T = TypeVar("T")
-CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def new_id(tag: str) -> str:
@@ -61,23 +61,9 @@ def status_fields(text: str) -> dict[str, str]:
 
 # --- what a container may leave behind --------------------------------------------
 
-def cgroup_dirs(cid: str) -> list[str]:
-    """Every cgroup directory (v1 hierarchies and v2 trees) named after the container."""
-    pats = [f"{CGROUP_ROOT}/*/execdriver*/{cid}", f"{CGROUP_ROOT}/execdriver*/{cid}"]
-    return sorted(p for pat in pats for p in glob.glob(pat))
-
-
 def cgroup_procs(cid: str) -> list[int]:
     """Pids in the container's cgroups (all hierarchies)."""
-    pids: set[int] = set()
-    for d in cgroup_dirs(cid):
-        for dirpath, _dirs, _files in os.walk(d):
-            try:
-                with open(os.path.join(dirpath, "cgroup.procs")) as f:
-                    pids.update(int(x) for x in f.read().split())
-            except OSError:
-                pass
-    return sorted(pids)
+    return cgroup_pids(cid)
 
 
 def host_mounts(mentioning: str) -> list[str]:
