@@ -18,7 +18,6 @@ OCI status of a container, from the record:
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -366,31 +365,6 @@ def _procs_in(directory: str) -> bool:
     return False
 
 
-def _rmdir_tree(directory: str) -> bool:
-    for d in [d for d, _s, _f in os.walk(directory, topdown=False)]:
-        for attempt in range(10):
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.EBUSY or attempt == 9:
-                    return False
-                time.sleep(0.01 * (attempt + 1))
-    return True
-
-
-def _remove_empty_parents(mount: str, name: str) -> None:
-    parts = name.strip("/").split("/")[:-1]
-    while parts:
-        try:
-            os.rmdir(os.path.join(mount, *parts))
-        except OSError:
-            return
-        parts.pop()
-
-
 def remove_stopped(root: str, container_id: str) -> dict[str, Any] | None:
     """Delete a stopped container without the driver, when nothing but an empty
     cgroup is left to undo. Returns the record it removed, or None when the
@@ -411,13 +385,18 @@ def remove_stopped(root: str, container_id: str) -> dict[str, Any] | None:
                 return None
             if any(_procs_in(p) for _m, p in dirs):
                 return None
-            for _mount, path in dirs:
-                if not _rmdir_tree(path):
-                    return None
+            # The driver's own cgroup helpers (cheap to import: no pydantic).
+            from ..errors import StepFailed
+            from ..kernel.cgroups import remove_empty_parents, remove_tree
+            try:
+                for _mount, path in dirs:
+                    remove_tree(path, attempts=10)
+            except StepFailed:
+                return None
             if rec.get("version") != 2 or rec.get("path") == os.path.join(rec.get("root", ""),
                                                                           rec.get("name", "")):
                 for mount, _path in dirs:
-                    _remove_empty_parents(mount, rec.get("name", ""))
+                    remove_empty_parents(mount, rec.get("name", "").strip("/"))
         import shutil
         shutil.rmtree(container_dir(root, container_id), ignore_errors=True)
     clear_creating(root, container_id)
