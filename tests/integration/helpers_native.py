@@ -15,9 +15,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from cgroup_leftovers import cgroup_dirs, cgroup_pids
@@ -26,23 +26,12 @@ import execdriver.loader
 from execdriver.driver import ExitStatus, Handle, Stdio
 from execdriver.errors import ContainerNotFound
 from execdriver.spec import CAP_NUMBERS, IDMapping, Mount, Namespace, Spec
+from execdriver.testing.helpers import wait_until
 
-T = TypeVar("T")
 
 
 def new_id(tag: str) -> str:
     return f"{tag}-{uuid.uuid4().hex[:10]}"
-
-
-def wait_until(check: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def cap_mask(names: list[str]) -> int:
