@@ -29,7 +29,6 @@ from execdriver.spec import CAP_NUMBERS, IDMapping, Mount, Namespace, Spec
 from execdriver.testing.helpers import wait_until
 
 
-
 def new_id(tag: str) -> str:
     return f"{tag}-{uuid.uuid4().hex[:10]}"
 
