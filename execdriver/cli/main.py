@@ -35,6 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     head, command = split_command(argv)
     args, extra = parser.parse_known_args(head)
     if args.version or getattr(args, "handler", None) is None:
+        if extra:       # (e.g. a mistyped global option with no command)
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}", "execdriver")
         return args
     prog = f"execdriver {args.verb}"
     if extra:

@@ -61,6 +61,11 @@ def test_unknown_driver(cli: Cli, tmp_path: Path) -> None:
     assert_one_error_line(cli("spec", "--driver", "warp"), "driver 'warp': not found")
 
 
+def test_unknown_global_option_without_a_command(cli: Cli) -> None:
+    assert_one_error_line(cli("--bogus"), "unrecognized arguments: --bogus")
+    assert_one_error_line(cli("--version", "--bogus"), "unrecognized arguments: --bogus")
+
+
 def test_bad_ids(cli: Cli, tmp_path: Path) -> None:
     for argv in (["kill", "bad id"], ["info", "../etc"], ["pause", "-x"], ["rm", "a/b"],
                  ["run", "--driver", "hostproc", "--name", "no/slash", "--rootfs", tmp_path]):
