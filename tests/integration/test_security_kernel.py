@@ -86,6 +86,9 @@ def probe_denied() -> dict[str, int]:
         "setns": err_of("setns", -1, 0),
         "personality_addr_no_randomize": err_of("personality", 0x0040000),
         "clone3": err_of("clone3", None, 0),
+        "io_uring_setup": err_of("io_uring_setup", 1, None),     # no params: EFAULT unfiltered
+        "io_uring_enter": err_of("io_uring_enter", -1, 0, 0, 0, None, 0),
+        "io_uring_register": err_of("io_uring_register", -1, 0, None, 0),
         "nr1000": libc.syscall(ctypes.c_long(1000)) == -1 and ctypes.get_errno(),
     }
 
@@ -107,6 +110,21 @@ def test_default_filter_denies_in_a_child() -> None:
         assert got[name] == errno.EPERM, (name, got[name])
     assert control["clone3"] == errno.EINVAL and got["clone3"] == errno.ENOSYS
     assert got["nr1000"] == errno.ENOSYS
+    # io_uring (issue 18): allowed before, denied now. A host may disable it itself
+    # (kernel.io_uring_disabled=2 answers EPERM to everyone); the filter must still say EPERM.
+    for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
+        assert got[name] == errno.EPERM, (name, got[name])
+    if _io_uring_enabled():
+        assert control["io_uring_setup"] == errno.EFAULT, control["io_uring_setup"]
+        assert control["io_uring_enter"] == errno.EBADF, control["io_uring_enter"]
+
+
+def _io_uring_enabled() -> bool:
+    try:
+        with open("/proc/sys/kernel/io_uring_disabled") as f:
+            return f.read().strip() == "0"
+    except FileNotFoundError:          # kernels before 6.6 have no switch
+        return True
 
 
 def test_ordinary_work_under_the_default_filter(tmp_path) -> None:

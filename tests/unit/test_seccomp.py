@@ -107,6 +107,13 @@ def test_default_denied_list_is_denied(default_x86: bytes) -> None:
         assert decide(default_x86, X86[name]) == EPERM, name
 
 
+def test_default_denies_io_uring(default_x86: bytes) -> None:
+    # Issue 18: io_uring was allowed; Docker's and containers-common's defaults deny it.
+    for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
+        assert name not in ALLOWED and name in DENIED
+        assert decide(default_x86, X86[name]) == EPERM, name
+
+
 def test_default_allowlist_names_are_real() -> None:
     for name in ALLOWED:
         assert name in X86 or name in ARM, name
