@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .driver import ContainerInfo, ExecDriver, ExitStatus, Handle, Stats, Status, Stdio
-from .errors import ContainerNotFound, ExecDriverError, InvalidState, StepFailed, step_error
-from .state import ContainerState, pid_alive, pid_start_time
+from .errors import (ContainerNotFound, ExecDriverError, InvalidState, StateCorrupt, StepFailed,
+                     step_error)
+from .state import CGROUP_PARENT as CGROUP_PARENT_NAME
+from .state import ContainerState, default_cgroup_name, pid_alive, pid_start_time
 
 if TYPE_CHECKING:
     from .spec import Process, Spec
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 EXIT_FILE = "exit.json"
 FIFO_FILE = "exec.fifo"
 LOG_FILE = "output.log"
-CGROUP_PARENT = "execdriver"
+CGROUP_PARENT = CGROUP_PARENT_NAME  # oci/lifecycle.py's fallback names it here
 
 
 class LinuxContainerDriver(ExecDriver):
@@ -104,9 +106,10 @@ class LinuxContainerDriver(ExecDriver):
         from .kernel import initconfig, launch
         self.check_spec(spec)
         spec = self.prepare_spec(spec)
-        from .kernel.cgroups import open_manager
+        from .kernel.cgroups import open_manager, ownership
         from .state import validate_id
-        cg = open_manager(cgroup_name or f"{self._cgroup_parent()}/{validate_id(container_id)}")
+        cg = open_manager(cgroup_name or default_cgroup_name(self.state.root,
+                                                             validate_id(container_id)))
         # The cgroup is recorded with the first state write, before it exists.
         # Which hook steps the spec has: the hot path then never re-reads spec.json for them.
         hook_steps = [step for step, f in self._HOOK_FIELDS.items() if getattr(spec.hooks, f)]
@@ -116,6 +119,8 @@ class LinuxContainerDriver(ExecDriver):
         opened: list[int] = []
         try:
             cg.create()
+            # What terminate and kill may later act on: see kernel/cgroups/ownership.py.
+            ownership.mark(cg, ownership.owner_token(cdir))
             cg.apply(spec.resources)
             extra_binds, net_setup = self._network(container_id, spec, cdir)
 
@@ -244,16 +249,6 @@ class LinuxContainerDriver(ExecDriver):
             network.setup(plan, init_pid)
         return binds, setup
 
-    def _cgroup_parent(self) -> str:
-        """execdriver for the default state root; one parent per other root, so the
-        same id under two state roots never shares a cgroup."""
-        from .state import DEFAULT_ROOT
-        root = os.path.abspath(self.state.root)
-        if root == DEFAULT_ROOT:
-            return CGROUP_PARENT
-        import hashlib
-        return f"{CGROUP_PARENT}-{hashlib.sha256(root.encode()).hexdigest()[:10]}"
-
     # -- hooks ----------------------------------------------------------------
     _HOOK_FIELDS = {"prestart": "prestart", "createRuntime": "create_runtime",
                     "poststart": "poststart", "poststop": "poststop"}
@@ -289,7 +284,6 @@ class LinuxContainerDriver(ExecDriver):
         cdir = self.state.dir(container_id)
         detached = st.extra.get("detached", False)
         monitor = st.extra.get("monitor_pid")
-        cg_rec = (st.resources.get("cgroup") or [None])[0]
 
         def waiter(timeout: float | None) -> ExitStatus | None:
             from .kernel import launch
@@ -301,7 +295,7 @@ class LinuxContainerDriver(ExecDriver):
                 if not _wait_pid_exit(st.pid, st.pid_start, timeout):
                     return None
                 _wait_pid_exit(monitor, st.extra.get("monitor_start"), 2.0)
-            return _exit_status(cdir, cg_rec)
+            return _exit_status(cdir, self._cg_or_none(st))
         return Handle(container_id, st.pid or 0, waiter)
 
     # -- queries --------------------------------------------------------------
@@ -313,11 +307,20 @@ class LinuxContainerDriver(ExecDriver):
         return st
 
     def _cg(self, st: ContainerState) -> Any:
+        """The container's cgroup manager, once the record is verified to be its own
+        (StateCorrupt otherwise); None when there is none to act on."""
         rec = (st.resources.get("cgroup") or [None])[0]
         if rec is None:
             return None
-        from .kernel.cgroups import manager_from_record
-        return manager_from_record(rec)
+        from .kernel.cgroups import ownership
+        return ownership.verified(rec, ownership.owner_token(self.state.dir(st.id)),
+                                  default_cgroup_name(self.state.root, st.id))
+
+    def _cg_or_none(self, st: ContainerState) -> Any:
+        try:
+            return self._cg(st)
+        except StateCorrupt:
+            return None
 
     def _status(self, st: ContainerState) -> Status:
         if st.status == "creating":
@@ -336,12 +339,12 @@ class LinuxContainerDriver(ExecDriver):
         status = self._status(st)
         exit_status = None
         if status == Status.STOPPED:
-            rec = (st.resources.get("cgroup") or [None])[0]
-            exit_status = _exit_status(self.state.dir(container_id), rec)
+            cg = self._cg_or_none(st)
+            exit_status = _exit_status(self.state.dir(container_id), cg)
             if exit_status is None and st.extra.get("monitor_pid"):
                 # The init is gone but its monitor may not have recorded it yet.
                 _wait_pid_exit(st.extra["monitor_pid"], st.extra.get("monitor_start"), 2.0)
-                exit_status = _exit_status(self.state.dir(container_id), rec)
+                exit_status = _exit_status(self.state.dir(container_id), cg)
         return ContainerInfo(id=st.id, driver=self.name, status=status,
                              pid=st.pid if status != Status.STOPPED else None,
                              created=st.created, rootfs=st.rootfs, bundle=st.bundle,
@@ -370,15 +373,22 @@ class LinuxContainerDriver(ExecDriver):
 
     def pause(self, container_id: str) -> None:
         st = self._running(container_id, "pause")
-        self._cg(st).freeze()
+        self._cg_of_running(st, "pause").freeze()
 
     def unpause(self, container_id: str) -> None:
         st = self._running(container_id, "unpause")
-        cg = self._cg(st)
+        cg = self._cg_of_running(st, "unpause")
         if not cg.is_frozen():
             raise InvalidState(f"unpause id={container_id}: container is not paused",
                                container_id=container_id)
         cg.thaw()
+
+    def _cg_of_running(self, st: ContainerState, verb: str) -> Any:
+        cg = self._cg(st)
+        if cg is None or not cg.exists():
+            raise InvalidState(f"{verb} id={st.id}: the container has no cgroup",
+                               container_id=st.id, driver=self.name, step=verb)
+        return cg
 
     def pids(self, container_id: str) -> list[int]:
         st = self._read(container_id)
@@ -445,13 +455,22 @@ class LinuxContainerDriver(ExecDriver):
         with self.state.lock(container_id):
             st = self.state.read(container_id)
             errors: list[str] = []
+            untrusted: list[str] = []
             cg = None
             try:
                 cg = self._cg(st)
                 if cg is not None:
                     cg.destroy()
+            except StateCorrupt as exc:
+                untrusted.append(str(exc))      # never act on what cannot be verified
             except Exception as exc:  # noqa: BLE001 - keep cleaning, report at the end
                 errors.append(str(exc))
+            if untrusted or cg is None:
+                # The record may have hidden the container's real cgroup: remove that.
+                try:
+                    self._destroy_default_cgroup(st.id)
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(str(exc))
             if st.alive():
                 try:
                     os.kill(st.pid or 0, _signal.SIGKILL)
@@ -470,6 +489,16 @@ class LinuxContainerDriver(ExecDriver):
             if errors:
                 raise StepFailed("terminate", "; ".join(errors), id=container_id)
             self.state.remove(container_id)
+            if untrusted:
+                raise StateCorrupt(f"terminate id={container_id}: removed; its state named "
+                                   f"what is not its own: {'; '.join(untrusted)}",
+                                   container_id=container_id)
+
+    def _destroy_default_cgroup(self, container_id: str) -> None:
+        from .kernel.cgroups import open_manager
+        cg = open_manager(default_cgroup_name(self.state.root, container_id))
+        if cg.exists():
+            cg.destroy()
 
 
 def _host_id(mappings: list[Any], container_id: int) -> int:
@@ -497,16 +526,14 @@ def _wait_pid_exit(pid: int | None, start: int | None, timeout: float | None) ->
         os.close(fd)
 
 
-def _exit_status(cdir: Path, cg_rec: dict[str, Any] | None) -> ExitStatus | None:
+def _exit_status(cdir: Path, cg: Any) -> ExitStatus | None:
     try:
         data = json.loads((cdir / EXIT_FILE).read_text())
     except (OSError, ValueError):
         return None
     oom = False
-    if cg_rec is not None:
+    if cg is not None:
         try:
-            from .kernel.cgroups import manager_from_record
-            cg = manager_from_record(cg_rec)
             oom = cg.exists() and cg.oom_killed()
         except Exception:  # noqa: BLE001
             oom = False

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pydantic is heavy: the CLI's list/kill/state must not pay f
     from .spec import Spec
 
 DEFAULT_ROOT = "/run/execdriver"
+CGROUP_PARENT = "execdriver"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 STATE_FILE = "state.json"
 SPEC_FILE = "spec.json"
@@ -35,6 +36,16 @@ SPEC_FILE = "spec.json"
 
 def default_root() -> Path:
     return Path(os.environ.get("EXECDRIVER_ROOT") or DEFAULT_ROOT)
+
+
+def default_cgroup_name(state_root: str | os.PathLike[str], container_id: str) -> str:
+    """``execdriver/<id>`` for the default state root; one parent per other root, so
+    the same id under two state roots never shares a cgroup."""
+    root = os.path.abspath(state_root)
+    if root == DEFAULT_ROOT:
+        return f"{CGROUP_PARENT}/{container_id}"
+    import hashlib
+    return f"{CGROUP_PARENT}-{hashlib.sha256(root.encode()).hexdigest()[:10]}/{container_id}"
 
 
 def validate_id(container_id: str) -> str:
@@ -45,37 +56,42 @@ def validate_id(container_id: str) -> str:
     return container_id
 
 
-def pid_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of stat)."""
+def _stat_fields(pid: int) -> list[bytes]:
+    """The fields of /proc/<pid>/stat after comm (state first); [] if there is no such pid."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
-    except OSError:
-        return None
+    except (OSError, ValueError):
+        return []
     # comm may contain spaces and parentheses: split after the last ')'.
-    fields = data[data.rfind(b")") + 2:].split()
+    return data[data.rfind(b")") + 2:].split()
+
+
+def pid_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of stat)."""
     try:
-        return int(fields[19])
+        return int(_stat_fields(pid)[19])
     except (IndexError, ValueError):
         return None
 
 
 def pid_alive(pid: int | None, start_time: int | None) -> bool:
-    """True if ``pid`` is running and is the same process (not a reused pid)."""
-    if not pid:
+    """True if ``pid`` is running and is the same process (not a reused pid).
+
+    A record without a start time cannot be verified, so it is not running: a
+    corrupt or forged state must never lead to signalling someone else's process.
+    """
+    if not start_time or type(pid) is not int or pid <= 0:
         return False
-    now = pid_start_time(pid)
-    if now is None:
-        return False
-    if start_time is not None and now != start_time:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        state = data[data.rfind(b")") + 2:].split()[0]
-        return state not in (b"Z", b"X")
-    except OSError:
-        return False
+    fields = _stat_fields(pid)
+    return len(fields) > 19 and fields[19] == str(start_time).encode() and \
+        fields[0] not in (b"Z", b"X")
+
+
+def pid_running(pid: int) -> bool:
+    """True if some process (not a zombie) has ``pid`` now, whichever it is."""
+    fields = _stat_fields(pid) if type(pid) is int and pid > 0 else []
+    return bool(fields) and fields[0] not in (b"Z", b"X")
 
 
 @dataclass
@@ -103,14 +119,28 @@ class ContainerState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ContainerState":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """The state in ``d``; TypeError naming the first field of the wrong type."""
+        if not isinstance(d, dict):
+            raise TypeError("not a JSON object")
+        st = cls(**{k: v for k, v in d.items() if k in _STATE_TYPES})
+        for name, types in _STATE_TYPES.items():
+            value = getattr(st, name)
+            # bool is an int to isinstance(), never a pid or a start time
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise TypeError(f"field {name} is {type(value).__name__}")
+        return st
 
     def alive(self) -> bool:
         return pid_alive(self.pid, self.pid_start)
 
 
 _STATE_FIELDS = tuple(ContainerState.__dataclass_fields__)
+_OPT_STR, _OPT_INT, _OPT_DICT = (str, type(None)), (int, type(None)), (dict, type(None))
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "driver": (str,), "status": (str,), "pid": _OPT_INT, "pid_start": _OPT_INT,
+    "created": (str,), "rootfs": _OPT_STR, "bundle": _OPT_STR, "resources": (dict,),
+    "exit": _OPT_DICT, "annotations": (dict,), "extra": (dict,)}
+assert set(_STATE_TYPES) == set(_STATE_FIELDS)
 
 
 _RENAME_NOREPLACE = 1
@@ -204,10 +234,14 @@ class StateStore:
             self.sweep(container_id)
             raise ContainerNotFound(container_id) from None
         try:
-            return ContainerState.from_dict(json.loads(text))
+            st = ContainerState.from_dict(json.loads(text))
         except (ValueError, TypeError) as exc:
             raise StateCorrupt(f"state id={container_id}: unreadable state file: {exc}",
                                container_id=container_id) from None
+        if st.id != container_id:
+            raise StateCorrupt(f"state id={container_id}: the state file names id {st.id!r}",
+                               container_id=container_id)
+        return st
 
     def read_or_none(self, container_id: str) -> ContainerState | None:
         try:

@@ -45,14 +45,8 @@ def format_list(states: list[dict[str, Any]], fmt: str, quiet: bool) -> str:
 
 def container_pids(root: str, container_id: str) -> list[int]:
     """Every pid in the container's cgroup (sub-cgroups included)."""
-    st = state.read(root, container_id)
-    found: set[int] = set()
-    for rec in (st.get("resources") or {}).get("cgroup") or []:
-        for _mount, path in state._cgroup_dirs(rec):
-            for dirpath, _dirs, _files in os.walk(path):
-                for line in (state._read(os.path.join(dirpath, "cgroup.procs")) or "").split():
-                    found.add(int(line))
-    return sorted(found)
+    cg = state.verified_cgroup(root, state.read(root, container_id))
+    return sorted(cg.pids()) if cg is not None and cg.exists() else []
 
 
 def ps(root: str, container_id: str, fmt: str, ps_args: list[str]) -> str:
@@ -284,14 +278,13 @@ def resource_changes(oci_resources: dict[str, Any] | None,
 
 def update(root: str, container_id: str, changes: dict[str, dict[str, Any]]) -> None:
     """Apply resource changes to a live container's cgroup and keep them in its spec."""
-    from ..kernel.cgroups import manager_from_record
     from ..spec import Resources
     from ..state import SPEC_FILE, StateStore, _write_atomic
     st = state.read(root, container_id)
     if state.status(root, st) == "stopped":
         raise InvalidState("container not running", container_id=container_id)
-    rec = state.cgroup_record(st)
-    if rec is None:
+    cg = state.verified_cgroup(root, st)
+    if cg is None:
         raise InvalidState(f"update id={container_id}: the container has no cgroup",
                            container_id=container_id)
     store = StateStore(root)
@@ -308,6 +301,6 @@ def update(root: str, container_id: str, changes: dict[str, dict[str, Any]]) -> 
             resources = Resources.model_validate(data)
         except ValidationError as exc:
             raise SpecError([f"resources.{line}" for line in problems_from(exc)]) from None
-        manager_from_record(rec).apply(resources)
+        cg.apply(resources)
         spec.resources = resources
         _write_atomic(store.dir(container_id) / SPEC_FILE, spec.model_dump_json())

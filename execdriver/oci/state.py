@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import ContainerNotFound, InvalidArgument, InvalidState, StateCorrupt
+from ..errors import ContainerNotFound, ExecDriverError, InvalidArgument, InvalidState, StateCorrupt
 
 DEFAULT_ROOT = "/run/execdriver-oci"
 OCI_VERSION = "1.0.2"
@@ -212,6 +212,18 @@ def cgroup_record(st: dict[str, Any]) -> dict[str, Any] | None:
     return recs[0] if recs else None
 
 
+def verified_cgroup(root: str, st: dict[str, Any]) -> Any:
+    """The container's cgroup manager if the record is verifiably its own (see
+    kernel/cgroups/ownership.py); StateCorrupt otherwise; None if it has none."""
+    rec = cgroup_record(st)
+    if rec is None:
+        return None
+    from ..kernel.cgroups import ownership
+    from ..state import default_cgroup_name
+    return ownership.verified(rec, ownership.owner_token(container_dir(root, st["id"])),
+                              default_cgroup_name(root, st["id"]))
+
+
 def _read(path: str) -> str | None:
     try:
         with open(path) as f:
@@ -318,20 +330,16 @@ def start_error(status_now: str) -> InvalidState:
     return InvalidState(f"cannot start a container in the {status_now} state")
 
 
-def thaw(st: dict[str, Any]) -> None:
-    rec = cgroup_record(st)
-    if not rec:
-        return
-    if rec.get("version") == 2:
-        path = os.path.join(str(rec.get("path", "")), "cgroup.freeze")
-        value = "0"
-    else:
-        path = os.path.join((rec.get("paths") or {}).get("freezer", ""), "freezer.state")
-        value = "THAWED"
+def thaw(root: str, st: dict[str, Any]) -> None:
     try:
-        with open(path, "w") as f:
-            f.write(value)
-    except OSError:
+        cg = verified_cgroup(root, st)
+    except StateCorrupt:
+        return          # never write into a cgroup the record cannot prove is its own
+    if cg is None:
+        return
+    try:
+        cg.thaw()
+    except ExecDriverError:
         pass
 
 
@@ -345,17 +353,7 @@ def signal_init(root: str, st: dict[str, Any], sig: int) -> None:
     except ProcessLookupError:
         raise not_running() from None
     if now == "paused" and sig == _signal.SIGKILL:
-        thaw(st)
-
-
-def _cgroup_dirs(rec: dict[str, Any]) -> list[tuple[str, str]]:
-    """(mount or root, directory) of each hierarchy of a cgroup record."""
-    if rec.get("version") == 2:
-        return [(rec.get("root", ""), rec["path"])]
-    seen: dict[str, str] = {}
-    for controller, path in (rec.get("paths") or {}).items():
-        seen.setdefault(path, rec["mounts"][controller])
-    return [(m, p) for p, m in seen.items()]
+        thaw(root, st)
 
 
 def _procs_in(directory: str) -> bool:
@@ -378,25 +376,17 @@ def remove_stopped(root: str, container_id: str) -> dict[str, Any] | None:
             return None
         if set(st.get("resources") or {}) - {"cgroup"}:
             return None
-        for rec in (st.get("resources") or {}).get("cgroup") or []:
+        try:
+            cg = verified_cgroup(root, st)
+        except StateCorrupt:
+            return None     # the driver's terminate refuses it and says why
+        if cg is not None:
+            if any(_procs_in(p) for p in cg.directories()):
+                return None
             try:
-                dirs = _cgroup_dirs(rec)
-            except (KeyError, TypeError):
+                cg.destroy()        # nothing left to kill: rmdir, and empty parents
+            except ExecDriverError:
                 return None
-            if any(_procs_in(p) for _m, p in dirs):
-                return None
-            # The driver's own cgroup helpers (cheap to import: no pydantic).
-            from ..errors import StepFailed
-            from ..kernel.cgroups import remove_empty_parents, remove_tree
-            try:
-                for _mount, path in dirs:
-                    remove_tree(path, attempts=10)
-            except StepFailed:
-                return None
-            if rec.get("version") != 2 or rec.get("path") == os.path.join(rec.get("root", ""),
-                                                                          rec.get("name", "")):
-                for mount, _path in dirs:
-                    remove_empty_parents(mount, rec.get("name", "").strip("/"))
         import shutil
         shutil.rmtree(container_dir(root, container_id), ignore_errors=True)
     clear_creating(root, container_id)

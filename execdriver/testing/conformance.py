@@ -35,7 +35,7 @@ from ..driver import ContainerInfo, ExecDriver, ExitStatus, Handle, Stats, Statu
 from ..errors import ContainerExists, ContainerNotFound, ExecDriverError, InvalidArgument, UnsupportedFeature
 from ..loader import load_driver
 from ..spec import ALL_FEATURES, Capabilities, Spec, features_used
-from ..state import pid_alive
+from ..state import pid_running
 from .helpers import Input, Output, leftovers, make_spec, new_id, parse_env, requires, wait_until
 from .requests import FEATURE_REQUESTS, VERB_FEATURES, request_feature
 
@@ -289,13 +289,13 @@ class DriverConformance:
         info = self.driver.info(cid)
         assert isinstance(info, ContainerInfo)
         assert (info.id, info.driver, info.status) == (cid, self.driver.name, Status.RUNNING)
-        assert info.pid and pid_alive(info.pid, None), f"pid {info.pid} is not alive"
-        assert handle.pid and pid_alive(handle.pid, None)
+        assert info.pid and pid_running(info.pid), f"pid {info.pid} is not alive"
+        assert handle.pid and pid_running(handle.pid)
         del handle  # a detached container outlives its handle
         gc.collect()
         time.sleep(0.2)
         assert self.driver.info(cid).status == Status.RUNNING
-        assert pid_alive(info.pid, None)
+        assert pid_running(info.pid)
 
     def test_kill_sigkill(self) -> None:
         cid, handle, _ = self.start_detached(self.spec(SLEEP))
@@ -308,7 +308,7 @@ class DriverConformance:
         if self.records_detached_exit or info.exit_status is not None:
             assert info.exit_status is not None, "info() of an ended container has no exit status"
             assert (info.exit_status.signal, info.exit_status.exit_code) == (9, 137)
-        assert pid and not pid_alive(pid, None)
+        assert pid and not pid_running(pid)
 
     def test_kill_sigterm(self) -> None:
         cid, handle, out = self.start_detached(self.spec(["/bin/sh", "-c", TRAP_TERM]))
@@ -424,7 +424,7 @@ class DriverConformance:
         self.driver.terminate(cid)
         with pytest.raises(ContainerNotFound):
             self.driver.info(cid)
-        wait_until(lambda: not pid_alive(pid, None), 10, what=f"pid {pid} to end")
+        wait_until(lambda: not pid_running(pid), 10, what=f"pid {pid} to end")
         self.assert_nothing_created("after terminate")
         with pytest.raises(ContainerNotFound):
             self.driver.terminate(cid)
@@ -451,7 +451,7 @@ class DriverConformance:
             self.driver.run(cid, self.spec(["/bin/true"]))
         after = self.driver.info(cid)
         assert after.status == Status.RUNNING and after.pid == before.pid
-        assert after.pid and pid_alive(after.pid, None), "the first container was harmed"
+        assert after.pid and pid_running(after.pid), "the first container was harmed"
 
     def test_parallel_starts_of_one_id(self) -> None:
         cid, spec = new_id(), self.spec(SLEEP)

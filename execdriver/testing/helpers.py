@@ -15,7 +15,7 @@ import pytest
 
 from ..driver import ExecDriver
 from ..spec import Spec, features_used, validate_spec
-from ..state import ID_RE, pid_alive
+from ..state import ID_RE, pid_running
 
 T = TypeVar("T")
 
@@ -150,4 +150,4 @@ def leftovers(state_root: Path, allowed: Iterable[str] = ()) -> list[str]:
 
 
 def alive(pids: Iterable[int]) -> list[int]:
-    return [p for p in pids if pid_alive(p, None)]
+    return [p for p in pids if pid_running(p)]

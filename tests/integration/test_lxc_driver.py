@@ -83,9 +83,9 @@ def status_field(text: str, name: str) -> str:
 
 def gone(pid: int, timeout: float = 5.0) -> bool:
     """True once ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
-    from execdriver.state import pid_alive
+    from execdriver.state import pid_running
     deadline = time.monotonic() + timeout
-    while pid_alive(pid, None):
+    while pid_running(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)

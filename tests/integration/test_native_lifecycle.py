@@ -28,7 +28,7 @@ import execdriver.loader
 from execdriver.driver import ExitStatus, Status, Stdio
 from execdriver.errors import ExecDriverError, InvalidState, StepFailed
 from execdriver.spec import Mount
-from execdriver.state import pid_alive
+from execdriver.state import pid_running
 
 # fixtures shared through helpers_native
 native = helpers_native.native
@@ -288,7 +288,7 @@ def test_container_does_not_outlive_a_killed_foreground_runtime(native: Box, uid
     while cgroup_procs(cid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert cgroup_procs(cid) == [], "container processes outlived run()"
-    assert not any(pid_alive(p, None) for p in pids)
+    assert not any(pid_running(p) for p in pids)
     # terminate (from another runtime process) cleans up the rest
     execdriver.loader.load_driver("native", state_root=native.state_root).terminate(cid)
     assert_clean(native.state_root, cid, native.rootfs)

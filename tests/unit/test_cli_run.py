@@ -12,7 +12,7 @@ import pytest
 # ruff: noqa: F811  (pytest fixtures imported from test_cli_support)
 from test_cli_support import Cli, assert_one_error_line, cli, hostproc_site, wait_for  # noqa: F401
 
-from execdriver.state import pid_alive
+from execdriver.state import pid_running
 
 HP = ("--driver", "hostproc")
 
@@ -98,7 +98,7 @@ def test_terminate_force_and_several_ids(cli: Cli, tmp_path: Path) -> None:
     assert r.returncode == 125
     assert r.stdout.split() == ["a1", "a2"]
     assert r.stderr.strip() == "execdriver: container nosuch does not exist"
-    assert wait_for(lambda: not pid_alive(pid, None))
+    assert wait_for(lambda: not pid_running(pid))
     assert cli.ok("ls", "-q") == ""
 
 

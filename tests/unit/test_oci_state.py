@@ -214,16 +214,18 @@ def test_remove_stopped_leaves_live_ones_to_the_driver(tmp_path: Path, live: tup
     assert not (tmp_path / "c3").exists()
 
 
-def test_remove_stopped_removes_an_empty_cgroup_tree(tmp_path: Path) -> None:
-    # A fake v1 hierarchy: plain directories stand in for cgroupfs ones.
+def test_remove_stopped_refuses_a_record_that_is_not_a_cgroup(tmp_path: Path) -> None:
+    # Plain directories named as a v1 hierarchy: not this host's cgroup mounts, so the
+    # record is not trusted and nothing is removed (the real-cgroupfs removal test is
+    # tests/integration/test_state_trust.py).
     mount = tmp_path / "cg" / "memory"
     leaf = mount / "parent" / "c1"
     (leaf / "sub").mkdir(parents=True)
     rec = {"version": 1, "name": "parent/c1", "root": str(tmp_path / "cg"),
            "mounts": {"memory": str(mount)}, "paths": {"memory": str(leaf)}}
     record(tmp_path, status="running", pid=None, resources={"cgroup": [rec]})
-    assert state.remove_stopped(str(tmp_path), "c1") is not None
-    assert not (mount / "parent").exists() and mount.exists()
+    assert state.remove_stopped(str(tmp_path), "c1") is None
+    assert (leaf / "sub").is_dir() and (tmp_path / "c1").exists()
 
 
 def test_remove_stopped_refuses_a_populated_cgroup(tmp_path: Path) -> None:

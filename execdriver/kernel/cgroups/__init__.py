@@ -204,6 +204,10 @@ class CgroupManager(abc.ABC):
         """Write the limits and the device rules (default deny + allow list + spec's)."""
 
     @abc.abstractmethod
+    def directories(self) -> list[str]:
+        """The cgroup's own directories (one per hierarchy), sorted."""
+
+    @abc.abstractmethod
     def procs_paths(self) -> list[str]:
         """The cgroup.procs files a process writes its pid (or 0) into to join."""
 

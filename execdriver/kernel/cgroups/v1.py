@@ -77,6 +77,9 @@ class CgroupV1Manager(CgroupManager):
             seen.setdefault(path, self.mounts[c])
         return [(m, p) for p, m in seen.items()]
 
+    def directories(self) -> list[str]:
+        return sorted(set(self.paths.values()))
+
     def _file(self, controller: str, name: str) -> str:
         return os.path.join(self.paths[controller], name)
 

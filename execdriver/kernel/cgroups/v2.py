@@ -77,6 +77,9 @@ class CgroupV2Manager(CgroupManager):
     def record(self) -> dict[str, Any]:
         return {"version": 2, "name": self.name, "root": self.root, "path": self.path}
 
+    def directories(self) -> list[str]:
+        return [self.path]
+
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
