@@ -75,6 +75,10 @@ class InvalidState(ExecDriverError):
     """The operation does not fit the container's current status."""
 
 
+class UnsupportedHost(ExecDriverError):
+    """This machine lacks what the runtime needs (an architecture, a kernel feature)."""
+
+
 class StateCorrupt(ExecDriverError):
     """A state file could not be read as ours."""
 

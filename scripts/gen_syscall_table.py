@@ -139,7 +139,9 @@ seccomp compiler answers ENOSYS. ``OTHER_ABI_NAMES`` are names of other ABIs
 
 from __future__ import annotations
 
-import platform
+import os
+
+from ..errors import UnsupportedHost
 
 '''
 
@@ -148,9 +150,19 @@ TABLES = {"x86_64": X86_64, "aarch64": AARCH64}
 AUDIT_ARCHES = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 ALL_NAMES: frozenset[str] = frozenset(X86_64) | frozenset(AARCH64) | OTHER_ABI_NAMES
 
-ARCH = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine(), platform.machine())
-if ARCH not in TABLES:  # pragma: no cover - only x86_64 and aarch64 are supported
-    raise ImportError(f"no syscall table for architecture {ARCH}")
+
+
+def arch_of(machine: str) -> str:
+    """Our name of ``uname -m``'s architecture; UnsupportedHost for one without a table."""
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    if arch not in TABLES:
+        raise UnsupportedHost(f"architecture {machine}: no syscall table (supported: "
+                              f"{', '.join(sorted(TABLES))})")
+    return arch
+
+
+# The one source of syscall numbers: seccomp filters and the syscall layer alike.
+ARCH = arch_of(os.uname().machine)
 SYSCALLS: dict[str, int] = TABLES[ARCH]
 AUDIT_ARCH: int = AUDIT_ARCHES[ARCH]
 MAX_KNOWN: int = max(SYSCALLS.values())

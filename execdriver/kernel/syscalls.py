@@ -10,22 +10,15 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-import platform
 from typing import Any
+
+from .syscall_table import SYSCALLS
 
 libc = ctypes.CDLL(None, use_errno=True)
 
-# Syscall numbers that glibc has no wrapper for, per architecture.
-_NR = {
-    "x86_64": {"pivot_root": 155, "seccomp": 317, "open_tree": 428, "move_mount": 429,
-               "pidfd_open": 434, "close_range": 436, "openat2": 437, "pidfd_send_signal": 424,
-               "capget": 125, "capset": 126, "bpf": 321},
-    "aarch64": {"pivot_root": 41, "seccomp": 277, "open_tree": 428, "move_mount": 429,
-                "pidfd_open": 434, "close_range": 436, "openat2": 437, "pidfd_send_signal": 424,
-                "capget": 90, "capset": 91, "bpf": 280},
-}
-MACHINE = platform.machine()
-NR = _NR.get(MACHINE, _NR["x86_64"])
+# Numbers of the syscalls that glibc has no wrapper for: from the one table, which
+# refuses an architecture it has no numbers for.
+NR = SYSCALLS
 
 # clone / unshare flags
 CLONE_NEWTIME = 0x00000080

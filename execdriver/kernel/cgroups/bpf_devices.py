@@ -85,7 +85,6 @@ def encode(prog: list[Insn]) -> bytes:
 
 # --- the bpf() syscall --------------------------------------------------------
 
-_BPF_NR = {"x86_64": 321, "aarch64": 280}
 BPF_PROG_LOAD, BPF_PROG_ATTACH, BPF_PROG_DETACH = 5, 8, 9
 BPF_PROG_GET_FD_BY_ID, BPF_PROG_QUERY = 13, 16
 BPF_PROG_TYPE_CGROUP_DEVICE = 15
@@ -95,7 +94,7 @@ _ATTR_SIZE = 144        # >= every field we use; the kernel wants the unused tai
 
 
 def bpf(cmd: int, attr: bytes | bytearray, path: str | None = None) -> int:
-    nr = syscalls.NR.get("bpf", _BPF_NR.get(syscalls.MACHINE, 321))
+    nr = syscalls.NR["bpf"]
     buf = ctypes.create_string_buffer(bytes(attr).ljust(_ATTR_SIZE, b"\0"), _ATTR_SIZE)
     while True:
         res = syscalls.libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), buf,
