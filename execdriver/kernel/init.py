@@ -241,6 +241,13 @@ def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int, watch_fd:
         if cfg.process.terminal:
             step = "terminal"
             setup_terminal(sock)
+        if fifo_fd >= 0:
+            # Whoever calls start cannot hear what fails after it: check now, as
+            # runc's init does before it waits, what a config may get wrong.
+            step = f"cwd args={cfg.process.args[0]}"
+            check_cwd(cfg.process.cwd)
+            step = f"exec args={cfg.process.args[0]}"
+            check_executable(cfg.process.args[0], cfg.process.env)
         sync.send(sock, {"type": "ready"})
         if fifo_fd >= 0:
             step = "exec fifo wait"
@@ -380,6 +387,27 @@ def close_fds(keep_below: int, keep: set[int]) -> None:
             sc.close_range(start, fd - 1)
         start = fd + 1
     sc.close_range(start)
+
+
+def check_cwd(cwd: str) -> None:
+    """chdir to ``cwd`` and back, as root; a permission error is left to
+    finish_process, where the process's own user tries (as runc does)."""
+    try:
+        os.chdir(cwd)
+    except PermissionError:
+        return
+    try:
+        if os.getcwd().startswith("(unreachable)"):
+            raise OSError(errno.EPERM, "cwd is outside the container", cwd)
+    finally:
+        os.chdir("/")
+
+
+def check_executable(name: str, env: list[str]) -> None:
+    exe = find_executable(name, env)
+    os.stat(exe)            # a path with a slash is not looked up: does it exist?
+    if not os.access(exe, os.X_OK) or os.path.isdir(exe):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), exe)
 
 
 def find_executable(name: str, env: list[str]) -> str:

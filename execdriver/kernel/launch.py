@@ -13,11 +13,12 @@ may have and the container's process has not.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import StepFailed
@@ -128,8 +129,9 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
     child_sock.close()
     init_pid = 0
     pty_master = None
+    keep = not wait_exec and _kept is not None
     try:
-        with parent_sock:
+        with contextlib.nullcontext() if keep else parent_sock:
             if cfg.new_userns:
                 msg, _ = sync.expect(parent_sock, "userns", container_id=cfg.container_id)
                 write_id_maps(int(msg["pid"]), cfg.uid_map, cfg.gid_map)
@@ -148,15 +150,9 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
                 pty_master = fds[0]
             sync.expect(parent_sock, "ready", container_id=cfg.container_id)
             if wait_exec:
-                # The socket is CLOEXEC in the init: EOF means execve succeeded
-                # (or, when watched, stage-1's "exec": check that it did).
-                last = sync.recv(parent_sock)[0] or {}
-                if last.get("type") == "error":
-                    raise sync.SyncError(last.get("step") or "exec", last.get("message") or "failed",
-                                         errno=last.get("errno"), container_id=cfg.container_id)
-                if last.get("type") == "exec":
-                    check_exec(init_pid, cfg.process, cfg.container_id)
+                wait_exec_of(parent_sock, init_pid, cfg.process, cfg.container_id)
     except BaseException:
+        parent_sock.close()
         if pty_master is not None:
             os.close(pty_master)
         if init_pid:
@@ -166,7 +162,44 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
                 pass
         _kill_and_reap(pid)
         raise
+    if keep:
+        assert _kept is not None
+        _kept[init_pid] = parent_sock
     return Spawned(monitor_pid, init_pid, pid, pty_master)
+
+
+def wait_exec_of(sock: socket.socket, init_pid: int, proc: ProcessConfig | None = None,
+                 container_id: str | None = None) -> None:
+    """Return once the init exec'd; raise the error it reported instead.
+
+    The socket is CLOEXEC in the init: EOF means execve succeeded (or, when
+    watched, stage-1's "exec": check that it did, given ``proc``).
+    """
+    last = sync.recv(sock)[0] or {}
+    if last.get("type") == "error":
+        raise sync.SyncError(last.get("step") or "exec", last.get("message") or "failed",
+                             errno=last.get("errno"), container_id=container_id)
+    if last.get("type") == "exec" and proc is not None:
+        check_exec(init_pid, proc, container_id)
+
+
+# spawn(wait_exec=False) returns once the init is ready and waits for start; an
+# error the init meets after start (chdir, execve) then has nobody to go to. A
+# caller that starts the container itself (execdriver-oci run) keeps the channel.
+_kept: dict[int, socket.socket] | None = None
+
+
+@contextlib.contextmanager
+def keeping_exec_channels() -> Iterator[dict[int, socket.socket]]:
+    """Within this block spawn(wait_exec=False) keeps its end of the init's sync
+    socket, by init pid, in the dict yielded: after start, ``wait_exec_of`` it
+    (the caller closes them)."""
+    global _kept
+    saved, _kept = _kept, {}
+    try:
+        yield _kept
+    finally:
+        _kept = saved
 
 
 def write_id_maps(pid: int, uid_map: str, gid_map: str) -> None:

@@ -115,15 +115,8 @@ def _update(args: Any) -> None:
             raise UsageError(f"update --{flag}: not supported")
     resources = None
     if args.resources:
-        try:
-            if args.resources == "-":
-                text = sys.stdin.read()
-            else:
-                with open(args.resources) as f:
-                    text = f.read()
-            resources = json.loads(text)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"update --resources {args.resources}: {exc}") from None
+        from .config import read_json
+        resources = read_json(args.resources, f"update --resources {args.resources}")
     flags = {name: getattr(args, name) for name in UPDATE_FLAGS}
     changes = resource_changes(resources, flags)
     if not changes:

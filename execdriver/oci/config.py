@@ -16,12 +16,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SpecError
+from .errors import JSONInputError
 
 CONFIG_FILE = "config.json"
+
+# Bounds on the JSON read from the user (config.json, exec --process, update
+# --resources), checked before parsing: Python's parser recurses once per level
+# (a deep file was a RecursionError) and reads the whole file into memory. runc
+# has neither bound (Go's parser stops at 10000 levels). 16 MiB holds the largest
+# config that can run: args + env at most what execve takes (6 MiB with any stack
+# rlimit), mounts, a seccomp profile (tens of KiB) and annotations (Kubernetes
+# allows 256 KiB of them). runtime-spec objects nest about 6 levels; 256 leaves
+# room for extensions under unknown properties, well below the recursion limit.
+MAX_JSON_BYTES = 16 << 20
+MAX_JSON_DEPTH = 256
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)    # unterminated: to the end
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 _TOP = {"ociVersion", "root", "mounts", "process", "hostname", "domainname", "hooks",
         "annotations", "linux"}
@@ -576,12 +592,64 @@ def load_bundle(bundle: str) -> Converted:
     """Read and translate ``<bundle>/config.json``."""
     path = os.path.join(bundle, CONFIG_FILE)
     try:
-        with open(path) as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise SpecError([f"{path}: no such file"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([f"{path}: {exc}"]) from None
-    except json.JSONDecodeError as exc:
-        raise SpecError([f"{path}: not JSON ({exc.msg} at line {exc.lineno})"]) from None
+        config = read_json(path, path)
+    except JSONInputError as exc:
+        raise SpecError([str(exc)]) from None
     return convert(config, os.path.abspath(bundle))
+
+
+# --- reading the user's JSON ----------------------------------------------------------
+
+def read_json(path: str, what: str) -> Any:
+    """Parse the JSON file ``path`` ("-": stdin) within MAX_JSON_BYTES and
+    MAX_JSON_DEPTH; JSONInputError("what: reason") when it cannot."""
+    too_large = f"larger than {MAX_JSON_BYTES >> 20} MiB"
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_JSON_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size > MAX_JSON_BYTES:
+                    raise JSONInputError(what, too_large)
+                # st_size is 0 for a pipe or a device: read one byte more than allowed
+                data = f.read(MAX_JSON_BYTES + 1)
+    except FileNotFoundError:
+        raise JSONInputError(what, "no such file") from None
+    except OSError as exc:
+        raise JSONInputError(what, exc.strerror or str(exc)) from None
+    if len(data) > MAX_JSON_BYTES:
+        raise JSONInputError(what, too_large)
+    return parse_json(data, what)
+
+
+def parse_json(data: bytes, what: str) -> Any:
+    """json.loads, refusing nesting deeper than MAX_JSON_DEPTH before it recurses."""
+    try:
+        text = data.decode(json.detect_encoding(data), "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise JSONInputError(what, f"not JSON ({exc.reason})") from None
+    if nested_deeper_than(text, MAX_JSON_DEPTH):
+        raise JSONInputError(what, f"nesting deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JSONInputError(what, f"not JSON ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:     # e.g. an integer of 5000 digits
+        raise JSONInputError(what, f"not JSON ({exc})") from None
+
+
+def nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether the arrays and objects of ``text`` nest deeper than ``limit``
+    (brackets in strings do not count). Linear, no recursion."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if len(brackets) <= limit:
+        return False
+    depth = 0
+    for ch in brackets:
+        if ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False

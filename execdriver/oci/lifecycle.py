@@ -23,7 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ContainerExists, ContainerNotFound, ExecDriverError, InvalidArgument, InvalidState
+from ..errors import (
+    ContainerExists,
+    ContainerNotFound,
+    ExecDriverError,
+    InvalidArgument,
+    InvalidState,
+    SpecError,
+    StepFailed,
+)
 from . import control, state, terminal
 from .hooks import run_hooks
 
@@ -189,18 +197,33 @@ def run(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = 
         console_socket: str | None = None, detach: bool = False, keep: bool = False,
         no_pivot: bool = False, preserve_fds: int = 0) -> int:
     """create + start; without ``detach`` wait, forward signals, delete, return the exit code."""
+    from ..kernel import launch
     forwarder = None
     if not detach:
         from ..kernel import syscalls
         syscalls.set_child_subreaper()     # the init becomes our child: we reap it
         forwarder = SignalForwarder()      # from now on: a signal for us is for the container
+    channels: dict[int, Any] = {}
     try:
         master: list[int | None] = [None]
-        oci = create(ctx, container_id, bundle, pid_file=pid_file, console_socket=console_socket,
-                     no_pivot=no_pivot, preserve_fds=preserve_fds, foreground=not detach,
-                     pty_master=master)
+        # Unlike create + start, run is there when the init goes on after start:
+        # keep its sync channel, so that what fails then (cwd, execve) is reported.
+        with launch.keeping_exec_channels() as channels:
+            oci = create(ctx, container_id, bundle, pid_file=pid_file,
+                         console_socket=console_socket, no_pivot=no_pivot,
+                         preserve_fds=preserve_fds, foreground=not detach, pty_master=master)
         try:
             control.start(ctx.root, container_id, ctx.warn)
+            channel = channels.pop(oci["pid"], None)
+            if channel is not None:
+                with channel:
+                    launch.wait_exec_of(channel, oci["pid"], container_id=container_id)
+                # EOF also when it died unable to report (a seccomp profile may deny it)
+                status = launch.died_before_exec(oci["pid"])
+                if status is not None:
+                    raise StepFailed("exec", "the container process died before exec without "
+                                     f"reporting why ({launch.describe_status(status)})",
+                                     container_id=container_id)
         except BaseException:
             if master[0] is not None:
                 os.close(master[0])
@@ -216,6 +239,8 @@ def run(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = 
                 os.close(master[0])
         code = wait_child(oci["pid"])
     finally:
+        for sock in channels.values():
+            sock.close()
         if forwarder is not None:
             forwarder.restore()
     if not keep:
@@ -334,18 +359,22 @@ class ExecOptions:
 
 def exec_process(driver: Any, container_id: str, opts: ExecOptions) -> Any:
     """The Process to run: --process FILE as is, else the container's with changes."""
-    from ..spec import Process, User
-    from .config import convert_process
+    from pydantic import ValidationError
+
+    from ..spec import Process, User, problems_from
+    from .config import convert_process, read_json
 
     if opts.process_file:
-        try:
-            with open(opts.process_file) as f:
-                data = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise InvalidArgument(f"exec --process {opts.process_file}: {exc}") from None
+        what = f"exec --process {opts.process_file}"
+        data = read_json(opts.process_file, what)
         if not isinstance(data, dict):
-            raise InvalidArgument(f"exec --process {opts.process_file}: must be a JSON object")
-        proc = Process.model_validate(convert_process(data))
+            raise InvalidArgument(f"{what}: must be a JSON object")
+        try:
+            proc = Process.model_validate(convert_process(data))
+        except SpecError as exc:
+            raise InvalidArgument(f"{what}: {'; '.join(exc.problems)}") from None
+        except ValidationError as exc:
+            raise InvalidArgument(f"{what}: {'; '.join(problems_from(exc))}") from None
         if opts.command:
             proc.args = list(opts.command)
     else:
@@ -364,6 +393,8 @@ def exec_process(driver: Any, container_id: str, opts: ExecOptions) -> Any:
             raise InvalidArgument(f"exec --env {item!r}: want KEY=VALUE")
         proc.env = {**proc.env, key: value}
     if opts.cwd:
+        if not opts.cwd.startswith("/"):
+            raise InvalidArgument(f"exec --cwd {opts.cwd!r}: must be an absolute path")
         proc.cwd = opts.cwd
     if opts.user or opts.additional_gids:
         uid, gid = proc.user.uid, proc.user.gid

@@ -25,7 +25,7 @@ def format_line(level: str, msg: str, fmt: str = "text", when: str | None = None
     """One log line (no newline) in logrus' text or JSON format."""
     when = when or _now()
     if fmt == "json":
-        return json.dumps({"level": level, "msg": msg, "time": when})
+        return json.dumps({"level": level, "msg": msg, "time": when}, separators=(",", ":"))
     return f'time="{when}" level={level} msg={json.dumps(msg)}'
 
 
@@ -35,9 +35,10 @@ class Log:
         self.fmt = fmt
         self.level = LEVELS["debug"] if debug else LEVELS["info"]
 
-    def write(self, level: str, msg: str) -> None:
+    def write(self, level: str, msg: str) -> bool:
+        """Log one line; False when it went to stderr instead of the --log file."""
         if LEVELS[level] < self.level:
-            return
+            return True
         line = format_line(level, " ".join(str(msg).split("\n")), self.fmt) + "\n"
         if self.path:
             try:
@@ -46,11 +47,12 @@ class Log:
                     os.write(fd, line.encode())
                 finally:
                     os.close(fd)
-                return
+                return True
             except OSError:
                 pass    # an unwritable log must not hide the message: fall back to stderr
         sys.stderr.write(line)
         sys.stderr.flush()
+        return False
 
     def debug(self, msg: str) -> None:
         self.write("debug", msg)
@@ -60,7 +62,6 @@ class Log:
 
     def error(self, msg: str) -> None:
         """Log an error; with --log, also one plain line on stderr (runc's ``fatal``)."""
-        self.write("error", msg)
-        if self.path:
+        if self.write("error", msg) and self.path:
             sys.stderr.write(" ".join(str(msg).split("\n")) + "\n")
             sys.stderr.flush()
