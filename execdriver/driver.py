@@ -8,7 +8,6 @@ import enum
 import os
 import signal as _signal
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .errors import InvalidArgument, UnsupportedFeature
@@ -306,7 +305,3 @@ def parse_signal(value: str | int) -> int:
         return int(getattr(_signal.Signals, name))
     except AttributeError:
         raise InvalidArgument(f"signal {value!r}: unknown signal name") from None
-
-
-def rootfs_path(spec: Spec) -> Path:
-    return Path(spec.root.path)

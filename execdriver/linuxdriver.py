@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import os
 import signal as _signal
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .driver import ContainerInfo, ExecDriver, ExitStatus, Handle, Stats, Status, Stdio
-from .errors import (ContainerNotFound, ExecDriverError, InvalidState, StateCorrupt, StepFailed,
-                     step_error)
-from .state import CGROUP_PARENT as CGROUP_PARENT_NAME
+from .errors import ContainerNotFound, ExecDriverError, InvalidState, StateCorrupt, StepFailed, step_error
+from .hooks import SPEC_FIELDS, run_hooks
 from .state import ContainerState, default_cgroup_name, pid_alive, pid_start_time
 
 if TYPE_CHECKING:
@@ -28,7 +26,6 @@ if TYPE_CHECKING:
 EXIT_FILE = "exit.json"
 FIFO_FILE = "exec.fifo"
 LOG_FILE = "output.log"
-CGROUP_PARENT = CGROUP_PARENT_NAME  # oci/lifecycle.py's fallback names it here
 
 
 class LinuxContainerDriver(ExecDriver):
@@ -112,7 +109,7 @@ class LinuxContainerDriver(ExecDriver):
                                                              validate_id(container_id)))
         # The cgroup is recorded with the first state write, before it exists.
         # Which hook steps the spec has: the hot path then never re-reads spec.json for them.
-        hook_steps = [step for step, f in self._HOOK_FIELDS.items() if getattr(spec.hooks, f)]
+        hook_steps = [step for step, f in SPEC_FIELDS.items() if getattr(spec.hooks, f)]
         st = self.state.create(container_id, self.name, spec, resources={"cgroup": [cg.record()]},
                                extra={"hooks": hook_steps})
         cdir = self.state.dir(container_id)
@@ -250,8 +247,6 @@ class LinuxContainerDriver(ExecDriver):
         return binds, setup
 
     # -- hooks ----------------------------------------------------------------
-    _HOOK_FIELDS = {"prestart": "prestart", "createRuntime": "create_runtime",
-                    "poststart": "poststart", "poststop": "poststop"}
 
     def _run_hooks(self, st: ContainerState, step: str, strict: bool = False) -> None:
         """Run the spec's hooks of one OCI step with the OCI state on stdin.
@@ -259,16 +254,15 @@ class LinuxContainerDriver(ExecDriver):
         prestart/createRuntime failures abort the create (``strict``);
         poststart/poststop failures are ignored, as the runtime-spec says.
         """
-        if step not in st.extra.get("hooks", self._HOOK_FIELDS):
+        if step not in st.extra.get("hooks", SPEC_FIELDS):
             return
         try:
             spec = self.state.read_spec(st.id)
         except ContainerNotFound:
             return
-        hooks = getattr(spec.hooks, self._HOOK_FIELDS[step])
+        hooks = getattr(spec.hooks, SPEC_FIELDS[step])
         if not hooks:
             return
-        from .oci.hooks import run_hooks
         state = {"ociVersion": "1.0.2", "id": st.id, "pid": st.pid or 0,
                  "status": "stopped" if step == "poststop" else
                  ("creating" if strict else "running"),
@@ -539,11 +533,3 @@ def _exit_status(cdir: Path, cg: Any) -> ExitStatus | None:
             oom = False
     return ExitStatus.from_wait_status(int(data["wait_status"]), oom_killed=oom)
 
-
-def sleep_until(check: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return check()

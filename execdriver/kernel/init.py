@@ -40,12 +40,6 @@ EXIT_SETUP_FAILED = 126
 CATCHABLE_SIGNALS = sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 
 
-class Step:
-    """Names the step in progress so a failure reports it."""
-
-    name = "init"
-
-
 def _write(path: str, data: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -477,8 +471,3 @@ def finish_process(p: ProcessConfig, sock: socket.socket, watch_fd: int = -1) ->
                           p.args[0])
         sync.send_error(sock, getattr(exc, "step", None) or f"{step} args={p.args[0]}", exc)
         os._exit(EXIT_SETUP_FAILED)
-
-
-def set_cloexec(fd: int) -> None:
-    flags = fcntl.fcntl(fd, fcntl.F_GETFD)
-    fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)

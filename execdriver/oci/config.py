@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SpecError
+from ..hooks import SPEC_FIELDS, STEPS
 from .errors import JSONInputError
 
 CONFIG_FILE = "config.json"
@@ -63,11 +64,6 @@ _BLKIO = {"weight", "leafWeight", "weightDevice", "throttleReadBpsDevice",
 _MOUNT = {"destination", "type", "source", "options"}
 _MOUNT_UNSUPPORTED = {"uidMappings", "gidMappings"}
 _HOOK = {"path", "args", "env", "timeout"}
-HOOK_STEPS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
-              "poststop")
-_HOOK_FIELDS = {"prestart": "prestart", "createRuntime": "create_runtime",
-                "createContainer": "create_container", "startContainer": "start_container",
-                "poststart": "poststart", "poststop": "poststop"}
 NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
 SECCOMP_ACTIONS = {
@@ -505,9 +501,9 @@ def convert_linux(linux: dict[str, Any], p: _Problems) -> tuple[dict[str, Any], 
 # --- hooks, whole config ---------------------------------------------------------
 
 def convert_hooks(hooks: dict[str, Any], p: _Problems) -> dict[str, list[dict[str, Any]]]:
-    p.check_keys(hooks, "hooks", set(HOOK_STEPS))
+    p.check_keys(hooks, "hooks", set(STEPS))
     out: dict[str, list[dict[str, Any]]] = {}
-    for step in HOOK_STEPS:
+    for step in STEPS:
         items = []
         for i, h in enumerate(_list(hooks.get(step), f"hooks.{step}", p)):
             at = f"hooks.{step}[{i}]"
@@ -569,7 +565,7 @@ def convert(config: Any, bundle: str) -> Converted:
     linux, cgroup = convert_linux(_obj(config.get("linux"), "linux", p), p)
     data.update(linux)
     hooks = convert_hooks(_obj(config.get("hooks"), "hooks", p), p)
-    data["hooks"] = {_HOOK_FIELDS[step]: items for step, items in hooks.items()}
+    data["hooks"] = {SPEC_FIELDS[step]: items for step, items in hooks.items()}
     annotations = _obj(config.get("annotations"), "annotations", p)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
         p.add("annotations", "must map strings to strings")

@@ -13,8 +13,8 @@ import signal as _signal
 from collections.abc import Callable
 from typing import Any
 
+from ..hooks import run_hooks, run_hooks_warn
 from . import state
-from .hooks import run_hooks, run_hooks_warn
 
 
 def state_of(root: str, container_id: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from ..errors import (
     StepFailed,
 )
 from . import control, state, terminal
-from .hooks import run_hooks
+from ..hooks import run_hooks
 
 FORWARDED_SIGNALS = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT,
                      _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGWINCH, _signal.SIGCONT,
@@ -61,31 +61,10 @@ def load_driver(root: str, name: str = "native", *, no_pivot: bool = False) -> A
 
 def create_in_cgroup(driver: Any, container_id: str, spec: Any, stdio: Any,
                      cgroup_name: str | None) -> Any:
-    """driver.create with the container's cgroup at ``cgroup_name`` (cgroupsPath).
-
-    LinuxContainerDriver names the cgroup execdriver/<id> and takes no name
-    yet. Until it does (``create(..., cgroup_name=)``, used here as soon as it
-    exists), the cgroup manager factory is wrapped for the duration of this
-    one create, mapping that default name to ours: this process creates one
-    container and exits.
-    """
-    import inspect
+    """driver.create with the container's cgroup at ``cgroup_name`` (cgroupsPath)."""
     if not cgroup_name:
         return driver.create(container_id, spec, stdio=stdio)
-    if "cgroup_name" in inspect.signature(driver.create).parameters:
-        return driver.create(container_id, spec, stdio=stdio, cgroup_name=cgroup_name)
-    from .. import linuxdriver
-    from ..kernel import cgroups
-    original = cgroups.open_manager
-    default = f"{linuxdriver.CGROUP_PARENT}/{container_id}"
-
-    def open_manager(name: str, *args: Any, **kw: Any) -> Any:
-        return original(cgroup_name if name == default else name, *args, **kw)
-    cgroups.open_manager = open_manager  # type: ignore[assignment]
-    try:
-        return driver.create(container_id, spec, stdio=stdio)
-    finally:
-        cgroups.open_manager = original  # type: ignore[assignment]
+    return driver.create(container_id, spec, stdio=stdio, cgroup_name=cgroup_name)
 
 
 def driver_for(root: str, container_id: str) -> Any:

@@ -128,7 +128,7 @@ def features() -> dict[str, Any]:
     from ..kernel import syscall_table
     from ..spec import CAPABILITIES
     from .config import MOUNT_FLAGS, NAMESPACES, SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS
-    from .hooks import STEPS
+    from ..hooks import STEPS
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",

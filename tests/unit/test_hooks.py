@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from execdriver.errors import StepFailed
-from execdriver.oci.hooks import hook_command, run_hooks, run_hooks_warn
+from execdriver.hooks import hook_command, run_hooks, run_hooks_warn
 from execdriver.spec import Hook
 
 STATE = {"ociVersion": "1.0.2", "id": "c1", "pid": 42, "status": "creating", "bundle": "/b"}

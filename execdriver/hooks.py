@@ -1,4 +1,4 @@
-"""OCI hooks: run each hook with the container's OCI state JSON on stdin.
+"""Hooks at the OCI runtime-spec's points: run each hook with the container's OCI state JSON on stdin.
 
 A hook is ``path`` (absolute, executed directly), ``args`` (argv, args[0]
 included; empty means ``[path]``), ``env`` (the hook's whole environment) and
@@ -25,10 +25,10 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import StepFailed
+from .errors import StepFailed
 
 STEPS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
-# execdriver.spec.Hooks field name for each OCI step
+# execdriver.spec.Hooks field name for each OCI step (the one table of them)
 SPEC_FIELDS = {"prestart": "prestart", "createRuntime": "create_runtime",
                "createContainer": "create_container", "startContainer": "start_container",
                "poststart": "poststart", "poststop": "poststop"}
@@ -95,7 +95,7 @@ def _spawn(argv: list[str], executable: str, env: dict[str, str], stdin: int, ou
     the exec failed."""
     import signal
 
-    from ..kernel import syscalls
+    from .kernel import syscalls
     rfd, wfd = os.pipe2(os.O_CLOEXEC)      # closed by a successful exec: EOF means it ran
     pid = os.fork()
     if pid == 0:
