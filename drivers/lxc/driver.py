@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
+import fcntl
 import os
 import resource
 import select
@@ -40,7 +41,14 @@ from execdriver.driver import (
     Status,
     Stdio,
 )
-from execdriver.errors import ContainerNotFound, InvalidArgument, InvalidState, StepFailed, UnsupportedFeature
+from execdriver.errors import (
+    ContainerNotFound,
+    InvalidArgument,
+    InvalidState,
+    SpecError,
+    StepFailed,
+    UnsupportedFeature,
+)
 from execdriver.spec import Process, Spec, validate_spec
 from execdriver.state import ContainerState, pid_alive, pid_start_time
 
@@ -50,6 +58,7 @@ from .translate import (
     PIVOT_CGROUP,
     capability_problems,
     cgroup_names,
+    cwd_problem,
     process_env,
     seccomp_profile,
     spec_to_config,
@@ -242,6 +251,17 @@ class LXCDriver(ExecDriver):
             problems.append(problem)
         if problems:
             raise UnsupportedFeature(self.name, problems)
+        self._check_cwd(spec, spec.process.cwd)
+
+    def _check_cwd(self, spec: Spec, cwd: str, container_id: str | None = None) -> None:
+        """Refuse a cwd that leads out of the container (CVE-2024-21626), before anything
+        is created or attached: liblxc's init and attach chdir() while they still hold host
+        descriptors. What a race gets past this, the chdir's own checks catch."""
+        problem = cwd_problem(spec, host.readlink, cwd)
+        if problem:
+            err = SpecError([problem])
+            err.driver, err.container_id = self.name, container_id
+            raise err
 
     def _userns_access_problem(self, spec: Spec) -> str | None:
         """liblxc's init checks, as the mapped root, that it can reach the lxcpath."""
@@ -693,26 +713,44 @@ class LXCDriver(ExecDriver):
         problems = exec_unsupported(process, spec.process)
         if problems:
             raise UnsupportedFeature(self.name, problems)
+        self._check_cwd(spec, process.cwd, container_id)
         lxc = _lxc()
         c = self._container(container_id, st)
         fds = (stdio or Stdio()).fds()
         env = process_env(process)
+        # The attached process writes why its chdir failed here; it execs (CLOEXEC) or exits.
+        # (Above 2: liblxc puts the stdio there.)
+        report_r, w = os.pipe()
+        report_w = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, 3)
+        os.close(w)
         payload = (list(process.args), env, process.umask,
-                   [(r.type, r.soft, r.hard) for r in process.rlimits], process.oom_score_adj)
+                   [(r.type, r.soft, r.hard) for r in process.rlimits], process.oom_score_adj,
+                   process.cwd, report_w)
         # The attached process is a fork of this (host) Python inside the container until
         # it execs: it inherits non-dumpable, so no container process can open its exe.
         from execdriver.kernel.syscalls import prctl, set_dumpable
         dumpable = prctl(PR_GET_DUMPABLE)
         set_dumpable(False)
         try:
+            # liblxc's own chdir only warns when it fails, and it runs with every descriptor
+            # of ours open: it gets "/", _exec_in_container the cwd (and checks it).
             pid = c.attach(_exec_in_container, payload, env_policy=lxc.LXC_ATTACH_CLEAR_ENV,
                            extra_env_vars=tuple(f"{k}={v}" for k, v in env.items()),
                            uid=process.user.uid, gid=process.user.gid,
-                           initial_cwd=process.cwd, stdin=fds[0], stdout=fds[1], stderr=fds[2])
+                           initial_cwd="/", stdin=fds[0], stdout=fds[1], stderr=fds[2])
         finally:
             set_dumpable(bool(dumpable))
-        if pid is None or pid < 0:
-            raise self._lxc_error("exec", container_id)
+            os.close(report_w)
+        try:
+            if pid is None or pid < 0:
+                raise self._lxc_error("exec", container_id)
+            failure = _read_all(report_r)
+        finally:
+            os.close(report_r)
+        if failure:
+            os.waitpid(pid, 0)
+            raise StepFailed("exec", failure, container_id=container_id, driver=self.name,
+                             **{"process.cwd": process.cwd})
 
         def wait(timeout: float | None) -> ExitStatus | None:
             if timeout is not None and not _wait_pid(pid, timeout):
@@ -869,12 +907,38 @@ def _rlim(n: int) -> int:
     return resource.RLIM_INFINITY if n >= 2**64 - 1 else n
 
 
+def _read_all(fd: int) -> str:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    return data.decode(errors="replace")
+
+
 def _exec_in_container(payload: Any) -> int:
     """Runs in the attached process (already in the container): finish setup and exec.
 
     Nothing may be imported here: the file system is the container's by now.
     """
-    args, env, umask, rlimits, oom = payload
+    args, env, umask, rlimits, oom, cwd, report = payload
+    try:
+        # This is a fork of the caller: before the chdir, close every descriptor of it, so
+        # that a cwd like /proc/self/fd/N cannot reach a host directory (CVE-2024-21626);
+        # the program gets 0-2 only. The report pipe moves to 3 (still CLOEXEC).
+        if report != 3:
+            os.dup2(report, 3, inheritable=False)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        os.closerange(4, hard if 4 < hard < 1 << 30 else 1 << 20)
+        os.chdir(cwd)
+        try:
+            here = os.getcwd()
+        except FileNotFoundError:       # glibc's answer for a cwd outside the root
+            here = "(unreachable)"
+        if here.startswith("(unreachable)"):
+            raise OSError(_errno.EXDEV, "the working directory is outside the container")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(3, (exc.strerror or str(exc)).encode())
+        os._exit(126)
     try:
         os.umask(umask)
         for name, soft, hard in rlimits:

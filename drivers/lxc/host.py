@@ -217,3 +217,11 @@ def _remove_dirs(d: str, root: str, levels: int) -> None:
         except OSError:
             break
         d = os.path.dirname(d)
+
+
+def readlink(path: str) -> str | None:
+    """The target of the symlink ``path`` (never followed), or None: not a link, or missing."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None

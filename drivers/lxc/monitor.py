@@ -41,6 +41,7 @@ from typing import Any, NoReturn
 from execdriver.driver import ExitStatus
 
 GO = b"g"
+CWD_REFUSED = "cwd-refused"     # written by the cwd check hook (translate.cwd_check_hook)
 
 
 class _ContainerHead(ctypes.Structure):
@@ -164,7 +165,8 @@ def _end(ok: bool, raw: int | None, log_path: str, log_offset: int,
     if not ok:
         from . import lxclog
         end["start_failed"] = True
-        end["reason"] = lxclog.failure_reason(log())
+        # The cwd check hook (translate.cwd_check_hook) says why; liblxc logs only its status.
+        end["reason"] = _read_text(os.path.join(cdir, CWD_REFUSED)) or lxclog.failure_reason(log())
         return end, 125
     try:
         with open(os.path.join(cdir, "oom")) as f:
@@ -180,6 +182,14 @@ def _end(ok: bool, raw: int | None, log_path: str, log_offset: int,
             else ExitStatus(code=0, oom_killed=oom)
     end["exit"] = status.to_dict()
     return end, status.exit_code & 0xFF
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode(errors="replace").strip() or None
+    except OSError:
+        return None
 
 
 def _write_end(path: str, end: dict[str, Any]) -> None:

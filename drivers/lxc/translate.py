@@ -22,6 +22,11 @@ Choices worth knowing:
 - Hooks: prestart and create_runtime run as ``start-host``, which liblxc runs
   *after* the ``mount`` hooks (create_container); poststart has no LXC hook.
 - liblxc always adds ``container=lxc`` to the init's environment.
+- The cwd (CVE-2024-21626): liblxc's init chdir()s while it holds host directories, so
+  :func:`cwd_problem` refuses, before anything exists, a cwd that goes through /proc and
+  its kin (symlinks resolved inside the rootfs), and the first start-host hook
+  (:func:`cwd_check_hook`) checks, after that chdir and before the exec, that the init's
+  cwd is reachable from its root.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from execdriver.spec import CAP_NUMBERS, Mount, Process, SeccompProfile, Spec
+
+from .monitor import CWD_REFUSED
 
 # LXC's names for namespaces (the /proc/PID/ns entries).
 NS_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
@@ -263,6 +270,122 @@ def _config_values(spec: Spec) -> list[str]:
             + list(spec.sysctls.values()) + [n.path or "" for n in spec.namespaces])
 
 
+# --- the working directory ------------------------------------------------------
+
+# Under these a path can be a magic link to a descriptor of whoever does the chdir: liblxc's
+# init still holds host directories then (CVE-2024-21626). liblxc makes the /dev links.
+PROC_LIKE = ("/proc", "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr")
+MAX_SYMLINKS = 40
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def resolve_in_root(path: str, readlink: Callable[[str], str | None]) -> str | None:
+    """``path`` with its symlinks resolved as inside a chroot: ``readlink(p)`` reads the
+    container path ``p`` (None: not a link); an absolute target restarts at the container's
+    root and ``..`` stops there. Each path read is one the walk went through. None: too
+    many links (ELOOP)."""
+    done: list[str] = []
+    todo = path.split("/")[::-1]
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        target = readlink("/" + "/".join([*done, part]))
+        if target is None:
+            done.append(part)
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            return None
+        if target.startswith("/"):
+            done = []
+        todo += target.split("/")[::-1]
+    return "/" + "/".join(done)
+
+
+def _binding(m: Mount) -> bool:
+    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+
+
+def _proc_area(path: str, mounts: list[Mount]) -> str | None:
+    """The proc-like place ``path`` is in: see PROC_LIKE, a proc mount of the spec, or a
+    bind mount of the host's (``-v /proc:/x``, ``-v /:/host`` then /host/proc)."""
+    for top in PROC_LIKE:
+        if _under(path, top):
+            return top
+    for m in mounts:
+        dest = os.path.normpath(m.destination)
+        if not _under(path, dest):
+            continue
+        if m.type == "proc":
+            return dest
+        if _binding(m) and m.source:
+            on_host = os.path.normpath(os.path.join(m.source, os.path.relpath(path, dest)))
+            if any(_under(on_host, top) for top in PROC_LIKE):
+                return dest
+    return None
+
+
+def container_readlink(spec: Spec, readlink: Callable[[str], str | None]
+                       ) -> Callable[[str], str | None]:
+    """readlink of a container path as it will be at start: in a bind mount's source, in
+    the rootfs elsewhere, never in another mount (its contents are made at start).
+    ``readlink`` reads a host path (it never follows the last component)."""
+    mounts = [(os.path.normpath(m.destination), m) for m in spec.mounts]
+
+    def read(path: str) -> str | None:
+        for dest, m in reversed(mounts):        # the last mount over a path hides the others
+            if _under(path, dest):
+                if path == dest or not _binding(m) or not m.source:
+                    return None
+                return readlink(os.path.join(m.source, os.path.relpath(path, dest)))
+        return readlink(os.path.join(spec.root.path, path.lstrip("/")))
+    return read
+
+
+def _walk(path: str, lookup: Callable[[str], str | None], mounts: list[Mount]
+          ) -> tuple[str | None, list[str]]:
+    """resolve_in_root, never reading inside a proc-like place; and every path walked."""
+    walked: list[str] = []
+
+    def read(p: str) -> str | None:
+        walked.append(p)
+        return None if _proc_area(p, mounts) else lookup(p)
+    return resolve_in_root(path, read), walked
+
+
+def cwd_problem(spec: Spec, readlink: Callable[[str], str | None], cwd: str | None = None
+                ) -> str | None:
+    """Why ``cwd`` (default: process.cwd) must not be chdir()ed to, or None.
+
+    Refused: a path that goes, as written or through a symlink resolved in the rootfs
+    (never by following host paths), through a proc-like place: there a descriptor link
+    leads out of the container. Anything else resolves inside the root."""
+    cwd = spec.process.cwd if cwd is None else cwd
+    where = f"process.cwd={cwd}"
+    for as_written, lookup in ((True, lambda _p: None), (False, container_readlink(spec, readlink))):
+        resolved, walked = _walk(cwd, lookup, spec.mounts)
+        if resolved is None:
+            return f"{where}: too many levels of symbolic links in the rootfs"
+        for path in walked:
+            top = _proc_area(path, spec.mounts)
+            if top is not None:
+                shown = resolved if _proc_area(resolved, spec.mounts) else path
+                how = "is" if as_written else \
+                    f"leads (symlinks resolved in the rootfs) to {shown}, which is"
+                return (f"{where}: {how} under {top}, where a descriptor link can lead out of "
+                        "the container")
+    return None
+
+
 # --- the translation ----------------------------------------------------------
 
 def spec_to_config(spec: Spec, container_id: str, lxcpath: str, cgroup_version: int, *,
@@ -461,9 +584,34 @@ def _host_hook(path: str, args: list[str], env: list[str], timeout: int | None) 
     return " ".join(shlex.quote(w) for w in words)
 
 
+# The cwd check (a start-host hook; $1 the verdict file, $2 process.cwd). liblxc's init has
+# done its chdir and waits for the monitor, which runs the start-host hooks: the cwd must be
+# reachable from the init's root, as getcwd() sees it: walking up through ".." (across mounts)
+# must meet the root (the same mount id and inode) before it stops moving. A mount id is read
+# from /proc/self/fdinfo; nothing forks but the subshell, whose failure (a path too long,
+# the init gone) refuses too.
+_CWD_CHECK_SH = (
+    'mnt() { exec 3<"$1"; M=; while read -r k v; do [ "$k" = mnt_id: ] && M=$v; done'
+    ' </proc/self/fdinfo/3; exec 3<&-; [ -n "$M" ] || exit 2; }; '
+    'p=/proc/$LXC_PID; ( mnt "$p/root"; root=$M; d=$p/cwd; mnt "$d"; m=$M; while :; do'
+    ' [ "$m" = "$root" ] && [ "$d" -ef "$p/root" ] && exit 0; mnt "$d/.."; '
+    '[ "$M" = "$m" ] && [ "$d/.." -ef "$d" ] && exit 1; d=$d/..; m=$M; done ) 2>/dev/null; '
+    'case $? in 0) exit 0;; 1) why="the working directory liblxc changed to is outside the '
+    'container";; *) why="cannot check where liblxc changed the working directory to";; esac; '
+    'printf "process.cwd=%s: %s" "$2" "$why" >"$1"; exit 1'
+)
+
+
+def cwd_check_hook(cwd: str, cdir: str) -> str:
+    """The start-host hook that refuses an init whose cwd is outside its root (it writes why
+    to ``<cdir>/cwd-refused``): the defence behind :func:`cwd_problem`."""
+    return " ".join(shlex.quote(w) for w in (
+        "/bin/sh", "-c", _CWD_CHECK_SH, "cwd-check", os.path.join(cdir, CWD_REFUSED), cwd))
+
+
 def hook_items(spec: Spec, mount_binary: str, cgroup_version: int, cgroup: str,
                cdir: str) -> list[tuple[str, str]]:
-    """LXC hooks for the spec's hooks, the read-only root and the OOM record.
+    """LXC hooks for the cwd check, the spec's hooks, the read-only root and the OOM record.
 
     prestart and create_runtime run as ``start-host`` (host namespaces, container
     set up, init not started), create_container as ``mount`` (container mount
@@ -472,6 +620,8 @@ def hook_items(spec: Spec, mount_binary: str, cgroup_version: int, cgroup: str,
     """
     h = spec.hooks
     items: list[tuple[str, str]] = [("lxc.hook.version", "1")]
+    # first: the spec's hooks must not run for an init that is not where it should be
+    items.append(("lxc.hook.start-host", cwd_check_hook(spec.process.cwd, cdir)))
     for hook in [*h.prestart, *h.create_runtime]:
         items.append(("lxc.hook.start-host", _host_hook(hook.path, hook.args, hook.env, hook.timeout)))
     for hook in h.create_container:

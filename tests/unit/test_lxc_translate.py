@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from typing import Any
 
 import pytest
 from execdriver_lxc.translate import (
     HostFacts,
     cgroup_names,
+    cwd_check_hook,
+    cwd_problem,
     fstab_escape,
     init_cmd_word,
+    resolve_in_root,
     seccomp_profile,
     spec_to_config,
     unsupported,
@@ -237,7 +242,8 @@ def test_hooks():
         "start_container": [{"path": "/in/container"}],
         "poststop": [{"path": "/s"}]})
     items = config(spec)
-    assert values(items, "lxc.hook.start-host") == ["/p", "timeout -s KILL 3 env -i A=1 /r x"]
+    assert values(items, "lxc.hook.start-host") == [
+        cwd_check_hook("/", CDIR), "/p", "timeout -s KILL 3 env -i A=1 /r x"]
     assert values(items, "lxc.hook.start") == ["/in/container"]
     assert values(items, "lxc.hook.post-stop") == ["/s"]
     oom = values(items, "lxc.hook.stop")
@@ -393,3 +399,129 @@ def test_seccomp_profile_translation():
 
 def test_seccomp_unconfined():
     assert seccomp_profile(make(seccomp={"mode": "unconfined"})) is None
+
+
+# --- the working directory (CVE-2024-21626) ------------------------------------
+
+# symlinks of a fake image: container path -> target
+IMAGE = {
+    "/abs": "/etc",
+    "/rel": "../../../../etc",
+    "/host": "/work/somewhere/on/the/host",
+    "/up": "../../../../..",
+    "/escape": "/proc/self/fd/7",
+    "/escape-rel": "../../proc/self/fd/7",
+    "/etc/chain": "/abs/../escape",
+    "/loop": "/loop",
+    "/devfd": "/dev/fd/7",
+}
+
+
+def image_readlink(host_path: str) -> str | None:
+    """readlink of a host path in the fake image at /srv/rootfs or the bind source /srv/data."""
+    for prefix, links in (("/srv/rootfs", IMAGE), ("/srv/data", {"/link": "/proc/self/fd/8",
+                                                                  "/ok": "/etc"})):
+        if host_path.startswith(prefix + "/"):
+            return links.get(host_path[len(prefix):])
+    raise AssertionError(f"read outside the rootfs and the bind sources: {host_path}")
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/", "/"), ("/etc/../tmp/./x", "/tmp/x"), ("/../../..", "/"), ("/abs", "/etc"),
+    ("/abs/passwd", "/etc/passwd"), ("/rel", "/etc"), ("/up", "/"), ("/up/../x", "/x"),
+    ("/host", "/work/somewhere/on/the/host"), ("/escape", "/proc/self/fd/7"),
+    ("/etc/chain", "/proc/self/fd/7"), ("/loop", None),
+])
+def test_resolve_in_root(path, expected):
+    assert resolve_in_root(path, IMAGE.get) == expected
+
+
+def cwd_spec(cwd: str, mounts: list[dict[str, Any]] | None = None) -> Spec:
+    spec = make(process={"cwd": cwd})
+    if mounts:
+        spec = make(process={"cwd": cwd}, mounts=[*spec.model_dump()["mounts"], *mounts])
+    return spec
+
+
+DATA = [{"destination": "/data", "type": "bind", "source": "/srv/data"}]
+HOSTPROC = [{"destination": "/hp", "type": "bind", "source": "/proc"}]
+PROC2 = [{"destination": "/p2", "type": "proc", "source": "proc"}]
+
+
+@pytest.mark.parametrize("cwd, mounts, needle", [
+    *[(f"/proc/self/fd/{n}", None, "is under /proc") for n in (3, 7, 20)],
+    ("/proc", None, "is under /proc"),
+    ("//proc/self/fd/7", None, "is under /proc"),
+    ("/proc/self/fd/7/../../../..", None, "is under /proc"),     # the walk goes through it
+    ("/tmp/../proc/1/root", None, "is under /proc"),
+    ("/dev/fd/7", None, "is under /dev/fd"),
+    ("/dev/stdin", None, "is under /dev/stdin"),
+    ("/escape", None,
+     "leads (symlinks resolved in the rootfs) to /proc/self/fd/7, which is under /proc"),
+    ("/escape-rel", None, "to /proc/self/fd/7, which is under /proc"),
+    ("/etc/chain", None, "under /proc"),
+    ("/devfd", None, "to /dev/fd/7, which is under /dev/fd"),
+    ("/loop", None, "too many levels of symbolic links"),
+    ("/data/link", DATA, "under /proc"),            # a link in a bind mount's source
+    ("/hp/self/fd/7", HOSTPROC, "under /hp"),        # the host's /proc bound in
+    ("/p2/self/cwd", PROC2, "under /p2"),            # another proc mount
+])
+def test_cwd_refused(cwd, mounts, needle):
+    problem = cwd_problem(cwd_spec(cwd, mounts), image_readlink)
+    assert problem is not None and problem.startswith(f"process.cwd={cwd}: ")
+    assert needle in problem and "\n" not in problem
+
+
+@pytest.mark.parametrize("cwd, mounts", [
+    ("/", None), ("/etc", None), ("/abs", None), ("/rel", None), ("/up", None),
+    ("/host", None),                  # resolved in the rootfs: a path there, not the host's
+    ("/tmp/no/such/dir", None), ("/procfoo", None), ("/dev/shm", None), ("/sys/fs", None),
+    ("/data/ok", DATA), ("/data/missing/x", DATA),
+])
+def test_cwd_allowed(cwd, mounts):
+    assert cwd_problem(cwd_spec(cwd, mounts), image_readlink) is None
+
+
+def test_cwd_through_the_hosts_root_bound_in():
+    spec = cwd_spec("/host/proc/self/fd/7",
+                    [{"destination": "/host", "type": "bind", "source": "/", "options": ["rbind"]}])
+    host_links = {"/dev/fd": "/proc/self/fd"}
+    problem = cwd_problem(spec, host_links.get)
+    assert problem is not None and "under /host" in problem
+    assert cwd_problem(spec, host_links.get, "/host/dev/fd/7") is not None     # -> /proc/self/fd/7
+    assert cwd_problem(spec, host_links.get, "/host/etc") is None
+
+
+def test_cwd_of_exec_is_checked_against_the_containers_spec():
+    assert cwd_problem(make(), image_readlink, "/escape") is not None
+    assert cwd_problem(make(), image_readlink, "/etc") is None
+
+
+def test_cwd_check_hook_is_the_first_start_host_hook():
+    spec = make(process={"cwd": "/tmp/a b"}, hooks={"prestart": [{"path": "/p"}]})
+    hooks = values(config(spec), "lxc.hook.start-host")
+    assert hooks[0] == cwd_check_hook("/tmp/a b", CDIR) and hooks[1:] == ["/p"]
+    assert hooks[0].startswith("/bin/sh -c ") and hooks[0].endswith(f"{CDIR}/cwd-refused '/tmp/a b'")
+
+
+def _check_hook(tmp_path, pid: str) -> tuple[int, str | None]:
+    verdict = tmp_path / "cwd-refused"
+    proc = subprocess.run(shlex.split(cwd_check_hook("/w", str(tmp_path))),
+                          env={"LXC_PID": pid, "PATH": "/usr/bin:/bin"}, capture_output=True,
+                          check=False)
+    return proc.returncode, verdict.read_text() if verdict.exists() else None
+
+
+def test_cwd_check_hook_passes_a_cwd_inside_the_root(tmp_path):
+    sleeper = subprocess.Popen(["sleep", "60"], cwd=tmp_path)
+    try:
+        assert _check_hook(tmp_path, str(sleeper.pid)) == (0, None)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_cwd_check_hook_fails_closed(tmp_path):
+    code, verdict = _check_hook(tmp_path, "0")          # no such process
+    assert code != 0
+    assert verdict == "process.cwd=/w: cannot check where liblxc changed the working directory to"
