@@ -3,15 +3,21 @@
  * commands (built by `python -m execdriver.cli.client_build`, see there).
  *
  * It speaks warm.py's protocol to a running `execdriver server`: the command
- * line, environment, umask and stdio fds go to the server, whose forked worker
- * runs the command; signals are passed on; the worker's exit status becomes
- * ours. With no server to use (none running, EXECDRIVER_SERVER=off, or the
+ * line, environment and umask go to the server, whose forked worker takes our
+ * stdio fds and cwd and runs the command; signals are passed on; the worker's
+ * exit status becomes ours. With no server to use (none running, EXECDRIVER_SERVER=off, or the
  * server answers "fallback") it execs the Python implementation with the same
  * argv, pid, fds and environment: exactly what the Python console script does.
  * A cold Python start costs ~25 ms before any work; this costs ~1 ms.
  *
- * Build-time constants: PYTHON (the interpreter), KEY (warm.install_key()),
- * SOCKET (warm.socket_path()).
+ * As warm.py: the server gets EXECDRIVER_SERVER_TIMEOUT (default TIMEOUT) seconds
+ * to answer the request, else we run Python (at once if its backlog is full); a
+ * command line warm.servable() refuses never goes to the server at all.
+ *
+ * Build-time constants (client_build.py, from warm.py): PYTHON (the interpreter),
+ * KEY (warm.install_key()), SOCKET (warm.socket_path()), PROTOCOL, TIMEOUT, and
+ * warm.CLASSIFICATION as space-separated words: <P>_SERVED, <P>_VALUES, <P>_FLAGS
+ * and <P>_BARE for P = EXECDRIVER and OCI.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,6 +30,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef PYTHON
@@ -111,25 +118,78 @@ static void forward(int sig)
     errno = saved;
 }
 
-static int oci_served(int argc, char **argv)
+/* --- what may be served (warm.servable) ------------------------------------------ */
+
+struct classification { const char *served, *values, *flags; int bare; };
+static const struct classification execdriver_table = {
+    EXECDRIVER_SERVED, EXECDRIVER_VALUES, EXECDRIVER_FLAGS, EXECDRIVER_BARE};
+static const struct classification oci_table = {OCI_SERVED, OCI_VALUES, OCI_FLAGS, OCI_BARE};
+
+/* Whether word[0..n) is one of the space-separated words of list. */
+static int listed(const char *list, const char *word, size_t n)
 {
-    static const char *with_value[] = {"--root", "--log", "--log-format", "--criu", "--rootless"};
-    static const char *served[] = {"state", "start", "kill", "delete", "pause", "resume",
-                                   "list", "ps", "features"};
-    for (int i = 1; i < argc; i++) {
-        int skip = 0;
-        for (size_t j = 0; j < sizeof with_value / sizeof *with_value; j++)
-            if (strcmp(argv[i], with_value[j]) == 0)
-                skip = 1;
-        if (skip) { i++; continue; }
-        if (argv[i][0] == '-')
-            continue;
-        for (size_t j = 0; j < sizeof served / sizeof *served; j++)
-            if (strcmp(argv[i], served[j]) == 0)
-                return 1;
-        return 0;
+    while (n && *list) {
+        size_t len = strcspn(list, " ");
+        if (len == n && memcmp(list, word, n) == 0)
+            return 1;
+        list += len;
+        list += strspn(list, " ");
     }
     return 0;
+}
+
+/* The words before the verb must all be known global options ("--opt VALUE",
+ * "--opt=VALUE", flags); then the verb decides (no verb: t->bare). */
+static int servable(const struct classification *t, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-')
+            return listed(t->served, a, strlen(a));
+        size_t n = strcspn(a, "=");
+        if (listed(t->values, a, n)) {
+            if (!a[n])
+                i++;                    /* its value is the next word */
+        } else if (a[n] || !listed(t->flags, a, n)) {
+            return 0;
+        }
+    }
+    return t->bare;
+}
+
+/* --- the time the server gets ---------------------------------------------------- */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double timeout_seconds(void)
+{
+    const char *v = getenv("EXECDRIVER_SERVER_TIMEOUT");
+    char *end;
+    double t = v && *v ? strtod(v, &end) : 0;
+    return v && *v && !*end && t > 0 && t < 3600 ? t : TIMEOUT;
+}
+
+/* SO_SNDTIMEO or SO_RCVTIMEO: until the deadline (0: no limit). */
+static void limit(int opt, double deadline)
+{
+    double left = deadline ? deadline - now() : 0;
+    if (deadline && left < 0.001)
+        left = 0.001;
+    struct timeval tv = {.tv_sec = (time_t)left,
+                         .tv_usec = (suseconds_t)((left - (double)(time_t)left) * 1e6)};
+    (void)setsockopt(sock, SOL_SOCKET, opt, &tv, sizeof tv);
+}
+
+static void debug_fallback(const char *prog, const char *why, int len)
+{
+    if (getenv("EXECDRIVER_DEBUG"))
+        fprintf(stderr, "%s: debug: the server did not take the command (%.*s): running it "
+                "here\n", prog, len, why);
 }
 
 /* The value after "key": in a small JSON object, or NULL. */
@@ -151,8 +211,9 @@ int main(int argc, char **argv)
     const char *prog = strcmp(basename(argv[0]), "execdriver-oci") == 0 ? "execdriver-oci"
                                                                         : "execdriver";
     const char *mode = getenv("EXECDRIVER_SERVER");
-    if ((mode && strcmp(mode, "off") == 0) ||
-        (strcmp(prog, "execdriver-oci") == 0 && !oci_served(argc, argv)))
+    const struct classification *table =
+        strcmp(prog, "execdriver-oci") == 0 ? &oci_table : &execdriver_table;
+    if ((mode && strcmp(mode, "off") == 0) || !servable(table, argc, argv))
         run_python(prog, argc, argv);
 
     const char *path = getenv("EXECDRIVER_SERVER_SOCKET");
@@ -162,14 +223,25 @@ int main(int argc, char **argv)
     if (strlen(path) >= sizeof addr.sun_path)
         run_python(prog, argc, argv);
     strcpy(addr.sun_path, path);
-    sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (sock < 0 || connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0)
+    double deadline = now() + timeout_seconds();
+    /* Non-blocking connect(), as warm.py's: a full backlog is EAGAIN at once ("busy"). */
+    sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (sock < 0)
+        run_python(prog, argc, argv);
+    if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        if (errno == EAGAIN)
+            debug_fallback(prog, "busy", 4);
+        run_python(prog, argc, argv);
+    }
+    if (fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) & ~O_NONBLOCK) < 0)
         run_python(prog, argc, argv);
 
     /* the request (as warm.py builds it) */
     int fds[4], nfds = 0;
     struct buf b = {0};
-    puts_(&b, "{\"v\": 1, \"key\": ");
+    puts_(&b, "{\"v\": ");
+    putint(&b, PROTOCOL);
+    puts_(&b, ", \"key\": ");
     putstr(&b, KEY, strlen(KEY));
     puts_(&b, ", \"prog\": ");
     putstr(&b, prog, strlen(prog));
@@ -215,12 +287,42 @@ int main(int argc, char **argv)
         }
     }
     puts_(&b, "]}");
+    limit(SO_SNDTIMEO, deadline);
+    if (send(sock, b.p, b.n, MSG_NOSIGNAL) < 0) {
+        if (errno == EAGAIN)
+            debug_fallback(prog, "timed out", 9);
+        run_python(prog, argc, argv);
+    }
+    free(b.p);
+
+    char msg[65536];
+    ssize_t n;
+    do {
+        limit(SO_RCVTIMEO, deadline);
+        n = recv(sock, msg, sizeof msg - 1, 0);
+    } while (n < 0 && errno == EINTR && now() < deadline);
+    if (n < 0 && errno == EAGAIN)
+        debug_fallback(prog, "timed out", 9);
+    if (n <= 0)
+        run_python(prog, argc, argv);   /* no "go" sent: the worker, if any, runs nothing */
+    msg[n] = 0;
+    if (!field(msg, "ok")) {
+        const char *why = field(msg, "fallback");
+        if (why)
+            debug_fallback(prog, why, (int)strcspn(why, "}"));
+        close(sock);
+        run_python(prog, argc, argv);          /* "fallback": nothing ran */
+    }
+
+    /* Ours now: the command takes as long as it takes. "go" carries our stdio and
+     * cwd, to the worker (never held by a server that might be stuck). */
+    limit(SO_RCVTIMEO, 0);
+    limit(SO_SNDTIMEO, 0);
     int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (cwd < 0)
-        run_python(prog, argc, argv);
+        run_python(prog, argc, argv);   /* the worker gets EOF, not "go": it runs nothing */
     fds[nfds++] = cwd;
-
-    struct iovec iov = {.iov_base = b.p, .iov_len = b.n};
+    struct iovec iov = {.iov_base = "{\"go\": 1}", .iov_len = 9};
     union { char buf[CMSG_SPACE(sizeof(int) * 4)]; struct cmsghdr align; } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
@@ -233,21 +335,6 @@ int main(int argc, char **argv)
     if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
         run_python(prog, argc, argv);
     close(cwd);
-    free(b.p);
-
-    char msg[65536];
-    ssize_t n = recv(sock, msg, sizeof msg - 1, 0);
-    if (n <= 0)
-        run_python(prog, argc, argv);
-    msg[n] = 0;
-    if (!field(msg, "ok")) {
-        const char *why = field(msg, "fallback");
-        if (getenv("EXECDRIVER_DEBUG") && why)
-            fprintf(stderr, "%s: debug: the server did not take the command (%.*s): running "
-                    "it here\n", prog, (int)strcspn(why, "}"), why);
-        close(sock);
-        run_python(prog, argc, argv);          /* "fallback": nothing ran */
-    }
 
     struct sigaction sa = {.sa_handler = forward};
     sigemptyset(&sa.sa_mask);
@@ -268,6 +355,11 @@ int main(int argc, char **argv)
         }
         msg[n] = 0;
         const char *v;
+        if ((v = field(msg, "fallback"))) {  /* the worker refused our fds: nothing ran */
+            debug_fallback(prog, v, (int)strcspn(v, "}"));
+            close(sock);
+            run_python(prog, argc, argv);
+        }
         if ((v = field(msg, "exit")))
             return atoi(v) & 0xff;
         if ((v = field(msg, "signal"))) {

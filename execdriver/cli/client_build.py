@@ -6,7 +6,10 @@ client.c into <prefix>/libexec/execdriver/execdriver-client and points the two
 commands in the interpreter's bin directory at it. Without a running ``execdriver
 server`` the client execs ``python -m execdriver`` (or ``execdriver.cli.oci``) with
 the same argv, pid and fds, so the commands behave as the console scripts pip
-wrote; with one, they start ~25 ms sooner. ``--uninstall`` puts pip's scripts back.
+wrote; with one, they start ~25 ms sooner. Which command lines it hands to the
+server comes from warm.CLASSIFICATION, compiled in (rebuild after changing it; a
+stale table only costs speed: the server checks again). ``--uninstall`` puts
+pip's scripts back.
 """
 
 from __future__ import annotations
@@ -26,12 +29,30 @@ def binary_path() -> str:
     return os.path.join(sys.prefix, "libexec", "execdriver", "execdriver-client")
 
 
+# warm.CLASSIFICATION's programs, by the prefix client.c names their tables with
+TABLES = {"execdriver": "EXECDRIVER", "execdriver-oci": "OCI"}
+
+
+def classification_defines() -> dict[str, object]:
+    """warm's protocol, timeout and classification tables, for client.c: it then
+    decides as warm.servable() does, from the very same table."""
+    out: dict[str, object] = {"PROTOCOL": warm.PROTOCOL, "TIMEOUT": float(warm.TIMEOUT)}
+    for prog, prefix in TABLES.items():
+        served, values, flags, bare = warm.CLASSIFICATION[prog]
+        for name, words in (("SERVED", served), ("VALUES", values), ("FLAGS", flags)):
+            assert all(w and " " not in w and w.isascii() for w in words), words
+            out[f"{prefix}_{name}"] = " ".join(sorted(words))
+        out[f"{prefix}_BARE"] = int(bare)
+    return out
+
+
 def build(dest: str | None = None) -> str:
-    """Compile client.c with this interpreter, installation key and default socket."""
+    """Compile client.c with this interpreter, installation key, default socket and
+    warm's tables."""
     saved = os.environ.pop(warm.SOCKET_ENV, None)     # the default socket, not a test's
     try:
         defines = {"PYTHON": sys.executable, "KEY": warm.install_key(),
-                   "SOCKET": warm.socket_path()}
+                   "SOCKET": warm.socket_path(), **classification_defines()}
     finally:
         if saved is not None:
             os.environ[warm.SOCKET_ENV] = saved

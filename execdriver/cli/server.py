@@ -16,12 +16,21 @@ client's ulimits and oom_score_adj, which a container inherits. What differs: th
 is a child of the server, not of the client, and runs in the server's
 cgroup. So verbs whose caller must reap the container (``execdriver-oci
 create/run/exec`` under conmon or containerd-shim, which are child
-subreapers) are never served.
+subreapers) are never served: see warm.CLASSIFICATION, which the server applies
+again to the verb its own parser finds.
+
+No client can hold up another: connections are read without blocking in the
+one selector loop, each with a deadline and a size limit, and everything done
+for a request after that is local and bounded. The peer's process is pinned by
+a pidfd (SO_PEERPIDFD) while its /proc entries are checked, so a pid reused by
+another process is never what is checked.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import io
 import json
 import os
@@ -43,6 +52,11 @@ RLIMITS = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_
 NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "cgroup", "user")
 MAX_SOCKET_PATH = 107       # sun_path holds 108 bytes with the NUL
 DEFAULT_IDLE = 0.0          # seconds without a client before the server exits; 0: never
+MAX_REQUEST = 1 << 20       # bytes; a larger request is dropped (its client runs it itself)
+MAX_FDS = 8                 # fds the client's "go" may carry (stdio and cwd: 4)
+REQUEST_TIMEOUT = 5.0       # seconds a connection has to send its request
+MAX_PENDING = 64            # connections yet to send one; past that the oldest is dropped
+SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)     # Linux >= 6.5
 # Not the pytest plugin.
 SKIP_PRELOAD = ("execdriver.testing", "execdriver.cli.server")
 PRELOAD = ("execdriver.cli.run", "execdriver.cli.containers", "execdriver.cli.overrides",
@@ -130,10 +144,13 @@ class Server:
         self.snapshot: dict[str, float] = {}
         self.own_ns = _ns_ids("self")
         self.workers: dict[int, tuple[int, socket.socket]] = {}   # pidfd -> (pid, conn)
+        # connections yet to send their request (fd -> conn, deadline), oldest first
+        self.pending: dict[int, tuple[socket.socket, float]] = {}
         self.stopping = False
         self.listener: socket.socket | None = None
         self.socket_id: tuple[int, int] = (0, 0)
         self.served = 0
+        self.spare = -1             # an fd to give up when accept() meets EMFILE
 
     def bind(self) -> None:
         """Listen on ``path``: bound under a temporary name, then renamed into place,
@@ -161,6 +178,7 @@ class Server:
     def serve(self) -> None:
         assert self.listener is not None
         self.snapshot = code_snapshot()
+        self.spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -168,31 +186,48 @@ class Server:
         sel = selectors.DefaultSelector()
         sel.register(self.listener, selectors.EVENT_READ, "accept")
         sel.register(wake_r, selectors.EVENT_READ, "wake")
-        last = time.monotonic()
+        last = time.monotonic()         # when the server last had something to do
         try:
             while not (self.stopping and not self.workers):
-                timeout = None
-                if self.idle_timeout and not self.workers:
-                    timeout = max(0.0, last + self.idle_timeout - time.monotonic())
-                events = sel.select(timeout)
-                if not events and self.idle_timeout and not self.workers:
-                    self.stop()
+                events = sel.select(self._next_timeout(last))
                 for key, _ in events:
                     if key.data == "accept":
                         self._accept(sel)
                     elif key.data == "wake":
                         _drain(wake_r)
+                    elif key.data == "request":
+                        self._read_request(sel, key.fileobj)     # type: ignore[arg-type]
                     else:
                         self._reap(sel, key.fd)
+                now = time.monotonic()
+                self._expire(sel, now)
+                if events or self.workers or self.pending:
+                    last = now
+                elif self.idle_timeout and now >= last + self.idle_timeout:
+                    self.stop()
                 if self.stopping and self.listener is not None:
                     sel.unregister(self.listener)
                     self._close_listener()
-                last = time.monotonic()
+                    for fd in list(self.pending):
+                        self._drop(sel, fd)
         finally:
             self._close_listener()
+            for fd in list(self.pending):
+                self._drop(sel, fd)
             signal.set_wakeup_fd(-1)
             os.close(wake_r)
             os.close(wake_w)
+            os.close(self.spare)
+
+    def _next_timeout(self, last: float) -> float | None:
+        """Until the oldest pending connection's deadline, or the idle timeout."""
+        oldest = next(iter(self.pending.values()), None)        # (due first)
+        deadlines = [oldest[1]] if oldest else []
+        if self.idle_timeout and not self.workers and not self.pending:
+            deadlines.append(last + self.idle_timeout)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def _on_stop(self, _signum: int, _frame: Any) -> None:
         self.stop()
@@ -214,81 +249,137 @@ class Server:
         self.listener.close()
         self.listener = None
 
+    # --- connections: accepted at once, read when their request has come ---------------
+
     def _accept(self, sel: selectors.BaseSelector) -> None:
         assert self.listener is not None
         try:
             conn, _ = self.listener.accept()
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._refuse_one()
             return
-        fds: list[int] = []
+        if len(self.pending) >= MAX_PENDING:
+            self._drop(sel, next(iter(self.pending)))
+        self.pending[conn.fileno()] = (conn, time.monotonic() + REQUEST_TIMEOUT)
+        sel.register(conn, selectors.EVENT_READ, "request")
+
+    def _refuse_one(self) -> None:
+        """Out of fds: close the next connection at once (its client runs the command
+        itself) rather than spin on a listener that stays readable."""
+        assert self.listener is not None
+        os.close(self.spare)
         try:
-            conn.settimeout(5)
-            data, fds, flags, _ = socket.recv_fds(conn, 1 << 20, 8)
-            conn.settimeout(None)
-            req = json.loads(data) if data else None
+            self.listener.accept()[0].close()
+        except OSError:
+            pass
+        finally:
+            self.spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    def _drop(self, sel: selectors.BaseSelector, fd: int) -> None:
+        """Close a connection that has not sent its request: its client sees EOF and
+        runs the command itself."""
+        conn, _deadline = self.pending.pop(fd)
+        sel.unregister(conn)
+        conn.close()
+
+    def _expire(self, sel: selectors.BaseSelector, now: float) -> None:
+        for fd, (_conn, deadline) in list(self.pending.items()):
+            if deadline > now:
+                break                   # the rest came later
+            self._drop(sel, fd)
+
+    def _read_request(self, sel: selectors.BaseSelector, conn: socket.socket) -> None:
+        """One message, never blocking: larger than MAX_REQUEST (truncated), empty or
+        carrying fds (the kernel closes them: no room for them), the connection is closed."""
+        try:
+            data, _anc, flags, _ = conn.recvmsg(MAX_REQUEST, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return                      # (a spurious wake-up: still pending)
+        except OSError:
+            data, flags = b"", 0
+        _deadline = self.pending.pop(conn.fileno())
+        sel.unregister(conn)
+        if not data or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            conn.close()
+            return
+        self._answer(sel, conn, data)
+
+    def _answer(self, sel: selectors.BaseSelector, conn: socket.socket, data: bytes) -> None:
+        try:
+            req = json.loads(data)
             if isinstance(req, dict) and req.get("status"):
                 _send(conn, {"status": {"pid": os.getpid(), "served": self.served,
                                         "stopping": self.stopping}})
                 conn.close()
                 return
-            why = self._refuse(conn, req, fds, flags)
+            why = self._refuse(conn, req)
             if why:
                 _send(conn, {"fallback": why})
                 conn.close()
                 return
-            assert req is not None
-            _send(conn, {"ok": 0})
             pid = os.fork()
             if pid == 0:
-                _worker(conn, req, fds)          # never returns
+                _worker(conn, req)               # never returns
             pidfd = os.pidfd_open(pid)
             self.workers[pidfd] = (pid, conn)
             sel.register(pidfd, selectors.EVENT_READ, "worker")
-            self.served += 1
         except Exception as exc:  # noqa: BLE001 - one bad client must not stop the server
             try:
                 _send(conn, {"fallback": f"server error: {exc}"})
             except OSError:
                 pass
             conn.close()
-        finally:
-            for fd in fds:
-                os.close(fd)
+            return
+        try:
+            _send(conn, {"ok": pid})
+            self.served += 1
+        except OSError:
+            pass                        # the worker gets EOF instead of "go": it exits
 
-    def _refuse(self, conn: socket.socket, req: Any, fds: list[int], flags: int) -> str:
+    def _refuse(self, conn: socket.socket, req: Any) -> str:
         """Why this client must run the command itself ('' to serve it)."""
         if not isinstance(req, dict) or req.get("v") != warm.PROTOCOL:
             return "protocol"
-        if flags & socket.MSG_CTRUNC or len(fds) != len(req.get("fds", ())) + 1:
+        fds = req.get("fds")
+        if not isinstance(fds, list) or not set(fds) <= {0, 1, 2} or len(set(fds)) != len(fds):
             return "fds"
         if req.get("key") != self.key:
             return "another installation"
-        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        if uid != os.geteuid():
-            return "another user"
-        try:
-            if _ns_ids(str(pid)) != self.own_ns:
-                return "other namespaces"
-        except OSError:
-            return "other namespaces"
-        prog, argv = req.get("prog"), req.get("argv")
-        if prog == "execdriver-oci":
-            if warm.oci_verb(argv) not in warm.OCI_SERVED:
-                return "verb"
-        elif prog != "execdriver":
-            return "prog"
+        why = refuse_command(req.get("prog"), req.get("argv"))
+        if why:
+            return why
         if code_snapshot() != self.snapshot:
             self.stop()                     # stale: the next server loads the new code
             return "stale"
         if self.stopping:
             return "stopping"
         try:
-            req["inherit"] = _inheritance(pid)
-        except ValueError as exc:
-            return str(exc)
+            pid, uid, pidfd = peer(conn)
         except OSError:
             return "client gone"
+        try:
+            if uid != os.geteuid():
+                return "another user"
+            try:
+                if _ns_ids(pid) != self.own_ns:
+                    return "other namespaces"
+            except OSError:
+                return "other namespaces"
+            try:
+                inherit = _inheritance(int(pid))
+            except ValueError as exc:
+                return str(exc)
+            except OSError:
+                return "client gone"
+            # Alive now, so alive all along: every /proc/<pid> read above was of the client
+            # (its pid cannot have been reused while the process exists).
+            if pidfd >= 0 and not _alive(pidfd):
+                return "client gone"
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+        req["inherit"] = inherit
         return ""
 
     def _reap(self, sel: selectors.BaseSelector, pidfd: int) -> None:
@@ -304,6 +395,99 @@ class Server:
         except OSError:
             pass
         conn.close()
+
+
+# --- what is served, and to whom -----------------------------------------------------
+
+def refuse_command(prog: Any, argv: Any) -> str:
+    """'' when ``prog argv`` may be served: by warm's rule (as the client decided), and
+    by the verb the worker's own parser will find -- "verb" otherwise, e.g. for
+    ``execdriver-oci --cri state create c1`` if an abbreviation ever parsed again."""
+    if prog not in warm.CLASSIFICATION:
+        return "prog"
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        return "argv"
+    if not warm.servable(prog, argv):
+        return "verb"
+    verb = parsed_verb(prog, argv)
+    if verb is None or not warm.verb_served(prog, verb):
+        return "verb"
+    return ""
+
+
+_oci_parser: list[Any] = []
+
+
+def parsed_verb(prog: str, argv: list[str]) -> str | None:
+    """The verb ``prog``'s main() would run ('' for none: help, --version); None when
+    argv does not parse (the client then reports that itself). Parsing prints nothing
+    here: help or an error goes to a buffer."""
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            if prog == "execdriver-oci":
+                # as execdriver.oci.cli.main: the fast parser first, then argparse
+                from execdriver.oci.cli import parse_fast
+                args = parse_fast(argv)
+                if args is None:
+                    if not _oci_parser:
+                        from execdriver.oci.parser import build_parser
+                        _oci_parser.append(build_parser())
+                    args = _oci_parser[0].parse_args(argv)
+            else:
+                from .main import parse_args  # as main.run_main
+                args = parse_args(argv)
+    except (Exception, SystemExit):  # noqa: BLE001 - whatever stops the parse, serve nothing
+        return None
+    return str(getattr(args, "verb", None) or "")
+
+
+def peer(conn: socket.socket) -> tuple[str, int, int]:
+    """(pid, uid, pidfd) of the process that connected. The pidfd (SO_PEERPIDFD) is
+    that very process even once its pid is reused; it is -1 where the kernel offers
+    none at all. Before Linux 6.5 it is opened from SO_PEERCRED's pid, which a
+    process that exits right after connect() lets another take first.
+    ProcessLookupError when the client is gone."""
+    pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    try:
+        pidfd = struct.unpack("i", conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4))[0]
+    except OSError as exc:
+        if exc.errno != errno.ENOPROTOOPT:
+            raise ProcessLookupError(exc.errno, f"peer: {exc.strerror}") from None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise
+        except OSError:                 # (no pidfd_open: Linux < 5.3)
+            return str(pid), uid, -1
+    try:
+        pid = _pidfd_pid(pidfd)
+    except BaseException:
+        os.close(pidfd)
+        raise
+    return str(pid), uid, pidfd
+
+
+def _pidfd_pid(pidfd: int) -> int:
+    """The pid (in our /proc's namespace) of the process a pidfd refers to."""
+    with open(f"/proc/self/fdinfo/{pidfd}") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key == "Pid":
+                pid = int(value)
+                if pid > 0:
+                    return pid
+                break                   # -1: it exited; 0: not in our pid namespace
+    raise ProcessLookupError(errno.ESRCH, f"pidfd {pidfd}: no process here")
+
+
+def _alive(pidfd: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _inheritance(pid: int) -> dict[str, Any]:
@@ -356,7 +540,9 @@ def _inherit(inherit: dict[str, Any]) -> None:
 
 
 def _send(conn: socket.socket, msg: dict[str, Any]) -> None:
-    conn.send(json.dumps(msg).encode())
+    # Never blocking: the connection's fd is shared with the worker, so it stays in
+    # blocking mode, and a client that does not read must not stall the server.
+    conn.send(json.dumps(msg).encode(), socket.MSG_DONTWAIT)
 
 
 def _drain(fd: int) -> None:
@@ -376,11 +562,12 @@ def _unlink(path: str) -> None:
 
 # --- the worker ----------------------------------------------------------------------
 
-def _worker(conn: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
+def _worker(conn: socket.socket, req: dict[str, Any]) -> None:
     """Become the client's command: its fds, cwd, environment; run main; exit."""
     code = warm.EXIT_ERROR
     try:
         signal.set_wakeup_fd(-1)
+        fds = _go(conn, len(req["fds"]) + 1)
         client_fds = dict(zip(req["fds"], fds[:-1]))
         cwd = fds[-1]
         for target in (0, 1, 2):
@@ -424,6 +611,23 @@ def _worker(conn: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
         except OSError:
             pass
         os._exit(code & 0xFF)
+
+
+def _go(conn: socket.socket, nfds: int) -> list[int]:
+    """Wait for the client's "go", which it sends with its stdio and cwd once it has
+    our "ok" in time; exit if it gave up instead (it runs the command itself)."""
+    try:
+        data, fds, flags, _ = socket.recv_fds(conn, 4096, MAX_FDS)
+        msg = json.loads(data or b"{}")
+    except (OSError, ValueError):
+        os._exit(0)
+    if not (isinstance(msg, dict) and msg.get("go") == 1):
+        os._exit(0)
+    if flags & socket.MSG_CTRUNC or len(fds) != nfds:
+        # Nothing ran: the client may still run it itself.
+        _send(conn, {"fallback": "fds"})
+        os._exit(0)
+    return fds
 
 
 def _run_main(prog: str, argv: list[str]) -> int:

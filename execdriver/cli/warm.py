@@ -9,13 +9,26 @@ them. This module is what the client imports: the stdlib only, nothing heavy.
 
 Protocol (SOCK_SEQPACKET, one JSON object a message):
   client -> server  {"v", "key", "prog", "argv", "env", "umask", "fds", "ignored"}
-                    + SCM_RIGHTS: the client's open fds among 0-2, then its cwd
+                    ("fds": which of 0-2 the client has open)
   server -> client  {"fallback": why}   run locally instead (nothing was done), or
-                    {"ok": worker_pid}  then, from the worker or the server:
-                    {"exit": code} | {"signal": n}   the worker's end
+                    {"ok": worker_pid}  the worker is ready, then
+  client -> worker  {"go": 1}           run it (until then the worker does nothing)
+                    + SCM_RIGHTS: the client's open fds among 0-2, then its cwd
+  worker -> client  {"fallback": why}   (bad fds: nothing was done), else in the end
+                    {"exit": code} | {"signal": n}   (from the worker or the server)
   client -> worker  {"signal": n}       a signal the client got, re-raised there;
                     the client's death (EOF) is a SIGKILL of the worker, so a killed
                     client is a killed execdriver, as without the server.
+
+The client gives the server TIMEOUT seconds (connect, request, "ok"); past that it
+runs the command itself. "go" makes that safe: a client that gave up never sent
+it, so its worker exits without running anything -- a command never runs twice.
+And the client's fds go only with "go", to a worker that is reading them: a stuck
+server never holds a client's stdout open (its caller would wait for EOF).
+
+Which command lines may be served is decided here, once (``servable``): the
+server applies the same rule (and checks the verb its parser finds), and the
+compiled front (client.c) is built with these tables (client_build.py).
 """
 
 from __future__ import annotations
@@ -25,24 +38,104 @@ import os
 import signal
 import socket
 import sys
+import time
 
 TYPE_CHECKING = False       # (typing costs 2 ms at start-up; mypy treats this as True)
 if TYPE_CHECKING:
     from typing import Any
 
-PROTOCOL = 1
+PROTOCOL = 2
 MODE_ENV = "EXECDRIVER_SERVER"            # "off": never use a server
 SOCKET_ENV = "EXECDRIVER_SERVER_SOCKET"   # another socket than the default one
+TIMEOUT_ENV = "EXECDRIVER_SERVER_TIMEOUT"  # seconds to wait for the server's answer
+TIMEOUT = 2.0               # a healthy server answers in milliseconds; a stuck one costs this
 SOCKET_DIR = "/run/execdriver-server"
 # Signals the client passes on. SIGTSTP/SIGCONT stay the client's (job control).
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
 EXIT_ERROR = 125
-# execdriver-oci verbs whose caller needs no process of ours as its descendant (create,
-# run and exec do: conmon and containerd-shim reap the container as child subreapers).
-OCI_SERVED = frozenset({"state", "start", "kill", "delete", "pause", "resume", "list", "ps",
-                        "features"})
-OCI_OPTIONS_WITH_VALUE = frozenset({"--root", "--log", "--log-format", "--criu", "--rootless"})
+
+# --- which command lines the server may run --------------------------------------------
+# Per program: the verbs it may run (aliases and the names the parser reports), the
+# options accepted before the verb (taking a value: "--opt V" or "--opt=V"; flags), and
+# whether a command line without a verb (--version, the help) may be served. Any other
+# word starting with "-" before the verb (an abbreviation, -h, --) is not classified: the
+# client runs such a command itself. Not served: execdriver-oci create, run and exec (their
+# caller -- conmon, containerd-shim -- reaps the container as a child subreaper, so the
+# container must descend from it, not from the server), nor spec, update, events; and
+# execdriver server (it manages the server itself: served, `server run` would be a server
+# inside a worker).
+CLASSIFICATION: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str], bool]] = {
+    "execdriver": (
+        frozenset({"run", "exec", "kill", "pause", "unpause", "resume", "info", "state",
+                   "list", "ls", "ps", "stats", "terminate", "delete", "rm", "spec",
+                   "drivers", "rootfs"}),
+        frozenset({"--root"}), frozenset({"--debug", "--version"}), True),
+    "execdriver-oci": (
+        frozenset({"state", "start", "kill", "delete", "pause", "resume", "list", "ps",
+                   "features"}),
+        frozenset({"--root", "--log", "--log-format", "--criu", "--rootless"}),
+        frozenset({"--debug", "--systemd-cgroup", "-v", "--version"}), False),
+}
+OCI_SERVED = CLASSIFICATION["execdriver-oci"][0]
+
+
+def verb_index(prog: str, argv: object) -> int | None:
+    """Where the verb of ``prog argv`` is: its index, len(argv) when there is none,
+    None when the words before it are not all known global options."""
+    if prog not in CLASSIFICATION or not isinstance(argv, list):
+        return None
+    _served, values, flags, _bare = CLASSIFICATION[prog]
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not isinstance(word, str):
+            return None
+        if not word.startswith("-"):
+            return i
+        name, eq, _value = word.partition("=")
+        if name in values:
+            i += 1 if eq else 2
+        elif name in flags and not eq:
+            i += 1
+        else:
+            return None
+    return len(argv)
+
+
+def servable(prog: str, argv: object) -> bool:
+    """Whether ``prog argv`` may run in the warm server (client.c: servable())."""
+    i = verb_index(prog, argv)
+    if i is None:
+        return False
+    assert isinstance(argv, list)
+    served, _values, _flags, bare = CLASSIFICATION[prog]
+    return argv[i] in served if i < len(argv) else bare
+
+
+def verb_served(prog: str, verb: str) -> bool:
+    """Whether the verb ``prog``'s own parser found ('' for none) may be served
+    ("rootfs busybox" is the rootfs verb)."""
+    served, _values, _flags, bare = CLASSIFICATION[prog]
+    return verb.split(" ")[0] in served if verb else bare
+
+
+def oci_verb(argv: object) -> str | None:
+    """The verb of an execdriver-oci command line; None when it has none or the
+    words before it are not classified (then it is not served)."""
+    i = verb_index("execdriver-oci", argv)
+    if i is None or not isinstance(argv, list) or i >= len(argv):
+        return None
+    return str(argv[i])
+
+
+def client_timeout() -> float:
+    """$EXECDRIVER_SERVER_TIMEOUT (seconds, > 0), else TIMEOUT."""
+    try:
+        value = float(os.environ.get(TIMEOUT_ENV) or TIMEOUT)
+    except ValueError:
+        return TIMEOUT
+    return value if 0 < value < 3600 else TIMEOUT
 
 
 def install_key() -> str:
@@ -71,46 +164,29 @@ def _open_fds() -> list[int]:
     return out
 
 
-def oci_verb(argv: object) -> str | None:
-    """The verb of an execdriver-oci command line (global options come before it)."""
-    if not isinstance(argv, list):
-        return None
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if not isinstance(a, str):
-            return None
-        if a in OCI_OPTIONS_WITH_VALUE:
-            i += 2
-        elif a.startswith("-"):
-            i += 1
-        else:
-            return a
-    return None
-
-
 def call(prog: str, argv: list[str], error_code: int = EXIT_ERROR) -> int | None:
     """Run ``prog argv`` in the warm server and return its exit status;
     None when there is no server to use (the caller then runs it itself)."""
-    if os.environ.get(MODE_ENV) == "off":
+    if os.environ.get(MODE_ENV) == "off" or not servable(prog, argv):
         return None
+    deadline = time.monotonic() + client_timeout()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
+        sock.settimeout(client_timeout())
         sock.connect(socket_path())
-    except OSError:                      # no server (the usual case), or not ours to use
+    except OSError as exc:               # no server (the usual case), not ours, or stuck
         sock.close()
+        if isinstance(exc, BlockingIOError):
+            _debug(prog, "busy")         # (a full backlog: connect() does not wait then)
         return None
     try:
-        return _talk(sock, prog, argv, error_code)
+        return _talk(sock, prog, argv, error_code, deadline)
     finally:
         sock.close()
 
 
-def _talk(sock: socket.socket, prog: str, argv: list[str], error_code: int) -> int | None:
-    try:
-        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
+def _talk(sock: socket.socket, prog: str, argv: list[str], error_code: int,
+          deadline: float) -> int | None:
     fds = _open_fds()
     umask = os.umask(0)
     os.umask(umask)
@@ -119,32 +195,37 @@ def _talk(sock: socket.socket, prog: str, argv: list[str], error_code: int) -> i
                if s != signal.SIGINT and signal.getsignal(s) is signal.SIG_IGN]
     request = {"v": PROTOCOL, "key": install_key(), "prog": prog, "argv": argv,
                "env": dict(os.environ), "umask": umask, "fds": fds, "ignored": ignored}
+    first: dict[str, Any] | None
     try:
-        socket.send_fds(sock, [json.dumps(request).encode()], fds + [cwd])
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        sock.send(json.dumps(request).encode())
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
         first = _recv(sock)
-    except OSError:
-        return None
-    finally:
-        os.close(cwd)
+        if first is not None and "ok" in first:
+            sock.settimeout(None)        # the command itself takes as long as it takes
+            cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                socket.send_fds(sock, [b'{"go": 1}'], fds + [cwd])
+            finally:
+                os.close(cwd)
+    except TimeoutError:
+        first = {"fallback": "timed out"}
+    except (OSError, ValueError):
+        first = None
     if first is None or "ok" not in first:
-        if os.environ.get("EXECDRIVER_DEBUG"):
-            why = (first or {}).get("fallback", "no answer")
-            print(f"{prog}: debug: the server did not take the command ({why}): running "
-                  "it here", file=sys.stderr)
-        return None                      # fallback: nothing ran, run locally
+        _debug(prog, str((first or {}).get("fallback", "no answer")))
+        return None                      # fallback: nothing ran (no "go"), run locally
 
     def forward(signum: int, _frame: object) -> None:
         try:
             sock.send(json.dumps({"signal": signum}).encode())
         except OSError:
             pass
-    for s in FORWARDED:
-        if s not in ignored:
-            signal.signal(s, forward)
+    saved = {s: signal.signal(s, forward) for s in FORWARDED if s not in ignored}
     while True:
         try:
             msg = _recv(sock)
-        except OSError:
+        except (OSError, ValueError):
             msg = None
         if msg is None:
             print(f"{prog}: the execdriver server went away before the command ended",
@@ -152,6 +233,11 @@ def _talk(sock: socket.socket, prog: str, argv: list[str], error_code: int) -> i
             return error_code
         if "exit" in msg:
             return int(msg["exit"])
+        if "fallback" in msg:            # the worker refused what came with "go": nothing ran
+            for s, handler in saved.items():
+                signal.signal(s, handler)
+            _debug(prog, str(msg["fallback"]))
+            return None
         if "signal" in msg:
             # Die the way the worker died, so our caller sees what it would have seen.
             signum = int(msg["signal"])
@@ -160,8 +246,15 @@ def _talk(sock: socket.socket, prog: str, argv: list[str], error_code: int) -> i
             return 128 + signum
 
 
+def _debug(prog: str, why: str) -> None:
+    if os.environ.get("EXECDRIVER_DEBUG"):
+        print(f"{prog}: debug: the server did not take the command ({why}): running it here",
+              file=sys.stderr)
+
+
 def _recv(sock: socket.socket) -> dict[str, Any] | None:
     data = sock.recv(65536)
     if not data:
         return None
-    return json.loads(data)
+    msg = json.loads(data)
+    return msg if isinstance(msg, dict) else None

@@ -16,8 +16,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations (as runc): "--cri" must not become "--criu" and take the verb as its
+    # value -- the warm server decides what it serves from the words before the verb.
     p = _Parser(prog="execdriver-oci", description="OCI runtime (runc-compatible) over "
-                "execdriver's native driver")
+                "execdriver's native driver", allow_abbrev=False)
     p.add_argument("--root", default=os.environ.get("EXECDRIVER_OCI_ROOT") or DEFAULT_ROOT,
                    help="state directory (default %(default)s)")
     p.add_argument("--log", help="log file (default: stderr)")

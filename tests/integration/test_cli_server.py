@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,6 +78,35 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def send_request(sock: socket.socket, prog: str, argv: list[str],
+                 env: dict[str, str]) -> dict[str, Any]:
+    """Send a request as warm.py does (stdio on /dev/null, cwd /) on a connected socket,
+    bypassing the client's own classification; the server's first answer."""
+    from execdriver.cli import warm
+    req = {"v": warm.PROTOCOL, "key": warm.install_key(), "prog": prog, "argv": argv,
+           "env": env, "umask": 0o22, "fds": [0, 1, 2], "ignored": []}
+    sock.settimeout(30)
+    sock.send(json.dumps(req).encode())
+    return dict(json.loads(sock.recv(65536) or b'{"eof": true}'))
+
+
+def send_go(sock: socket.socket) -> None:
+    """The client's "go" after "ok", with its stdio (/dev/null) and cwd (/)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    cwd = os.open("/", os.O_PATH | os.O_DIRECTORY)
+    try:
+        socket.send_fds(sock, [b'{"go": 1}'], [null, null, null, cwd])
+    finally:
+        os.close(null)
+        os.close(cwd)
+
+
+def connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.connect(path)
+    return sock
 
 
 @pytest.fixture
@@ -308,6 +338,67 @@ def test_oci_create_is_never_served_but_state_is(server: Server, tmp_path: Path,
     r = oci("create", "--bundle", str(tmp_path / "nobundle"), "c1")
     assert r.returncode == 1 and r.stderr.strip()
     assert server.served() == before + 1      # create ran in the client (conmon reaps its init)
+
+
+# execdriver-oci abbreviates no option: with "--cri" as "--criu", "state" was its value and
+# "create" the verb, which the client (and the server) took for a served "state".
+OCI_TRICKS = [["--cri", "state", "create"], ["--roo", "state", "create"],
+              ["--criu=state", "create"], ["--root", "state", "create"],
+              ["--", "state", "create"], ["--log-f", "json", "run"]]
+
+
+@pytest.mark.parametrize("client", ["python", "compiled"])
+@pytest.mark.parametrize("trick", OCI_TRICKS, ids=[" ".join(t) for t in OCI_TRICKS])
+def test_oci_create_behind_option_tricks_is_never_served(server: Server, tmp_path: Path,
+                                                         client: str, trick: list[str]) -> None:
+    front = ([compiled_client("execdriver-oci")] if client == "compiled"
+             else [sys.executable, "-m", "execdriver.cli.oci"])
+    before = server.served()
+    r = subprocess.run([*front, *trick, "--bundle", str(tmp_path / "nobundle"), "c1"],
+                       env={**server.client_env(), "EXECDRIVER_OCI_ROOT": str(tmp_path / "oci")},
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    assert r.returncode == 1 and r.stderr.strip(), r.stderr
+    assert server.served() == before
+    assert not (tmp_path / "oci" / "c1").exists()
+
+
+@pytest.mark.parametrize("prog,argv", [
+    ("execdriver-oci", ["--cri", "state", "create", "c1"]),
+    ("execdriver-oci", ["--root", "/x", "run", "c1"]),
+    ("execdriver-oci", ["exec", "c1", "/bin/true"]),
+    ("execdriver", ["server", "status"]),
+    ("execdriver", ["--ro", "/x", "server", "run"]),
+], ids=["oci-abbrev", "oci-run", "oci-exec", "server-verb", "server-abbrev"])
+def test_the_server_itself_refuses_verbs_it_must_not_serve(server: Server, prog: str,
+                                                            argv: list[str]) -> None:
+    """A client that does not classify (or classifies wrongly) still gets "fallback"."""
+    before = server.served()
+    with connect(server.socket) as sock:
+        assert send_request(sock, prog, argv, server.client_env()) == {"fallback": "verb"}
+    assert server.served() == before
+
+
+def test_a_client_that_gives_up_after_ok_never_has_its_command_run(
+        server: Server, tmp_path: Path) -> None:
+    """The worker does nothing until the client's "go": a client that timed out right as
+    the server said "ok" runs the command itself, and the worker runs nothing."""
+    out = tmp_path / "spec.json"
+    with connect(server.socket) as sock:
+        answer = send_request(sock, "execdriver", ["spec", "--rootfs", "/", "-o", str(out)],
+                              server.client_env())
+        assert "ok" in answer, answer
+        worker = int(answer["ok"])
+        time.sleep(1)       # (time enough for a worker that did not wait to write it)
+        assert not out.exists()
+    assert wait_for(lambda: not os.path.exists(f"/proc/{worker}"), timeout=10)
+    assert not out.exists()
+    with connect(server.socket) as sock:        # with "go", the same request runs
+        assert "ok" in send_request(sock, "execdriver",
+                                    ["spec", "--rootfs", "/", "-o", str(out)],
+                                    server.client_env())
+        send_go(sock)
+        assert json.loads(sock.recv(4096)) == {"exit": 0}
+    assert json.loads(out.read_text())["root"]["path"] == "/"
 
 
 # --- the verb -----------------------------------------------------------------------------
