@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from test_cli_chroot import Cli, cli_env
-from test_oci_lifecycle import Oci, bundle, message
+from test_oci_lifecycle import Oci, bundle, message, oci  # noqa: F401 - oci is a fixture
 
 import execdriver
 from cgroup_leftovers import cgroup_dirs
@@ -132,16 +132,6 @@ def test_unreadable_or_mistyped_state_is_corrupt(cli: Cli, busybox_rootfs: Path)
         assert "state" in err, (change, err)
         path.write_text(good)
     cli.ok("rm", cid)
-
-
-@pytest.fixture
-def oci(tmp_path: Path) -> Any:
-    o = Oci(tmp_path / "oci-state")
-    yield o
-    if o.root.is_dir():
-        for name in os.listdir(o.root):
-            if not name.startswith("."):
-                o("delete", "--force", name, ok=False)
 
 
 def oci_stopped(oci: Oci, tmp_path: Path, rootfs: Path) -> str:
