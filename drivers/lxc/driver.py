@@ -46,6 +46,7 @@ from execdriver.errors import (
     InvalidArgument,
     InvalidState,
     SpecError,
+    StateCorrupt,
     StepFailed,
     UnsupportedFeature,
 )
@@ -53,12 +54,12 @@ from execdriver.spec import Process, Spec, validate_spec
 from execdriver.state import ContainerState, pid_alive, pid_start_time
 
 from . import host, lxclog, monitor
+from .paths import cwd_problem, make_targets, mount_in_reason, mount_targets
 from .server import MonitorServer
 from .translate import (
     PIVOT_CGROUP,
     capability_problems,
     cgroup_names,
-    cwd_problem,
     process_env,
     seccomp_profile,
     spec_to_config,
@@ -251,15 +252,22 @@ class LXCDriver(ExecDriver):
             problems.append(problem)
         if problems:
             raise UnsupportedFeature(self.name, problems)
-        self._check_cwd(spec, spec.process.cwd)
+        # Mount targets that cannot be made inside the rootfs (or a volume over /proc)
+        self._check_paths(spec, spec.process.cwd, mount_targets(spec, host.readlink)[1])
 
     def _check_cwd(self, spec: Spec, cwd: str, container_id: str | None = None) -> None:
-        """Refuse a cwd that leads out of the container (CVE-2024-21626), before anything
-        is created or attached: liblxc's init and attach chdir() while they still hold host
-        descriptors. What a race gets past this, the chdir's own checks catch."""
+        self._check_paths(spec, cwd, [], container_id)
+
+    def _check_paths(self, spec: Spec, cwd: str, problems: list[str],
+                     container_id: str | None = None) -> None:
+        """Refuse, before anything is created or attached, the mount problems given and a
+        cwd that leads out of the container (CVE-2024-21626): liblxc's init and attach
+        chdir() while they still hold host descriptors. What a race gets past this, the
+        chdir's own checks catch."""
         problem = cwd_problem(spec, host.readlink, cwd)
-        if problem:
-            err = SpecError([problem])
+        problems = [*problems, problem] if problem else problems
+        if problems:
+            err = SpecError(problems)
             err.driver, err.container_id = self.name, container_id
             raise err
 
@@ -291,10 +299,34 @@ class LXCDriver(ExecDriver):
     def _log_path(self, container_id: str) -> Path:
         return self.state.dir(container_id) / LOG_NAME
 
+    def _resources(self, container_id: str) -> dict[str, list[str]]:
+        """What a container of this id owns: its lxcpath and what derives from it. Never
+        taken from the state record, only checked against it (:meth:`_verify`)."""
+        lxcpath = str(self._lxcpath(container_id))
+        names = cgroup_names(container_id, lxcpath)
+        return {
+            "lxcpath": [lxcpath],
+            "cgroup": [p for name in (names.container, names.monitor)
+                       for p in host.cgroup_paths(name)],
+            "lxc_lock": [host.lock_dir(lxcpath)],
+            "lxc_run": [host.run_dir(lxcpath)],
+        }
+
+    def _verify(self, st: ContainerState) -> None:
+        """StateCorrupt unless what the record names is this container's own: a forged
+        lxcpath would make us read a monitor pid (to SIGKILL) from, and remove the run and
+        lock directories of, a path of the forger's choosing; forged cgroups, kill what is
+        in them."""
+        own = self._resources(st.id)
+        for key in ("lxcpath", "lxc_lock", "lxc_run", "cgroup"):
+            recorded = st.resources.get(key)
+            if recorded and not set(recorded) <= set(own[key]):
+                what = " ".join(p for p in recorded if p not in own[key])
+                raise StateCorrupt(f"{key.replace('_', ' ')} {what}: not this container's; "
+                                   "left alone", container_id=st.id, driver=self.name)
+
     def _container(self, container_id: str, st: ContainerState | None = None) -> Any:
-        st = st or self.state.read(container_id)
-        paths = st.resources.get("lxcpath") or [str(self._lxcpath(container_id))]
-        return _lxc().Container(container_id, paths[0])
+        return _lxc().Container(container_id, str(self._lxcpath(container_id)))
 
     def _read_log(self, container_id: str, offset: int = 0) -> str:
         try:
@@ -305,15 +337,16 @@ class LXCDriver(ExecDriver):
             return ""
 
     def _read(self, container_id: str) -> ContainerState:
-        """The state, with how the container ended as its monitor recorded it."""
-        return self._with_end(self.state.read(container_id))
+        """The state (StateCorrupt if it names what is not this container's), with how the
+        container ended as its monitor recorded it."""
+        st = self.state.read(container_id)
+        self._verify(st)
+        return self._with_end(st)
 
     def _with_end(self, st: ContainerState) -> ContainerState:
         """Add what lives in the run directory: the monitor's pid (recorded there before it
         started) and how the container ended (recorded there by the monitor)."""
-        lxcpath = (st.resources.get("lxcpath") or [None])[0]
-        if lxcpath is None:
-            return st
+        lxcpath = str(self._lxcpath(st.id))
         if not st.extra.get("monitor_pid"):
             try:
                 with open(host.monitor_file(lxcpath)) as f:
@@ -344,17 +377,9 @@ class LXCDriver(ExecDriver):
               detach: bool = False) -> Handle:
         spec = validate_spec(spec)
         self.check_spec(spec)
-        lxcpath = str(self._lxcpath(container_id))
-        names = cgroup_names(container_id, lxcpath)
-        resources = {
-            "lxcpath": [lxcpath],
-            "cgroup": [p for name in (names.container, names.monitor)
-                       for p in host.cgroup_paths(name)],
-            "lxc_lock": [host.lock_dir(lxcpath)],
-            "lxc_run": [host.run_dir(lxcpath)],
-        }
+        names = cgroup_names(container_id, str(self._lxcpath(container_id)))
         # everything is recorded before liblxc (or we) create any of it
-        self.state.create(container_id, self.name, spec, resources=resources)
+        self.state.create(container_id, self.name, spec, resources=self._resources(container_id))
         try:
             return self._define_and_start(container_id, spec, stdio, detach, names.container)
         except BaseException:
@@ -434,9 +459,22 @@ class LXCDriver(ExecDriver):
     def _define(self, container_id: str, spec: Spec) -> Any:
         """Write the container's LXC definition (liblxc checks every item)."""
         lxcpath = self._lxcpath(container_id)
+        # The mount targets, resolved in the rootfs and made there by us (never by liblxc,
+        # which would follow the image's symlinks on the host); resolved again here, as the
+        # image may have changed since check_spec. liblxc mounts them only symlink-free.
+        targets, problems = mount_targets(spec, host.readlink)
+        if problems:
+            self._check_paths(spec, spec.process.cwd, problems, container_id)
+        failed = make_targets(spec, targets)
+        if failed is not None:
+            i, cause = failed
+            dest = spec.mounts[i].destination
+            raise StepFailed(f"mount {dest}", cause, container_id=container_id,
+                             driver=self.name, **{f"mounts[{i}].destination": dest})
         items = spec_to_config(spec, container_id, str(lxcpath), host.facts().cgroup_version,
                                log_file=str(self._log_path(container_id)), log_level=LOG_LEVEL,
-                               mount_binary=host.mount_binary())
+                               mount_binary=host.mount_binary(), targets=targets,
+                               readlink=host.readlink)
         cdir = lxcpath / container_id
         cdir.mkdir(parents=True, mode=0o700)
         if "user" in spec.namespace_types():
@@ -542,8 +580,14 @@ class LXCDriver(ExecDriver):
         if st.extra.get("start_failed"):
             if child:
                 os.waitpid(mon, 0)
-            raise StepFailed("start", f"lxc: {st.extra.get('reason') or 'liblxc could not start it'}",
-                             container_id=container_id, driver=self.name, id=container_id)
+            reason = st.extra.get("reason") or "liblxc could not start it"
+            i = mount_in_reason(reason, spec, mount_targets(spec, host.readlink)[0])
+            if i is not None:       # name the mount (liblxc names a path under its rootfs)
+                dest = spec.mounts[i].destination
+                raise StepFailed(f"mount {dest}", f"lxc: {reason}", container_id=container_id,
+                                 driver=self.name, **{f"mounts[{i}].destination": dest})
+            raise StepFailed("start", f"lxc: {reason}", container_id=container_id,
+                             driver=self.name, id=container_id)
         return Handle(container_id, mon, self._waiter(container_id, mon, child=child))
 
     def _await_running(self, container_id: str, mon: int, fifo: tuple[int, int]) -> bool:
@@ -765,7 +809,7 @@ class LXCDriver(ExecDriver):
 
     # -- stats, pids ---------------------------------------------------------
     def _cgroup(self, st: ContainerState) -> str:
-        return cgroup_names(st.id, (st.resources.get("lxcpath") or [""])[0]).container
+        return cgroup_names(st.id, str(self._lxcpath(st.id))).container
 
     def pids(self, container_id: str) -> list[int]:
         from execdriver.kernel.cgroups import read_procs
@@ -793,21 +837,34 @@ class LXCDriver(ExecDriver):
         st = self.state.read_or_none(container_id)
         if st is not None and st.driver and st.driver != self.name:
             raise InvalidArgument(f"container {container_id}: belongs to driver {st.driver}, not lxc")
+        untrusted = None
         if st is not None:
+            try:
+                self._verify(st)
+            except StateCorrupt as exc:
+                # Never act on what the record names: clean up what this id owns (derived,
+                # not recorded), with the monitor as our own run directory names it.
+                untrusted = exc
+                st.resources = self._resources(container_id)
+                st.extra.pop("monitor_pid", None)
+                st.extra.pop("monitor_start", None)
             self._with_end(st)
         finishing = None
         if st is not None:
             finishing = self._stop(container_id, st)
             self._remove_cgroups(st)
-            for lxcpath in st.resources.get("lxcpath", []):
-                # <state_root>/<id>/lxc and <state_root>/<id>: this container's alone
-                host.remove_lock_dir(lxcpath, container_id, levels=1)
-                host.remove_run_dir(lxcpath, levels=1)
+            # <state_root>/<id>/lxc and <state_root>/<id>: this container's alone
+            lxcpath = str(self._lxcpath(container_id))
+            host.remove_lock_dir(lxcpath, container_id, levels=1)
+            host.remove_run_dir(lxcpath, levels=1)
         self.state.remove(container_id)
         if finishing is not None:
             self._reap_later(container_id, finishing)
         else:
             self._end_run(container_id)
+        if untrusted is not None:
+            raise StateCorrupt(f"terminate id={container_id}: removed; {untrusted}",
+                               container_id=container_id, driver=self.name)
 
     def _stop(self, container_id: str, st: ContainerState) -> int | None:
         """Kill the init through liblxc, then make sure the monitor is gone. A monitor that
@@ -815,7 +872,7 @@ class LXCDriver(ExecDriver):
         mon: int = st.extra.get("monitor_pid") or 0
         if self._monitor_alive(st) and (st.exit is not None or st.extra.get("start_failed")):
             return mon
-        if self._monitor_alive(st) and st.resources.get("lxcpath"):
+        if self._monitor_alive(st):
             with contextlib.suppress(Exception):     # fall back to signals below
                 c = self._container(container_id, st)
                 if c.state in ("FROZEN", "FREEZING"):

@@ -23,23 +23,40 @@ Choices worth knowing:
   *after* the ``mount`` hooks (create_container); poststart has no LXC hook.
 - liblxc always adds ``container=lxc`` to the init's environment.
 - The cwd (CVE-2024-21626): liblxc's init chdir()s while it holds host directories, so
-  :func:`cwd_problem` refuses, before anything exists, a cwd that goes through /proc and
+  paths.cwd_problem refuses, before anything exists, a cwd that goes through /proc and
   its kin (symlinks resolved inside the rootfs), and the first start-host hook
   (:func:`cwd_check_hook`) checks, after that chdir and before the exec, that the init's
   cwd is reachable from its root.
+- Mount targets are the destinations resolved in the rootfs (paths.mount_targets), made by
+  the driver (paths.make_targets): an entry says ``create=`` only for a target inside a
+  tmpfs of the spec, which liblxc mounts empty (liblxc's own creation follows the image's
+  symlinks on the host). Masked and read-only paths are resolved the same way.
+- Every cgroup mount is read-only, whatever the spec's options (as in the native driver,
+  CVE-2023-25809): ``cgroup:ro`` makes the hierarchies read-only, a mount hook the tmpfs
+  liblxc mounts them in.
 """
 
 from __future__ import annotations
 
+import errno as _errno
 import hashlib
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from execdriver.spec import CAP_NUMBERS, Mount, Process, SeccompProfile, Spec
+from execdriver.spec import CAP_NUMBERS, DEFAULT_PATH, Mount, Process, SeccompArg, SeccompProfile, Spec
 
 from .monitor import CWD_REFUSED
+from .paths import (
+    MountTarget,
+    Readlink,
+    binding,
+    mount_targets,
+    rel,
+    resolve_paths,
+    target_is_dir,
+)
 
 # LXC's names for namespaces (the /proc/PID/ns entries).
 NS_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
@@ -67,6 +84,10 @@ _SECCOMP_OPS = {"eq": "SCMP_CMP_EQ", "ne": "SCMP_CMP_NE", "lt": "SCMP_CMP_LT",
                 "le": "SCMP_CMP_LE", "gt": "SCMP_CMP_GT", "ge": "SCMP_CMP_GE",
                 "masked_eq": "SCMP_CMP_MASKED_EQ"}
 _SECCOMP_ACTIONS = {"allow", "errno", "kill", "trap"}
+
+
+def _no_link(_path: str) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -127,15 +148,12 @@ def rlimit_value(n: int) -> str:
 
 
 def process_env(p: Process) -> dict[str, str]:
-    """The spec's environment plus HOME when it has none (as the native driver does)."""
+    """The spec's environment plus PATH and HOME when it has none (as the native driver
+    does: liblxc adds only ``container=lxc``)."""
     env = dict(p.env)
+    env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOME", "/root" if p.user.uid == 0 else "/")
     return env
-
-
-def rel(path: str) -> str:
-    """A container path as LXC's rootfs-relative mount target."""
-    return os.path.normpath(path).lstrip("/")
 
 
 # --- what LXC cannot express -------------------------------------------------
@@ -166,6 +184,10 @@ def _seccomp_problems(profile: SeccompProfile) -> list[str]:
             out.append(f"seccomp.profile.syscalls[{i}]: LXC has no action {rule.action!r}")
         if len({a.index for a in rule.args}) != len(rule.args):
             out.append(f"seccomp.profile.syscalls[{i}]: two conditions on one argument")
+        if rule.args and _action(rule.action, rule.errno) == ENOSYS_ACTION:
+            out.append(f"seccomp.profile.syscalls[{i}]: LXC cannot answer ENOSYS under a "
+                       "condition (it is the default action of its profile, for syscalls "
+                       "newer than the table, and libseccomp takes no rule with it)")
     return out
 
 
@@ -253,8 +275,7 @@ def _mount_problem(m: Mount) -> str | None:
         return "LXC cannot mount over the root"
     if m.type in ("cgroup", "cgroup2") and dest != "/sys/fs/cgroup":
         return "LXC mounts cgroups only at /sys/fs/cgroup"
-    binding = m.type == "bind" or "bind" in m.options or "rbind" in m.options
-    if binding and m.source and not m.source.startswith("/"):
+    if binding(m) and m.source and not m.source.startswith("/"):
         return "a bind source must be an absolute host path"
     if any("," in o for o in m.options):
         return "a mount option must not contain ','"
@@ -270,133 +291,22 @@ def _config_values(spec: Spec) -> list[str]:
             + list(spec.sysctls.values()) + [n.path or "" for n in spec.namespaces])
 
 
-# --- the working directory ------------------------------------------------------
-
-# Under these a path can be a magic link to a descriptor of whoever does the chdir: liblxc's
-# init still holds host directories then (CVE-2024-21626). liblxc makes the /dev links.
-PROC_LIKE = ("/proc", "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr")
-MAX_SYMLINKS = 40
-
-
-def _under(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
-def resolve_in_root(path: str, readlink: Callable[[str], str | None]) -> str | None:
-    """``path`` with its symlinks resolved as inside a chroot: ``readlink(p)`` reads the
-    container path ``p`` (None: not a link); an absolute target restarts at the container's
-    root and ``..`` stops there. Each path read is one the walk went through. None: too
-    many links (ELOOP)."""
-    done: list[str] = []
-    todo = path.split("/")[::-1]
-    links = 0
-    while todo:
-        part = todo.pop()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        target = readlink("/" + "/".join([*done, part]))
-        if target is None:
-            done.append(part)
-            continue
-        links += 1
-        if links > MAX_SYMLINKS:
-            return None
-        if target.startswith("/"):
-            done = []
-        todo += target.split("/")[::-1]
-    return "/" + "/".join(done)
-
-
-def _binding(m: Mount) -> bool:
-    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
-
-
-def _proc_area(path: str, mounts: list[Mount]) -> str | None:
-    """The proc-like place ``path`` is in: see PROC_LIKE, a proc mount of the spec, or a
-    bind mount of the host's (``-v /proc:/x``, ``-v /:/host`` then /host/proc)."""
-    for top in PROC_LIKE:
-        if _under(path, top):
-            return top
-    for m in mounts:
-        dest = os.path.normpath(m.destination)
-        if not _under(path, dest):
-            continue
-        if m.type == "proc":
-            return dest
-        if _binding(m) and m.source:
-            on_host = os.path.normpath(os.path.join(m.source, os.path.relpath(path, dest)))
-            if any(_under(on_host, top) for top in PROC_LIKE):
-                return dest
-    return None
-
-
-def container_readlink(spec: Spec, readlink: Callable[[str], str | None]
-                       ) -> Callable[[str], str | None]:
-    """readlink of a container path as it will be at start: in a bind mount's source, in
-    the rootfs elsewhere, never in another mount (its contents are made at start).
-    ``readlink`` reads a host path (it never follows the last component)."""
-    mounts = [(os.path.normpath(m.destination), m) for m in spec.mounts]
-
-    def read(path: str) -> str | None:
-        for dest, m in reversed(mounts):        # the last mount over a path hides the others
-            if _under(path, dest):
-                if path == dest or not _binding(m) or not m.source:
-                    return None
-                return readlink(os.path.join(m.source, os.path.relpath(path, dest)))
-        return readlink(os.path.join(spec.root.path, path.lstrip("/")))
-    return read
-
-
-def _walk(path: str, lookup: Callable[[str], str | None], mounts: list[Mount]
-          ) -> tuple[str | None, list[str]]:
-    """resolve_in_root, never reading inside a proc-like place; and every path walked."""
-    walked: list[str] = []
-
-    def read(p: str) -> str | None:
-        walked.append(p)
-        return None if _proc_area(p, mounts) else lookup(p)
-    return resolve_in_root(path, read), walked
-
-
-def cwd_problem(spec: Spec, readlink: Callable[[str], str | None], cwd: str | None = None
-                ) -> str | None:
-    """Why ``cwd`` (default: process.cwd) must not be chdir()ed to, or None.
-
-    Refused: a path that goes, as written or through a symlink resolved in the rootfs
-    (never by following host paths), through a proc-like place: there a descriptor link
-    leads out of the container. Anything else resolves inside the root."""
-    cwd = spec.process.cwd if cwd is None else cwd
-    where = f"process.cwd={cwd}"
-    for as_written, lookup in ((True, lambda _p: None), (False, container_readlink(spec, readlink))):
-        resolved, walked = _walk(cwd, lookup, spec.mounts)
-        if resolved is None:
-            return f"{where}: too many levels of symbolic links in the rootfs"
-        for path in walked:
-            top = _proc_area(path, spec.mounts)
-            if top is not None:
-                shown = resolved if _proc_area(resolved, spec.mounts) else path
-                how = "is" if as_written else \
-                    f"leads (symlinks resolved in the rootfs) to {shown}, which is"
-                return (f"{where}: {how} under {top}, where a descriptor link can lead out of "
-                        "the container")
-    return None
-
-
 # --- the translation ----------------------------------------------------------
 
 def spec_to_config(spec: Spec, container_id: str, lxcpath: str, cgroup_version: int, *,
                    log_file: str | None = None, log_level: str = "INFO",
                    source_is_dir: Callable[[str], bool] = os.path.isdir,
-                   mount_binary: str = MOUNT_BINARY) -> list[tuple[str, str]]:
+                   mount_binary: str = MOUNT_BINARY,
+                   targets: Sequence[MountTarget] | None = None,
+                   readlink: Readlink = _no_link) -> list[tuple[str, str]]:
     """The LXC config items for ``spec``, in order.
 
-    ``source_is_dir`` tells whether a bind source is a directory (it decides
-    ``create=dir`` or ``create=file``); it is the one look at the host, and can
-    be replaced in tests.
+    ``targets`` are the mounts' targets (paths.mount_targets, made by the driver);
+    ``readlink`` reads a host path's symlink, to resolve the masked and read-only paths in
+    the rootfs (and the targets when not given). ``source_is_dir`` tells whether a bind
+    source is a directory (``create=dir`` or ``create=file`` where liblxc makes the
+    target). The defaults see no symlink and look at nothing on the host but bind sources;
+    they can be replaced in tests.
     """
     cdir = os.path.join(lxcpath, container_id)
     items: list[tuple[str, str]] = []
@@ -464,7 +374,9 @@ def spec_to_config(spec: Spec, container_id: str, lxcpath: str, cgroup_version: 
         add(f"lxc.sysctl.{name.replace('/', '.')}", value)
 
     items += cgroup_items(spec, container_id, lxcpath, cgroup_version)
-    items += mount_items(spec, source_is_dir)
+    if targets is None:
+        targets = mount_targets(spec, readlink)[0]
+    items += mount_items(spec, source_is_dir, targets, readlink)
     items += hook_items(spec, mount_binary, cgroup_version,
                         cgroup_names(container_id, lxcpath).container, cdir)
     return items
@@ -532,43 +444,49 @@ def _entry(source: str, target: str, fstype: str, options: list[str]) -> tuple[s
     return ("lxc.mount.entry", " ".join(fields) + " 0 0")
 
 
-def mount_items(spec: Spec, source_is_dir: Callable[[str], bool]) -> list[tuple[str, str]]:
-    """Mount entries for the spec's mounts, then masked and read-only paths."""
+def mount_items(spec: Spec, source_is_dir: Callable[[str], bool],
+                targets: Sequence[MountTarget], readlink: Readlink = _no_link
+                ) -> list[tuple[str, str]]:
+    """Mount entries for the spec's mounts at their targets, then masked and read-only
+    paths (resolved in the rootfs)."""
     items: list[tuple[str, str]] = []
     auto: list[str] = []
-    for m in spec.mounts:
+    for m, t in zip(spec.mounts, targets):
         dest = os.path.normpath(m.destination)
-        target = rel(dest)
+        target = rel(t.path)
         opts = [o for o in m.options]
+        if t.liblxc_creates:
+            opts.append("create=dir" if target_is_dir(m, source_is_dir) else "create=file")
         if m.type in ("cgroup", "cgroup2"):
-            # LXC's own cgroup mount: a tmpfs with each hierarchy (v1) or cgroup2 (v2).
-            auto.append("cgroup:ro:force" if "ro" in opts else "cgroup:mixed:force")
+            # LXC's own cgroup mount: a tmpfs with each hierarchy (v1) or cgroup2 (v2),
+            # read-only whatever the spec says (the tmpfs: see cgroup_ro_hook)
+            auto.append("cgroup:ro:force")
             continue
-        binding = m.type == "bind" or "bind" in opts or "rbind" in opts
-        if binding:
+        if binding(m):
             if "bind" not in opts and "rbind" not in opts:
                 opts.insert(0, "bind")
-            src = m.source or ""
-            create = "create=dir" if source_is_dir(src) else "create=file"
-            items.append(_entry(src, target, "none", opts + [create]))
+            items.append(_entry(m.source or "", target, "none", opts))
             continue
-        items.append(_entry(m.source or m.type, target, m.type, opts + ["create=dir"]))
+        items.append(_entry(m.source or m.type, target, m.type, opts))
         if dest == "/dev" and m.type == "tmpfs":
-            # the standard nodes, bound from the host (what LXC itself does in a userns)
+            # the standard nodes, bound from the host (what LXC itself does in a userns),
+            # made by liblxc in the (empty) tmpfs
             for node in DEV_NODES:
-                items.append(_entry(f"/dev/{node}", f"dev/{node}", "none",
+                items.append(_entry(f"/dev/{node}", f"{target}/{node}", "none",
                                     ["bind", "create=file"]))
         elif dest == "/dev/pts" and m.type == "devpts":
-            items.append(_entry("dev/pts/ptmx", "dev/ptmx", "none",
-                                ["bind", "relative", "create=file"]))
+            items.append(_entry(f"{target}/ptmx", f"{rel(os.path.dirname(t.path))}/ptmx",
+                                "none", ["bind", "relative", "create=file"]))
     if auto:
         items.append(("lxc.mount.auto", " ".join(auto)))
-    for path in spec.masked_paths:
+    masked = resolve_paths(spec.masked_paths, spec, readlink) if spec.masked_paths else []
+    for path in masked:
         target = rel(path)
         items.append(_entry("/dev/null", target, "none", ["bind", "optional"]))
         items.append(_entry("tmpfs", target, "tmpfs",
                             ["ro", "nosuid", "nodev", "noexec", "optional"]))
-    for path in spec.readonly_paths:
+    readonly = resolve_paths(spec.readonly_paths, spec, readlink) if spec.readonly_paths else []
+    for path in readonly:
         target = rel(path)
         items.append(_entry(target, target, "none", ["bind", "relative", "ro", "optional"]))
     return items
@@ -609,6 +527,13 @@ def cwd_check_hook(cwd: str, cdir: str) -> str:
         "/bin/sh", "-c", _CWD_CHECK_SH, "cwd-check", os.path.join(cdir, CWD_REFUSED), cwd))
 
 
+def cgroup_ro_hook(mount_binary: str) -> str:
+    """The mount hook that remounts /sys/fs/cgroup (liblxc's tmpfs, or cgroup2) read-only,
+    keeping the flags liblxc gave it."""
+    return (f"{shlex.quote(mount_binary)} -o remount,bind,ro,nosuid,nodev,noexec "
+            '"$LXC_ROOTFS_MOUNT/sys/fs/cgroup"')
+
+
 def hook_items(spec: Spec, mount_binary: str, cgroup_version: int, cgroup: str,
                cdir: str) -> list[tuple[str, str]]:
     """LXC hooks for the cwd check, the spec's hooks, the read-only root and the OOM record.
@@ -624,6 +549,10 @@ def hook_items(spec: Spec, mount_binary: str, cgroup_version: int, cgroup: str,
     items.append(("lxc.hook.start-host", cwd_check_hook(spec.process.cwd, cdir)))
     for hook in [*h.prestart, *h.create_runtime]:
         items.append(("lxc.hook.start-host", _host_hook(hook.path, hook.args, hook.env, hook.timeout)))
+    if any(m.type in ("cgroup", "cgroup2") for m in spec.mounts):
+        # liblxc mounts cgroups (lxc.mount.auto, before the mount hooks) in a tmpfs it
+        # leaves writable, even with cgroup:ro: the first mount hook makes it read-only
+        items.append(("lxc.hook.mount", cgroup_ro_hook(mount_binary)))
     for hook in h.create_container:
         items.append(("lxc.hook.mount", _host_hook(hook.path, hook.args, hook.env, hook.timeout)))
     if spec.root.readonly:
@@ -646,18 +575,46 @@ def hook_items(spec: Spec, mount_binary: str, cgroup_version: int, cgroup: str,
 
 # --- seccomp -----------------------------------------------------------------
 
+# LXC's profile names syscalls only (no numbers, no ranges), so a syscall newer than the
+# table cannot be told apart from a denied one by number, as the native compiler does
+# (numbers above MAX_KNOWN answer ENOSYS). The closest construct: ENOSYS is the default
+# action of every LXC profile, and the spec profile's own default is given name by name,
+# for every syscall of the table it does not decide unconditionally.
+ENOSYS_ACTION = f"errno {_errno.ENOSYS}"
+
+
 def _action(action: str, errno: int | None) -> str:
     if action == "errno":
         return f"errno {1 if errno is None else errno}"
     return action
 
 
-def seccomp_profile(spec: Spec) -> str | None:
+def _condition(a: SeccompArg) -> str:
+    if a.op == "masked_eq":
+        return f"[{a.index},{a.value_two},SCMP_CMP_MASKED_EQ,{a.value}]"
+    return f"[{a.index},{a.value},{_SECCOMP_OPS[a.op]}]"
+
+
+def seccomp_profile(spec: Spec, table: Mapping[str, int] | None = None) -> str | None:
     """The spec's seccomp section in LXC's v2 profile format (None when unconfined).
 
     Mode ``default`` is the native driver's default profile (an allowlist), so both
     drivers deny the same calls. OCI's ``masked_eq`` compares ``(arg & value) ==
     value_two``; LXC writes that as ``[index,value_two,SCMP_CMP_MASKED_EQ,value]``.
+
+    As in the native driver, a syscall the ``table`` (default: this architecture's) does
+    not know answers ENOSYS: that is LXC's default action here (see ENOSYS_ACTION), and
+    the profile's default follows, as a rule per name, for each syscall of the table no
+    rule decides unconditionally. Rules are tried in order (the first that matches
+    decides) and libseccomp does not keep that order: an unconditional rule wipes the
+    conditional ones of its syscall. So what answers when no condition of a syscall
+    matches (an unconditional rule after them, else the profile's default) is a rule
+    whose condition always holds, ``[i,0,SCMP_CMP_GE]`` on the lowest argument index
+    compared: libseccomp orders it after every other comparison of that argument and
+    after those of higher ones (db.c: _db_chain_lt). A rule after an unconditional one
+    for the same name is dead (as in the native compiler) and left out; so is a rule
+    answering ENOSYS where that is what the default gives (libseccomp refuses a rule with
+    the default's action).
     """
     if spec.seccomp.mode == "unconfined":
         return None
@@ -667,17 +624,39 @@ def seccomp_profile(spec: Spec) -> str | None:
     else:
         assert spec.seccomp.profile is not None
         profile = spec.seccomp.profile
-    default = _action(profile.default_action, profile.default_errno)
-    kind = "denylist" if profile.default_action == "allow" else "allowlist"
-    lines = ["2", f"{kind} {default}"]
+    if table is None:
+        from execdriver.kernel.syscall_table import SYSCALLS
+        table = SYSCALLS
+    lines = ["2", f"allowlist {ENOSYS_ACTION}"]
+    decided: set[str] = set()                       # by an unconditional rule
+    compared: dict[str, list[SeccompArg]] = {}      # the conditions of a name's rules
+
+    def otherwise(name: str, action: str) -> None:
+        """``action`` for ``name`` where no earlier rule matched."""
+        decided.add(name)
+        args = compared.get(name, [])
+        if action == ENOSYS_ACTION:
+            return                  # LXC's default
+        if not args:
+            lines.append(f"{name} {action}")
+            return
+        first = min(a.index for a in args)
+        if not any(a.index == first and a.op == "ge" and a.value == 0 for a in args):
+            # (else that identical node is there already: libseccomp would refuse it)
+            lines.append(f"{name} {action} [{first},0,SCMP_CMP_GE]")
+
     for rule in profile.syscalls:
         action = _action(rule.action, rule.errno)
-        conds = []
-        for a in rule.args:
-            if a.op == "masked_eq":
-                conds.append(f"[{a.index},{a.value_two},SCMP_CMP_MASKED_EQ,{a.value}]")
-            else:
-                conds.append(f"[{a.index},{a.value},{_SECCOMP_OPS[a.op]}]")
         for name in rule.names:
-            lines.append(" ".join([name, action, *conds]))
+            if name in decided:
+                continue
+            if not rule.args:
+                otherwise(name, action)
+                continue
+            compared.setdefault(name, []).extend(rule.args)
+            lines.append(" ".join([name, action, *map(_condition, rule.args)]))
+    default = _action(profile.default_action, profile.default_errno)
+    for name in [*compared, *sorted(table, key=table.__getitem__)]:
+        if name not in decided:
+            otherwise(name, default)
     return "\n".join(lines) + "\n"

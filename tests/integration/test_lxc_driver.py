@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from execdriver.driver import ExitStatus, Status, Stdio
-from execdriver.errors import ContainerNotFound, InvalidState, StepFailed, UnsupportedFeature
+from execdriver.errors import (
+    ContainerNotFound,
+    InvalidState,
+    SpecError,
+    StepFailed,
+    UnsupportedFeature,
+)
 from execdriver.spec import CAP_NUMBERS, Hook, Rlimit, Spec
 
 pytestmark = pytest.mark.root
@@ -425,6 +431,76 @@ def test_terminate_after_the_monitor_was_killed(driver, busybox_rootfs):
     assert gone(st.pid)
 
 
+@pytest.fixture
+def victim() -> Iterator[tuple[subprocess.Popen, str]]:
+    """A process of the test's own in a cgroup of the test's own: it stands for someone
+    else's. (``sleep`` dies of any signal that reaches it.)"""
+    import uuid
+
+    from execdriver_lxc import host
+    cgroup = host.controller_path("pids", f"edtest-victim-{uuid.uuid4().hex[:8]}")
+    assert cgroup is not None
+    os.mkdir(cgroup)
+    proc = subprocess.Popen(["sleep", "300"])
+    try:
+        Path(cgroup, "cgroup.procs").write_text(str(proc.pid))
+        yield proc, cgroup
+    finally:
+        proc.kill()
+        proc.wait()
+        os.rmdir(cgroup)
+
+
+@pytest.mark.parametrize("forged_key", ["lxcpath", "cgroup"])
+def test_a_forged_state_record_is_never_acted_on(driver, busybox_rootfs, victim, forged_key):
+    """A record naming an lxcpath or cgroups that are not the container's own (forged): no
+    pid is read from the forged lxcpath's run directory and signalled, nothing of it is
+    removed, nothing in the forged cgroup is killed. Every verb refuses in one line;
+    terminate removes what the id owns, then says what it left alone."""
+    import json
+    import uuid
+
+    from execdriver_lxc import host
+
+    from execdriver.errors import StateCorrupt
+    from execdriver.state import pid_start_time
+    proc, cgroup = victim
+    forged = f"/execdriver-forged-{uuid.uuid4().hex[:8]}"
+    os.makedirs(host.run_dir(forged))
+    monitor_file = Path(host.monitor_file(forged))
+    monitor_file.write_text(f"{proc.pid} {pid_start_time(proc.pid)}")
+    try:
+        driver.start("c1", spec_for(driver, busybox_rootfs, "sleep 1000"), detach=True)
+        info = driver.info("c1")
+        path = driver.state.dir("c1") / "state.json"
+        record = json.loads(path.read_text())
+        record["resources"][forged_key] = [forged if forged_key == "lxcpath" else cgroup]
+        for key in ("monitor_pid", "monitor_start"):    # to be read from the run directory
+            record["extra"].pop(key, None)
+        path.write_text(json.dumps(record))
+        shown = forged if forged_key == "lxcpath" else cgroup
+        needle = f"{forged_key} {shown}: not this container's; left alone"
+        for verb in (lambda: driver.info("c1"), lambda: driver.kill("c1", signal.SIGKILL),
+                     lambda: driver.kill("c1", signal.SIGKILL, all=True),
+                     lambda: driver.pause("c1"), lambda: driver.pids("c1")):
+            with pytest.raises(StateCorrupt) as err:
+                verb()
+            assert str(err.value) == needle
+        with pytest.raises(StateCorrupt) as err:
+            driver.terminate("c1")
+        assert str(err.value) == f"terminate id=c1: removed; {needle}"
+        time.sleep(0.2)                     # a signal, had one been sent, has landed
+        assert proc.poll() is None, "the victim was killed"
+        assert Path(cgroup, "cgroup.procs").read_text().split() == [str(proc.pid)]
+        assert monitor_file.read_text().startswith(f"{proc.pid} "), "the forged run dir was touched"
+        # what the container owned is gone all the same, and the id is free again
+        assert leftovers(driver, "c1", info.resources) == []
+        assert gone(info.pid)
+        assert sh(driver, busybox_rootfs, "exit 0")[0].exit_code == 0
+    finally:
+        host.remove_run_dir(forged)
+
+
 def test_broken_rootfs_one_line_error_and_nothing_left(driver, tmp_path):
     not_a_dir = tmp_path / "rootfs-file"
     not_a_dir.write_text("x")
@@ -628,6 +704,68 @@ def test_bind_mount_with_spaces(driver, rootfs, tmp_path):
     # a fresh rootfs: creating the mount target writes into it
     _, out = run(driver, "c1", spec)
     assert out.splitlines()[0] == "inside" and out.splitlines()[-1] == "1"
+
+
+def with_mount(spec: Spec, **mount) -> Spec:
+    return Spec.model_validate({**spec.model_dump(), "mounts": [*spec.model_dump()["mounts"],
+                                                                mount]})
+
+
+def test_mount_targets_through_image_symlinks_are_made_in_the_rootfs(driver, rootfs, tmp_path):
+    """liblxc's create=dir/create=file would follow the image's links to the host: the
+    driver makes the targets in the rootfs itself, and liblxc mounts what they resolve to."""
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    os.symlink(str(host_dir), rootfs / "abs")
+    os.symlink("../" * 10 + str(host_dir).lstrip("/"), rootfs / "rel")
+    os.symlink(str(host_dir / "file"), rootfs / "file-link")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("bound\n")
+    spec = spec_for(driver, rootfs, "cat /rel/b/f /file-link; stat -f -c %T /abs/a/deeper")
+    spec = with_mount(spec, destination="/abs/a/deeper", type="tmpfs", source="tmpfs")
+    spec = with_mount(spec, destination="/rel/b", type="bind", source=str(src))
+    spec = with_mount(spec, destination="/file-link", type="bind", source=str(src / "f"))
+    status, out = run(driver, "c1", spec)
+    assert status.exit_code == 0, out
+    assert out.split() == ["bound", "bound", "tmpfs"]
+    assert os.listdir(host_dir) == []
+    inside = rootfs / str(host_dir).lstrip("/")
+    assert (inside / "a" / "deeper").is_dir() and (inside / "b").is_dir()
+    assert (inside / "file").is_file()
+
+
+def test_a_volume_over_proc_is_refused_before_anything_exists(driver, rootfs, tmp_path):
+    os.symlink("/proc", rootfs / "p")
+    fake = tmp_path / "fake-proc"
+    fake.mkdir()
+    for dest in ("/proc", "/p"):
+        spec = with_mount(spec_for(driver, rootfs, "true"), destination=dest, type="bind",
+                          source=str(fake))
+        with pytest.raises(SpecError) as err:
+            driver.start("c1", spec)
+        i = len(spec.mounts) - 1
+        msg = str(err.value)
+        assert msg.startswith(f"mount {dest} mounts[{i}].destination={dest}: "), msg
+        assert "only procfs may be mounted at /proc" in msg and "\n" not in msg
+        assert not driver.state.exists("c1") and os.listdir(fake) == []
+
+
+def test_liblxc_refusing_a_mount_target_names_the_mount(driver, rootfs, tmp_path):
+    """A link liblxc finds in a target (here /proc/self, in the procfs the driver does not
+    read ahead): the one-line error names the spec mount."""
+    src = tmp_path / "f"
+    src.write_text("x")
+    spec = with_mount(spec_for(driver, rootfs, "true"), destination="/proc/self/environ",
+                      type="bind", source=str(src))
+    with pytest.raises(StepFailed) as err:
+        driver.run("c1", spec)
+    i = len(spec.mounts) - 1
+    msg = str(err.value)
+    assert msg.startswith(f"mount /proc/self/environ mounts[{i}].destination=/proc/self/environ:"
+                          " lxc: "), msg
+    assert "was a symbolic link" in msg and "\n" not in msg
+    assert driver.state.ids() == []
 
 
 def test_sysctl_in_the_containers_namespace(driver, busybox_rootfs):

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from typing import Any
 
 import pytest
+from execdriver_lxc.paths import cwd_problem, mount_targets, resolve_in_root
 from execdriver_lxc.translate import (
     HostFacts,
     cgroup_names,
+    cgroup_ro_hook,
     cwd_check_hook,
-    cwd_problem,
     fstab_escape,
     init_cmd_word,
-    resolve_in_root,
     seccomp_profile,
     spec_to_config,
     unsupported,
 )
 
-from execdriver.spec import Spec, validate_spec
+from execdriver.spec import DEFAULT_PATH, Spec, validate_spec
 
 LXCPATH = "/run/state/c1/lxc"
 CDIR = LXCPATH + "/c1"
@@ -69,9 +70,12 @@ SIMPLE = [
     ("gid", {"process": {"user": {"uid": 0, "gid": 5}}}, "lxc.init.gid", ["5"]),
     ("groups", {"process": {"user": {"additional_gids": [10, 20]}}}, "lxc.init.groups", ["10,20"]),
     ("no groups", {}, "lxc.init.groups", []),
-    ("env, HOME added", {"process": {"env": {"A": "1", "B": "x y"}}}, "lxc.environment",
-     ["A=1", "B=x y", "HOME=/root"]),
-    ("env keeps HOME", {"process": {"env": {"HOME": "/h"}}}, "lxc.environment", ["HOME=/h"]),
+    ("env, PATH and HOME added", {"process": {"env": {"A": "1", "B": "x y"}}}, "lxc.environment",
+     ["A=1", "B=x y", f"PATH={DEFAULT_PATH}", "HOME=/root"]),
+    ("env keeps HOME", {"process": {"env": {"HOME": "/h"}}}, "lxc.environment",
+     ["HOME=/h", f"PATH={DEFAULT_PATH}"]),
+    ("env keeps PATH", {"process": {"env": {"PATH": "/p"}}}, "lxc.environment",
+     ["PATH=/p", "HOME=/root"]),
     ("no caps", {"process": {"capabilities": {"bounding": [], "effective": [], "permitted": []}}},
      "lxc.cap.keep", ["none"]),
     ("caps by name, new ones by number", {"process": {"capabilities": {
@@ -179,9 +183,10 @@ def test_device_rules_deny_all_then_defaults_then_the_specs(version, prefix):
 
 def test_default_mounts():
     got = entries(config(make()))
+    # the driver makes the targets in the rootfs; liblxc only inside the /dev tmpfs
     assert got[:9] == [
-        "proc proc proc nosuid,noexec,nodev,create=dir 0 0",
-        "tmpfs dev tmpfs nosuid,strictatime,mode=755,size=65536k,create=dir 0 0",
+        "proc proc proc nosuid,noexec,nodev 0 0",
+        "tmpfs dev tmpfs nosuid,strictatime,mode=755,size=65536k 0 0",
         "/dev/null dev/null none bind,create=file 0 0",
         "/dev/zero dev/zero none bind,create=file 0 0",
         "/dev/full dev/full none bind,create=file 0 0",
@@ -191,21 +196,23 @@ def test_default_mounts():
         "devpts dev/pts devpts nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,create=dir 0 0",
     ]
     assert got[9] == "dev/pts/ptmx dev/ptmx none bind,relative,create=file 0 0"
-    assert "sysfs sys sysfs nosuid,noexec,nodev,ro,create=dir 0 0" in got
+    assert "sysfs sys sysfs nosuid,noexec,nodev,ro 0 0" in got
+    assert "shm dev/shm tmpfs nosuid,noexec,nodev,mode=1777,size=65536k,create=dir 0 0" in got
     assert values(config(make()), "lxc.mount.auto") == ["cgroup:ro:force"]
 
 
+# targets in the rootfs are made by the driver: no create= for liblxc
 MOUNTS = [
     ({"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["ro"]},
-     "/srv/data data none bind,ro,create=dir 0 0"),
+     "/srv/data data none bind,ro 0 0"),
     ({"destination": "/etc/app.conf", "source": "/srv/app.conf", "options": ["rbind"]},
-     "/srv/app.conf etc/app.conf none rbind,create=file 0 0"),
+     "/srv/app.conf etc/app.conf none rbind 0 0"),
     ({"destination": "/my data", "type": "bind", "source": "/srv/a b\\c"},
-     "/srv/a\\040b\\134c my\\040data none bind,create=dir 0 0"),
+     "/srv/a\\040b\\134c my\\040data none bind 0 0"),
     ({"destination": "/run", "type": "tmpfs", "options": ["size=1m"]},
-     "tmpfs run tmpfs size=1m,create=dir 0 0"),
+     "tmpfs run tmpfs size=1m 0 0"),
     ({"destination": "/mnt/", "type": "tmpfs", "source": "mytmp"},
-     "mytmp mnt tmpfs create=dir 0 0"),
+     "mytmp mnt tmpfs defaults 0 0"),
 ]
 
 
@@ -214,9 +221,11 @@ def test_mount_entries(mount, entry):
     assert entries(config(make(mounts=[mount], masked_paths=[], readonly_paths=[]))) == [entry]
 
 
-def test_cgroup_mount_rw_is_mixed():
-    spec = make(mounts=[{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}])
-    assert values(config(spec), "lxc.mount.auto") == ["cgroup:mixed:force"]
+@pytest.mark.parametrize("options", [["ro"], [], ["rw", "nosuid"]])
+def test_cgroup_mount_is_always_read_only(options):
+    spec = make(mounts=[{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                         "options": options}])
+    assert values(config(spec), "lxc.mount.auto") == ["cgroup:ro:force"]
 
 
 def test_masked_and_readonly_paths():
@@ -231,8 +240,22 @@ def test_readonly_root_is_the_last_mount_hook():
     spec = make(root={"path": "/srv/rootfs", "readonly": True},
                 hooks={"create_container": [{"path": "/h", "args": ["h", "a b"]}]})
     assert values(config(spec, mount_binary="/usr/bin/mount"), "lxc.hook.mount") == [
-        "/h 'a b'", '/usr/bin/mount -o remount,bind,ro "$LXC_ROOTFS_MOUNT"']
-    assert not [v for k, v in config(make()) if k == "lxc.hook.mount"]
+        cgroup_ro_hook("/usr/bin/mount"), "/h 'a b'",
+        '/usr/bin/mount -o remount,bind,ro "$LXC_ROOTFS_MOUNT"']
+    assert values(config(make()), "lxc.hook.mount") == [cgroup_ro_hook("/bin/mount")]
+    assert not [v for k, v in config(make(mounts=[])) if k == "lxc.hook.mount"]
+
+
+def test_cgroup_tmpfs_is_remounted_read_only_by_the_first_mount_hook():
+    """liblxc leaves the tmpfs it mounts the hierarchies in writable, even with cgroup:ro."""
+    hook = cgroup_ro_hook("/bin/mount")
+    assert shlex.split(hook) == ["/bin/mount", "-o", "remount,bind,ro,nosuid,nodev,noexec",
+                                 "$LXC_ROOTFS_MOUNT/sys/fs/cgroup"]
+    spec = make(hooks={"create_container": [{"path": "/h"}]})
+    assert values(config(spec), "lxc.hook.mount") == [hook, "/h"]
+    no_cgroup = make(mounts=[m for m in make().model_dump()["mounts"] if m["type"] != "cgroup"])
+    assert values(config(no_cgroup), "lxc.mount.auto") == []
+    assert hook not in values(config(no_cgroup), "lxc.hook.mount")
 
 
 def test_hooks():
@@ -374,11 +397,33 @@ def test_seccomp_default_is_the_native_profile():
     text = seccomp_profile(make())
     assert text is not None
     lines = text.splitlines()
-    assert lines[:2] == ["2", f"allowlist errno {DEFAULT_PROFILE.default_errno}"]
-    assert "read allow" in lines and "mount allow" not in lines
+    # ENOSYS by default (a syscall newer than the table), the profile's EPERM by name
+    assert lines[:2] == ["2", "allowlist errno 38"]
+    assert DEFAULT_PROFILE.default_errno == 1
+    assert "read allow" in lines and "mount allow" not in lines and "mount errno 1" in lines
     assert len([ln for ln in lines if ln.endswith(" allow")]) >= len(ALLOWED)
     assert "clone allow [0,0,SCMP_CMP_MASKED_EQ,2114060288]" in lines
-    assert "clone3 errno 38" in lines
+    # clone3's ENOSYS is the default's: libseccomp refuses a rule with the default action
+    assert not [ln for ln in lines if ln.startswith("clone3 ")]
+    # where no condition matches, EPERM again, after every condition of the syscall
+    assert lines.index("clone errno 1 [0,0,SCMP_CMP_GE]") > \
+        lines.index("clone allow [0,0,SCMP_CMP_MASKED_EQ,2114060288]")
+    assert "socket errno 1 [0,0,SCMP_CMP_GE]" in lines
+    assert "personality errno 1 [0,0,SCMP_CMP_GE]" in lines
+
+
+def test_seccomp_every_syscall_of_the_table_is_decided_by_name():
+    """Only what the table does not know falls to LXC's default (ENOSYS), as in the native
+    compiler; everything it knows gets the profile's answer, once."""
+    from execdriver.kernel.syscall_table import SYSCALLS
+    lines = seccomp_profile(make()).splitlines()[2:]
+    named = {ln.split()[0] for ln in lines}
+    assert named == set(SYSCALLS) - {"clone3"}
+    unconditional = [ln.split()[0] for ln in lines if "[" not in ln]
+    assert len(unconditional) == len(set(unconditional))
+    table = {"read": 0, "write": 1, "mount": 165, "brand_new": 999}
+    assert seccomp_profile(make(), table).splitlines()[-2:] == ["mount errno 1",
+                                                                 "brand_new errno 1"]
 
 
 def test_seccomp_profile_translation():
@@ -391,10 +436,49 @@ def test_seccomp_profile_translation():
             {"names": ["kexec_load"], "action": "kill"},
             {"names": ["ioctl"], "action": "trap",
              "args": [{"index": 1, "value": 255, "value_two": 4, "op": "masked_eq"}]}]}})
-    assert seccomp_profile(spec) == (
-        "2\ndenylist allow\nmount errno 1\numount2 errno 1\n"
+    table = {"read": 0, "ioctl": 16, "personality": 135, "mount": 165, "umount2": 166,
+             "kexec_load": 246}
+    assert seccomp_profile(spec, table) == (
+        "2\nallowlist errno 38\nmount errno 1\numount2 errno 1\n"
         "personality errno 22 [0,8,SCMP_CMP_NE] [1,1,SCMP_CMP_GT]\n"
-        "kexec_load kill\nioctl trap [1,4,SCMP_CMP_MASKED_EQ,255]\n")
+        "kexec_load kill\nioctl trap [1,4,SCMP_CMP_MASKED_EQ,255]\n"
+        # the profile's default: where no condition matched, then for the rest of the table
+        "personality allow [0,0,SCMP_CMP_GE]\nioctl allow [1,0,SCMP_CMP_GE]\nread allow\n")
+
+
+@pytest.mark.parametrize("rules, expected", [
+    # first match wins: an unconditional rule after conditional ones answers where they do
+    # not match (written as a condition that always holds: it would wipe them in libseccomp)
+    ([{"names": ["clone"], "action": "allow", "args": [{"index": 2, "value": 5, "op": "eq"}]},
+      {"names": ["clone"], "action": "kill", "args": [{"index": 1, "value": 7, "op": "lt"}]},
+      {"names": ["clone"], "action": "trap"},
+      {"names": ["clone"], "action": "allow"}],                      # dead
+     ["clone allow [2,5,SCMP_CMP_EQ]", "clone kill [1,7,SCMP_CMP_LT]",
+      "clone trap [1,0,SCMP_CMP_GE]"]),
+    # ENOSYS is the default: unconditional, it is left to it
+    ([{"names": ["clone"], "action": "errno", "errno": 38}], []),
+    ([{"names": ["clone"], "action": "allow", "args": [{"index": 0, "value": 1, "op": "eq"}]},
+      {"names": ["clone"], "action": "errno", "errno": 38}],
+     ["clone allow [0,1,SCMP_CMP_EQ]"]),
+    # else the profile's default (EPERM here)
+    ([{"names": ["clone"], "action": "allow", "args": [{"index": 3, "value": 1, "op": "eq"}]}],
+     ["clone allow [3,1,SCMP_CMP_EQ]", "clone errno 1 [3,0,SCMP_CMP_GE]"]),
+    # a condition that always holds is there already: no second one (libseccomp: EEXIST)
+    ([{"names": ["clone"], "action": "allow", "args": [{"index": 0, "value": 0, "op": "ge"}]}],
+     ["clone allow [0,0,SCMP_CMP_GE]"]),
+])
+def test_seccomp_fallthrough_keeps_first_match_order(rules, expected):
+    spec = make(seccomp={"mode": "profile", "profile": {
+        "default_action": "errno", "syscalls": rules}})
+    assert seccomp_profile(spec, {"clone": 56}).splitlines()[2:] == expected
+
+
+def test_seccomp_conditional_enosys_is_refused():
+    spec = make(seccomp={"mode": "profile", "profile": {"default_action": "errno", "syscalls": [
+        {"names": ["clone"], "action": "errno", "errno": 38,
+         "args": [{"index": 0, "value": 1, "op": "eq"}]}]}})
+    assert any(p.startswith("seccomp.profile.syscalls[0]: LXC cannot answer ENOSYS under a "
+                            "condition") for p in unsupported(spec))
 
 
 def test_seccomp_unconfined():
@@ -525,3 +609,188 @@ def test_cwd_check_hook_fails_closed(tmp_path):
     code, verdict = _check_hook(tmp_path, "0")          # no such process
     assert code != 0
     assert verdict == "process.cwd=/w: cannot check where liblxc changed the working directory to"
+
+
+# --- mount targets resolved in the rootfs (CVE-2021-30465 and kin) --------------------
+
+HOST = "/work/somewhere/on/the/host"
+LINKS = {"/mnt-abs": HOST, "/mnt-rel": "../" * 12 + HOST.lstrip("/"), "/up": "../../..",
+         "/file-link": HOST + "/keep", "/p": "/proc", "/loop": "/loop", "/etc/abs": "/etc",
+         "/devlink": "/real/dev"}
+SOURCE_LINKS = {"/in-src": "/etc", "/out": "/mnt-abs/z"}
+
+
+def links_readlink(host_path: str) -> str | None:
+    """readlink in the fake rootfs /srv/rootfs (LINKS) and the bind source /srv/data."""
+    for prefix, links in (("/srv/rootfs", LINKS), ("/srv/data", SOURCE_LINKS)):
+        if host_path.startswith(prefix + "/"):
+            return links.get(host_path[len(prefix):])
+    raise AssertionError(f"read outside the rootfs and the bind sources: {host_path}")
+
+
+def with_mounts(*mounts: dict[str, Any], **changes: Any) -> Spec:
+    return make(mounts=[*make().model_dump()["mounts"], *mounts], **changes)
+
+
+def target_of(mount: dict[str, Any]):
+    spec = with_mounts(mount)
+    targets, problems = mount_targets(spec, links_readlink)
+    assert problems == []
+    return targets[-1], spec
+
+
+BIND = {"type": "bind", "source": "/srv/data"}
+
+
+@pytest.mark.parametrize("dest, path", [
+    ("/mnt-abs/x", HOST + "/x"),            # an absolute link to a host path: in the rootfs
+    ("/mnt-rel/y", HOST + "/y"),            # .. stops at the rootfs's root
+    ("/file-link", HOST + "/keep"),         # a (dangling) link to a host file
+    ("/up/etc/abs/z", "/etc/z"),
+    ("/plain/dir", "/plain/dir"),
+])
+def test_mount_target_resolved_in_the_rootfs_and_made_by_the_driver(dest, path):
+    target, spec = target_of({"destination": dest, "type": "tmpfs"})
+    assert (target.path, target.base, target.sub, target.liblxc_creates) == \
+        (path, "/srv/rootfs", path.lstrip("/"), False)
+    entry = entries(config(spec, targets=None, readlink=links_readlink))
+    assert f"tmpfs {path.lstrip('/')} tmpfs defaults 0 0" in entry
+
+
+def test_mount_target_in_a_bind_source_is_made_there_with_its_links_read_there():
+    spec = with_mounts({"destination": "/data", **BIND},
+                       {"destination": "/data/in-src/x", "type": "tmpfs"},
+                       {"destination": "/data/out/y", "type": "tmpfs"},
+                       {"destination": "/data/sub/z", "type": "tmpfs"})
+    targets, problems = mount_targets(spec, links_readlink)
+    assert problems == []
+    got = [(t.path, t.base, t.sub) for t in targets[-4:]]
+    assert got == [("/data", "/srv/rootfs", "data"),
+                   ("/etc/x", "/srv/rootfs", "etc/x"),          # /data/in-src -> /etc
+                   (HOST + "/z/y", "/srv/rootfs", HOST.lstrip("/") + "/z/y"),
+                   ("/data/sub/z", "/srv/data", "sub/z")]
+
+
+def test_mount_target_in_a_tmpfs_of_the_spec_is_made_by_liblxc():
+    spec = with_mounts({"destination": "/run", "type": "tmpfs"},
+                       {"destination": "/run/a", "type": "tmpfs"},
+                       {"destination": "/run/f", "source": "/srv/app.conf", "options": ["bind"]},
+                       {"destination": "/proc/cpuinfo", "source": "/srv/ci", "options": ["bind"]},
+                       masked_paths=[], readonly_paths=[])
+    targets, _ = mount_targets(spec, links_readlink)
+    assert [(t.base, t.liblxc_creates) for t in targets[-4:]] == \
+        [("/srv/rootfs", False), (None, True), (None, True), (None, False)]
+    got = entries(config(spec, readlink=links_readlink))[-4:]
+    assert got == ["tmpfs run tmpfs defaults 0 0", "tmpfs run/a tmpfs create=dir 0 0",
+                   "/srv/app.conf run/f none bind,create=file 0 0",
+                   "/srv/ci proc/cpuinfo none bind 0 0"]      # procfs: never create=
+
+
+def test_dev_nodes_follow_the_resolved_dev():
+    spec = make(mounts=[{"destination": "/devlink", "type": "tmpfs"}])
+    targets, _ = mount_targets(spec, links_readlink)
+    assert targets[0].path == "/real/dev"
+    spec = make(mounts=[{"destination": "/dev", "type": "tmpfs"},
+                        {"destination": "/dev/pts", "type": "devpts"}])
+    readlink = {"/srv/rootfs/dev": "/real/dev"}.get
+    got = entries(config(spec, readlink=readlink, source_is_dir=lambda _p: True))
+    assert "/dev/null real/dev/null none bind,create=file 0 0" in got
+    assert "devpts real/dev/pts devpts create=dir 0 0" in got
+    assert "real/dev/pts/ptmx real/dev/ptmx none bind,relative,create=file 0 0" in got
+
+
+@pytest.mark.parametrize("mount, needle", [
+    ({"destination": "/proc", **BIND, "options": ["rbind"]},
+     "mount /proc mounts[7].destination=/proc: only procfs may be mounted at /proc"),
+    ({"destination": "/proc", "type": "tmpfs"}, "only procfs may be mounted at /proc"),
+    ({"destination": "/p", **BIND},
+     ("mount /p mounts[7].destination=/p: leads (symlinks resolved in the rootfs) to /proc, "
+      "only procfs may be mounted at /proc")),
+    ({"destination": "/loop/x", "type": "tmpfs"},
+     "mount /loop/x mounts[7].destination=/loop/x: too many levels of symbolic links"),
+    ({"destination": "/up", "type": "tmpfs"},
+     "leads (symlinks resolved in the rootfs) to /, LXC cannot mount over the root"),
+])
+def test_mount_target_refused(mount, needle):
+    spec = with_mounts(mount)
+    assert len(spec.mounts) == 8
+    _, problems = mount_targets(spec, links_readlink)
+    assert len(problems) == 1 and "\n" not in problems[0]
+    assert problems[0].startswith(f"mount {mount['destination']} mounts[7].destination=")
+    assert needle in problems[0], problems[0]
+
+
+def test_proc_mount_through_a_link_lands_where_it_resolves():
+    spec = make(mounts=[{"destination": "/proc", "type": "proc", "source": "proc"}])
+    targets, problems = mount_targets(spec, {"/srv/rootfs/proc": HOST}.get)
+    assert problems == [] and targets[0].path == HOST
+
+
+def test_cgroup_mount_must_resolve_to_sys_fs_cgroup():
+    spec = make(mounts=[{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}])
+    _, problems = mount_targets(spec, {"/srv/rootfs/sys": "/elsewhere"}.get)
+    assert problems and "LXC mounts cgroups only at /sys/fs/cgroup" in problems[0]
+
+
+def test_masked_and_readonly_paths_are_resolved_in_the_rootfs():
+    spec = make(mounts=[], masked_paths=["/mnt-abs/kcore"], readonly_paths=["/mnt-rel"])
+    assert entries(config(spec, readlink=links_readlink)) == [
+        f"/dev/null {HOST.lstrip('/')}/kcore none bind,optional 0 0",
+        f"tmpfs {HOST.lstrip('/')}/kcore tmpfs ro,nosuid,nodev,noexec,optional 0 0",
+        f"{HOST.lstrip('/')} {HOST.lstrip('/')} none bind,relative,ro,optional 0 0"]
+
+
+def test_make_targets_creates_inside_the_rootfs_only(tmp_path):
+    """The targets are made in the rootfs even through links to host paths (no root
+    needed: openat2 RESOLVE_IN_ROOT)."""
+    from execdriver_lxc.paths import make_targets
+    root, outside = tmp_path / "rootfs", tmp_path / "host-target"
+    root.mkdir()
+    outside.mkdir()
+    (root / "mnt-abs").symlink_to(outside)
+    (root / "mnt-rel").symlink_to("../" * 12 + str(outside).lstrip("/"))
+    (root / "file-link").symlink_to(outside / "keep")
+    (root / str(outside).lstrip("/")).mkdir(parents=True)
+    src = tmp_path / "src-file"
+    src.write_text("x")
+    spec = make(root={"path": str(root)}, mounts=[
+        {"destination": "/mnt-abs/x", "type": "tmpfs"},
+        {"destination": "/mnt-rel/y/z", "type": "tmpfs"},
+        {"destination": "/file-link", "source": str(src), "options": ["bind"]}])
+
+    def readlink(p):
+        try:
+            return os.readlink(p)
+        except OSError:
+            return None
+    targets, problems = mount_targets(spec, readlink)
+    assert problems == []
+    assert make_targets(spec, targets) is None
+    inside = root / str(outside).lstrip("/")
+    assert os.listdir(outside) == []
+    assert (inside / "x").is_dir() and (inside / "y" / "z").is_dir()
+    assert (inside / "keep").is_file()
+    # a component that is a file: refused, naming the mount
+    spec = make(root={"path": str(root)}, mounts=[{"destination": "/file-link/x", "type": "tmpfs"}])
+    targets, _ = mount_targets(spec, readlink)
+    i, cause = make_targets(spec, targets)
+    assert i == 0 and cause.startswith(f"cannot make the target {outside}/keep/x in the rootfs: ")
+
+
+def test_liblxc_failure_names_the_mount():
+    """liblxc names the target under its rootfs mount: the error names the spec mount."""
+    from execdriver_lxc.paths import mount_in_reason
+    spec = with_mounts({"destination": "/file-link", "source": "/srv/f", "options": ["bind"]},
+                       {"destination": "/proc/self/environ", "source": "/srv/f",
+                        "options": ["bind"]})
+    targets, _ = mount_targets(spec, links_readlink)
+    rootfs = "/usr/lib/x86_64-linux-gnu/lxc/rootfs"
+    reason = (f"Too many levels of symbolic links - self in {rootfs}/proc/self/environ was a "
+              f'symbolic link!; Failed to mount "/srv/f" on "{rootfs}/proc/self/environ"')
+    assert mount_in_reason(reason, spec, targets) == 8
+    keep = HOST.lstrip("/") + "/keep"           # /file-link resolved in the rootfs
+    assert mount_in_reason(f"x in {rootfs}/{keep} was a symbolic link!", spec, targets) == 7
+    assert mount_in_reason(f"x in {rootfs}/file-link was a symbolic link!", spec, targets) == 7
+    assert mount_in_reason(f'Failed to mount "/dev/null" on "{rootfs}/dev/null"', spec,
+                           targets) is None     # under /dev, not /dev itself
+    assert mount_in_reason('Failed to exec "/no/such/binary"', spec, targets) is None
