@@ -251,22 +251,27 @@ def leaked_fds(tmp_path: Path) -> Iterator[list[int]]:
 
 
 FOREGROUND = (
-    "import execdriver.loader, sys\n"
+    "import sys\n"
+    "import execdriver.loader\n"
+    "from execdriver.spec import Spec\n"
     "d = execdriver.loader.load_driver(sys.argv[1], state_root=sys.argv[2])\n"
-    "spec = d.default_spec(sys.argv[3], ['/bin/sh', '-c', sys.argv[5]])\n"
-    "spec.process.user.uid = int(sys.argv[6])\n"
-    "d.run(sys.argv[4], spec)\n"
+    "d.run(sys.argv[3], Spec.model_validate_json(sys.argv[4]))\n"
 )
+FOREGROUND_SCRIPT = "sleep 1000 & sleep 1000 & echo started; sleep 1000"
 
 
-def kill_foreground_runtime(box: Box, uid: int = 0) -> tuple[str, list[int]]:
+def kill_foreground_runtime(box: Box, uid: int = 0,
+                            spec: Spec | None = None) -> tuple[str, list[int]]:
     """Run a container in the foreground in a child python, SIGKILL that python;
-    return the id and the container's pids seen while it ran."""
+    return the id and the container's pids seen while it ran. ``spec`` (built from
+    FOREGROUND_SCRIPT) replaces the default one, which runs as ``uid``."""
     cid = new_id("fg")
     box.ids.append(cid)
-    script = "sleep 1000 & sleep 1000 & echo started; sleep 1000"
+    if spec is None:
+        spec = box.spec(FOREGROUND_SCRIPT)
+        spec.process.user.uid = uid
     proc = subprocess.Popen([sys.executable, "-c", FOREGROUND, box.name, str(box.state_root),
-                             str(box.rootfs), cid, script, str(uid)], stdout=subprocess.PIPE)
+                             cid, spec.model_dump_json()], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"started\n"

@@ -33,12 +33,14 @@ import helpers_native
 import pytest
 from cgroup_leftovers import cgroup_dirs, cgroup_pids
 from helpers_native import (
+    FOREGROUND_SCRIPT,
     Box,
     assert_clean,
     box_fixture,
     cap_mask,
     cgroup_procs,
     host_mounts,
+    kill_foreground_runtime,
     new_id,
     status_fields,
     userns_spec,
@@ -916,38 +918,13 @@ def test_tty_container_with_dev_symlinks_mounts_nothing_on_the_host(
 
 # --- the foreground runtime is killed ---------------------------------------------------------
 
-FOREGROUND = (
-    "import sys\n"
-    "import execdriver.loader\n"
-    "from execdriver.spec import Spec\n"
-    "d = execdriver.loader.load_driver(sys.argv[1], state_root=sys.argv[2])\n"
-    "d.run(sys.argv[3], Spec.model_validate_json(sys.argv[4]))\n"
-)
-
-
 def kill_foreground_run(box: Box, uid: int = 0) -> tuple[str, list[int]]:
-    """Run a container in the foreground in a child python, SIGKILL that python;
-    return the id and the container's pids seen while it ran. (helpers_native's
-    kill_foreground_runtime, for a spec built here: a non-root one drops its
-    capabilities, see non_root.)"""
-    cid = new_id("fg")
-    box.ids.append(cid)
-    spec = box.spec("sleep 1000 & sleep 1000 & echo started; sleep 1000")
+    """helpers_native's kill_foreground_runtime; a non-root spec drops its capabilities
+    (see non_root)."""
+    spec = box.spec(FOREGROUND_SCRIPT)
     if uid:
         non_root(spec, uid)
-    proc = subprocess.Popen([sys.executable, "-c", FOREGROUND, box.name, str(box.state_root),
-                             cid, spec.model_dump_json()], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == b"started\n"
-        wait_until(lambda: len(cgroup_procs(cid)) >= 3, what="the container's processes")
-        pids = cgroup_procs(cid)
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    return cid, pids
+    return kill_foreground_runtime(box, spec=spec)
 
 
 def terminate_from_another_instance(box: Box, cid: str) -> None:
