@@ -33,8 +33,7 @@ SPEC_FIELDS = {"prestart": "prestart", "createRuntime": "create_runtime",
                "createContainer": "create_container", "startContainer": "start_container",
                "poststart": "poststart", "poststop": "poststop"}
 # user first (the others may belong to it), mount last (it changes our root)
-_NS_ORDER = (("user", "user"), ("cgroup", "cgroup"), ("ipc", "ipc"), ("uts", "uts"),
-             ("net", "network"), ("pid", "pid"), ("time", "time"), ("mnt", "mount"))
+_NS_ORDER = ("user", "cgroup", "ipc", "uts", "network", "pid", "time", "mount")
 _OUTPUT_TAIL = 512
 
 
@@ -69,22 +68,9 @@ def _memfd(name: str, data: bytes = b"") -> int:
 
 
 def _namespace_fds(pid: int) -> list[tuple[int, int]]:
-    """(fd, 0) for each namespace of ``pid`` that differs from ours, in join order."""
-    out = []
-    try:
-        for proc_name, _kind in _NS_ORDER:
-            theirs = f"/proc/{pid}/ns/{proc_name}"
-            try:
-                if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{proc_name}").st_ino:
-                    continue
-            except FileNotFoundError:
-                continue
-            out.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), 0))
-    except OSError:
-        for fd, _ in out:
-            os.close(fd)
-        raise
-    return out
+    """(fd, flag) for each namespace of ``pid`` that differs from ours, in join order."""
+    from .kernel.syscalls import open_namespace_fds
+    return open_namespace_fds(pid, _NS_ORDER)
 
 
 def _spawn(argv: list[str], executable: str, env: dict[str, str], stdin: int, out: int,

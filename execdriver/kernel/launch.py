@@ -235,21 +235,7 @@ NS_ORDER = ("user", "mount", "cgroup", "ipc", "uts", "network", "pid", "time")
 
 def join_fds(init_pid: int, ns_types: set[str]) -> list[tuple[int, int]]:
     """Open the init's namespaces that differ from ours: [(fd, flag)], user first."""
-    out = []
-    for ns in NS_ORDER:
-        if ns not in ns_types:
-            continue
-        name = sc.NS_PROC_NAMES[ns]
-        theirs = f"/proc/{init_pid}/ns/{name}"
-        try:
-            if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
-                continue
-        except FileNotFoundError:
-            continue
-        if ns == "pid":
-            theirs = f"/proc/{init_pid}/ns/pid"
-        out.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), sc.NS_FLAGS[ns]))
-    return out
+    return sc.open_namespace_fds(init_pid, tuple(ns for ns in NS_ORDER if ns in ns_types))
 
 
 def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],

@@ -39,6 +39,27 @@ NS_FLAGS = {
 NS_PROC_NAMES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "user": "user", "pid": "pid",
                  "network": "net", "cgroup": "cgroup", "time": "time"}
 
+
+def open_namespace_fds(pid: int, kinds: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(fd, CLONE_NEW* flag) for each namespace of ``pid``, in the order of ``kinds``,
+    that differs from ours; a kind this kernel lacks is skipped."""
+    out: list[tuple[int, int]] = []
+    try:
+        for kind in kinds:
+            name = NS_PROC_NAMES[kind]
+            theirs = f"/proc/{pid}/ns/{name}"
+            try:
+                if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                    continue
+            except FileNotFoundError:
+                continue
+            out.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), NS_FLAGS[kind]))
+    except BaseException:
+        for fd, _flag in out:
+            os.close(fd)
+        raise
+    return out
+
 # mount flags
 MS_RDONLY = 1
 MS_NOSUID = 2
