@@ -71,6 +71,9 @@ class InitConfig:
     detach: bool = False
     loopback_up: bool = False
     waiter: str | None = None           # compiled monitor (waiter.c), if built
+    # Stop after the rootfs mounts, before pivot_root, and wait for the parent
+    # (it runs the OCI createContainer hooks in the container's mount namespace).
+    pause_before_pivot: bool = False
 
 
 def _idmap(mappings: list[Any]) -> str:
