@@ -13,8 +13,16 @@ When the seccomp profile may keep the init from reporting a failure (see
 seccomp.silent_failure_risk), stage-1 watches for the init's exec or death
 (sync.watch_exec) and lets the parent look before it reaps the init.
 
+With ``InitConfig.pause_before_pivot`` the init stops once the rootfs mounts
+are made, before pivot_root, and waits for the parent (it runs the OCI
+createContainer hooks in the container's mount namespace): see sync.py.
+
 Nothing here may return into the runtime's code: every path ends in
-``os._exit``. Errors go back to the parent as sync "error" messages.
+``_exit``. Errors go back to the parent as sync "error" messages.
+
+Every kernel operation goes through the syscalls seam (``syscalls=``, the
+libc one by default; see syscalls.Syscalls), so that the unit tests follow
+these sequences with a recording fake, without root.
 
 Everything it needs is imported at module level: after pivot_root the
 host's Python library is out of reach.
@@ -24,36 +32,39 @@ from __future__ import annotations
 
 import errno
 import faulthandler
-import fcntl
 import json
 import os
 import signal
 import socket
 import struct
 import termios
+from typing import Any
 
-from . import capabilities, devices, mounts, rlimits, seccomp, sync
+from . import devices, mounts, rlimits, sync
 from . import syscalls as sc
 from .initconfig import InitConfig, ProcessConfig
+from .syscalls import Syscalls
 
 EXIT_SETUP_FAILED = 126
 CATCHABLE_SIGNALS = sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+LIBC = sc.LIBC
+TIOCSPTLCK, TIOCGPTN = 0x40045431, 0x80045430
 
 
-def _write(path: str, data: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+def _write(path: str, data: str, syscalls: Syscalls = LIBC) -> None:
+    fd = syscalls.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        os.write(fd, data.encode())
+        syscalls.write(fd, data.encode())
     finally:
-        os.close(fd)
+        syscalls.close(fd)
 
 
-def setup_stdio(fds: tuple[int, int, int]) -> None:
+def setup_stdio(fds: tuple[int, int, int], syscalls: Syscalls = LIBC) -> None:
     for target, fd in enumerate(fds):
         if fd != target:
-            os.dup2(fd, target, inheritable=True)
+            syscalls.dup2(fd, target, inheritable=True)
         else:
-            os.set_inheritable(target, True)
+            syscalls.set_inheritable(target, True)
 
 
 def reset_signals() -> None:
@@ -79,332 +90,355 @@ def watches_exec(p: ProcessConfig) -> bool:
     return getattr(p.seccomp_filter, "risk", None) is not None
 
 
-def open_exit_file(path: str) -> int:
+def open_exit_file(path: str, syscalls: Syscalls = LIBC) -> int:
     """Open the exit-status file now, as host root: after a user namespace is
     created the monitor can no longer create files in the state directory."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    return syscalls.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
 
 
-def write_exit(fd: int, status: int) -> None:
+def write_exit(fd: int, status: int, syscalls: Syscalls = LIBC) -> None:
     # One small write(2): readers see all of it or an empty file ("no status yet").
-    os.write(fd, json.dumps({"wait_status": status}).encode())
-    os.fsync(fd)
-    os.close(fd)
+    syscalls.write(fd, json.dumps({"wait_status": status}).encode())
+    syscalls.fsync(fd)
+    syscalls.close(fd)
 
 
-def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int]) -> None:
+def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int],
+           syscalls: Syscalls = LIBC) -> None:
     """Child of the runtime. Never returns."""
     step = "stage1"
     try:
-        sc.set_dumpable(False)
+        syscalls.set_dumpable(False)
         if cfg.detach:
             # Double fork: the monitor must not be the caller's child, so it
             # outlives the CLI and leaves no zombie in an embedding program.
-            os.setsid()
-            if os.fork() != 0:
-                os._exit(0)
+            syscalls.setsid()
+            if syscalls.fork() != 0:
+                syscalls._exit(0)
         else:
-            sc.set_pdeathsig(signal.SIGKILL)
+            syscalls.set_pdeathsig(signal.SIGKILL)
         # Restore default signal handling: the runtime's handlers are not ours.
         reset_signals()
-        setup_stdio(stdio)
-        exit_fd = open_exit_file(cfg.exit_file) if cfg.exit_file else -1
+        setup_stdio(stdio, syscalls)
+        exit_fd = open_exit_file(cfg.exit_file, syscalls) if cfg.exit_file else -1
         # Likewise the exec fifo: opened (O_PATH) while we are still host root.
-        fifo_fd = os.open(cfg.exec_fifo, sc.O_PATH | os.O_CLOEXEC) if cfg.exec_fifo else -1
+        fifo_fd = (syscalls.open(cfg.exec_fifo, sc.O_PATH | os.O_CLOEXEC) if cfg.exec_fifo
+                   else -1)
         step = "cgroup join"
         for path in cfg.cgroup_procs:
-            _write(path, "0")
+            _write(path, "0", syscalls)
         step = "namespace join"
         for flag, path in cfg.join:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = syscalls.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                sc.setns(fd, flag)
+                syscalls.setns(fd, flag)
             finally:
-                os.close(fd)
+                syscalls.close(fd)
         if cfg.new_userns:
             step = "namespace user"
-            sc.unshare(sc.CLONE_NEWUSER)
-            sync.send(sock, {"type": "userns", "pid": os.getpid()})
+            syscalls.unshare(sc.CLONE_NEWUSER)
+            sync.send(sock, {"type": "userns", "pid": syscalls.getpid()})
             sync.expect(sock, "mapped")
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
+            syscalls.setresgid(0, 0, 0)
+            syscalls.setresuid(0, 0, 0)
             if not cfg.detach:
                 # A credential change clears the parent-death signal: arm it again.
-                sc.set_pdeathsig(signal.SIGKILL)
+                syscalls.set_pdeathsig(signal.SIGKILL)
         step = "namespace unshare"
         # The mount namespace is the init's alone: pivot_root changes the root of
         # every process in the namespace, and the monitor must keep the host's.
         if cfg.unshare_flags & ~sc.CLONE_NEWNS:
-            sc.unshare(cfg.unshare_flags & ~sc.CLONE_NEWNS)
-        sc.set_child_subreaper()
+            syscalls.unshare(cfg.unshare_flags & ~sc.CLONE_NEWNS)
+        syscalls.set_child_subreaper()
         step = "fork init"
         # The watch pipe's write end is CLOEXEC in the init: EOF = exec'd or died.
-        watch_r, watch_w = os.pipe2(os.O_CLOEXEC) if watches_exec(cfg.process) else (-1, -1)
-        pid = os.fork()
+        watch_r, watch_w = (syscalls.pipe2(os.O_CLOEXEC) if watches_exec(cfg.process)
+                            else (-1, -1))
+        pid = syscalls.fork()
         if pid == 0:
             if exit_fd >= 0:
-                os.close(exit_fd)
+                syscalls.close(exit_fd)
             if watch_r >= 0:
-                os.close(watch_r)
-            container_init(cfg, sock, fifo_fd, watch_w)
+                syscalls.close(watch_r)
+            container_init(cfg, sock, fifo_fd, watch_w, syscalls)
         if watch_w >= 0:
-            os.close(watch_w)
+            syscalls.close(watch_w)
         if fifo_fd >= 0:
-            os.close(fifo_fd)
+            syscalls.close(fifo_fd)
         # The monitor leaves the container's cgroup (it was there only so the
         # cgroup namespace and the init start inside it): it must not count
         # against the container's pids/memory limits.
         for path in cfg.monitor_cgroup_procs:
             try:
-                _write(path, "0")
+                _write(path, "0", syscalls)
             except OSError:
                 pass
-        sync.send(sock, {"type": "pid", "pid": pid, "monitor": os.getpid()})
+        sync.send(sock, {"type": "pid", "pid": pid, "monitor": syscalls.getpid()})
         if watch_r >= 0:
             step = "exec watch"
-            sync.watch_exec(sock, watch_r, pid)
+            sync.watch_exec(sock, watch_r, pid, syscalls)
         sock.close()
     except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
         sync.send_error(sock, step, exc)
-        os._exit(EXIT_SETUP_FAILED)
-    monitor(exit_fd, pid, cfg.waiter)
+        syscalls._exit(EXIT_SETUP_FAILED)
+    monitor(exit_fd, pid, cfg.waiter, syscalls)
 
 
-def monitor(exit_fd: int, init_pid: int, waiter: str | None = None) -> None:
+def monitor(exit_fd: int, init_pid: int, waiter: str | None = None,
+            syscalls: Syscalls = LIBC) -> None:
     """Reap the init (and orphans that come to us), record the exit status, exit.
 
     With the compiled waiter, exec it (same job, a fraction of the memory).
     """
     try:
-        fd = os.open("/dev/null", os.O_RDWR)
+        fd = syscalls.open("/dev/null", os.O_RDWR)
         for target in (0, 1, 2):
-            os.dup2(fd, target)
-        os.close(fd)
+            syscalls.dup2(fd, target)
+        syscalls.close(fd)
     except OSError:
         pass
     if waiter:
         try:
             if exit_fd >= 0:
-                os.set_inheritable(exit_fd, True)
-            os.execve(waiter, [waiter, str(exit_fd), str(init_pid)], {})
+                syscalls.set_inheritable(exit_fd, True)
+            syscalls.execve(waiter, [waiter, str(exit_fd), str(init_pid)], {})
         except OSError:
             pass        # fall back to the Python loop below
     status = None
     while True:
         try:
-            pid, st = os.waitpid(-1, 0)
+            pid, st = syscalls.waitpid(-1, 0)
         except ChildProcessError:
             break
         if pid == init_pid:
             status = st
             if exit_fd >= 0:
                 try:
-                    write_exit(exit_fd, st)
+                    write_exit(exit_fd, st, syscalls)
                 except OSError:
                     pass
     if status is None:
-        os._exit(EXIT_SETUP_FAILED)
+        syscalls._exit(EXIT_SETUP_FAILED)
     if os.WIFSIGNALED(status):
-        os._exit(128 + os.WTERMSIG(status))
-    os._exit(os.WEXITSTATUS(status))
+        syscalls._exit(128 + os.WTERMSIG(status))
+    syscalls._exit(os.WEXITSTATUS(status))
 
 
-def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int, watch_fd: int = -1) -> None:
+def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int, watch_fd: int = -1,
+                   syscalls: Syscalls = LIBC) -> None:
     """pid 1 of the container. Never returns."""
     step = "init"
     try:
         if not cfg.detach:
-            sc.set_pdeathsig(signal.SIGKILL)
+            syscalls.set_pdeathsig(signal.SIGKILL)
             cfg.process.die_with_parent = True
-            cfg.process.parent_pid = os.getppid()
+            cfg.process.parent_pid = syscalls.getppid()
         if cfg.unshare_flags & sc.CLONE_NEWNS:
             step = "namespace mount"
-            sc.unshare(sc.CLONE_NEWNS)
+            syscalls.unshare(sc.CLONE_NEWNS)
         sync.expect(sock, "continue", container_id=cfg.container_id)
         if cfg.loopback_up:
             step = "network lo"
-            loopback_up()
+            syscalls.loopback_up()
         step = "rootfs"
-        setup_rootfs(cfg)
+        mount_rootfs(cfg, syscalls)
+        if cfg.pause_before_pivot:
+            # createContainer: the parent runs the hooks in our mount namespace,
+            # with every mount made and the host's root still ours.
+            step = "hooks createContainer"
+            sync.send(sock, {"type": "hooks", "step": "createContainer"})
+            sync.expect(sock, "continue", container_id=cfg.container_id)
+            step = "rootfs"
+        enter_rootfs(cfg, syscalls)
         if cfg.hostname is not None:
             step = "hostname"
-            sc.sethostname(cfg.hostname)
+            syscalls.sethostname(cfg.hostname)
         if cfg.domainname is not None:
             step = "domainname"
-            sc.setdomainname(cfg.domainname)
+            syscalls.setdomainname(cfg.domainname)
         if cfg.process.terminal:
             step = "terminal"
-            setup_terminal(sock)
+            setup_terminal(sock, syscalls)
         if fifo_fd >= 0:
             # Whoever calls start cannot hear what fails after it: check now, as
             # runc's init does before it waits, what a config may get wrong.
             step = f"cwd args={cfg.process.args[0]}"
-            check_cwd(cfg.process.cwd)
+            check_cwd(cfg.process.cwd, syscalls)
             step = f"exec args={cfg.process.args[0]}"
-            check_executable(cfg.process.args[0], cfg.process.env)
+            check_executable(cfg.process.args[0], cfg.process.env, syscalls)
         sync.send(sock, {"type": "ready"})
         if fifo_fd >= 0:
             step = "exec fifo wait"
-            fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-            os.write(fd, b"0")
-            os.close(fd)
-            os.close(fifo_fd)
-        os.setsid()
+            fd = syscalls.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+            syscalls.write(fd, b"0")
+            syscalls.close(fd)
+            syscalls.close(fifo_fd)
+        syscalls.setsid()
         if cfg.process.terminal:
-            claim_terminal()
-        finish_process(cfg.process, sock, watch_fd)
+            claim_terminal(syscalls)
+        finish_process(cfg.process, sock, watch_fd, syscalls)
     except BaseException as exc:  # noqa: BLE001
         sync.send_error(sock, getattr(exc, "step", None) or step, exc)
-        os._exit(EXIT_SETUP_FAILED)
+        syscalls._exit(EXIT_SETUP_FAILED)
 
 
-def loopback_up() -> None:
-    """ifconfig lo up, by ioctl: cheap enough for every container start."""
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sh14x", b"lo", 0)
-        flags = struct.unpack("16sh14x", fcntl.ioctl(s.fileno(), siocgifflags, req))[1]
-        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sh14x", b"lo", flags | iff_up))
-
-
-def setup_terminal(sock: socket.socket) -> None:
+def setup_terminal(sock: socket.socket, syscalls: Syscalls = LIBC) -> None:
     """Open a pty in the container's own devpts; send the master to the parent;
     make the slave our stdio (CVE-era rule: never a host /dev/console)."""
-    master = os.open("/dev/pts/ptmx" if os.path.exists("/dev/pts/ptmx") else "/dev/ptmx",
-                     os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    tiocsptlck, tiocgptn = 0x40045431, 0x80045430
-    fcntl.ioctl(master, tiocsptlck, struct.pack("i", 0))
-    num = struct.unpack("i", fcntl.ioctl(master, tiocgptn, struct.pack("i", 0)))[0]
-    slave = os.open(f"/dev/pts/{num}", os.O_RDWR | os.O_NOCTTY)
+    master = syscalls.open("/dev/pts/ptmx" if syscalls.exists("/dev/pts/ptmx") else "/dev/ptmx",
+                           os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    syscalls.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    num = struct.unpack("i", syscalls.ioctl(master, TIOCGPTN, struct.pack("i", 0)))[0]
+    slave = syscalls.open(f"/dev/pts/{num}", os.O_RDWR | os.O_NOCTTY)
     sync.send(sock, {"type": "pty"}, fds=[master])
-    os.close(master)
+    syscalls.close(master)
     for fd in (0, 1, 2):
-        os.dup2(slave, fd)
+        syscalls.dup2(slave, fd)
     if slave > 2:
-        os.close(slave)
+        syscalls.close(slave)
 
 
-def claim_terminal() -> None:
+def claim_terminal(syscalls: Syscalls = LIBC) -> None:
     """Make the pty on stdin our controlling terminal (after setsid)."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    syscalls.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def setup_rootfs(cfg: InitConfig) -> None:
+def setup_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
+    """The container's filesystem: mount_rootfs, then enter_rootfs."""
+    mount_rootfs(cfg, syscalls)
+    enter_rootfs(cfg, syscalls)
+
+
+def mount_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
+    """Every mount of the spec, made under the rootfs (resolved in it), before pivot_root."""
     root = cfg.rootfs
     if cfg.unshare_flags & sc.CLONE_NEWNS:
-        sc.mount(None, "/", None, cfg.root_propagation)
+        syscalls.mount(None, "/", None, cfg.root_propagation)
         # A bind of the rootfs onto itself makes it a mount point pivot_root accepts.
-        sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        syscalls.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
+    root_fd = syscalls.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for m in cfg.mounts:
             try:
-                mounts.mount_in_root(root_fd, m)
+                mounts.mount_in_root(root_fd, m, syscalls)
             except OSError as exc:
-                raise _step(exc, f"mount {m.destination}")
+                _step(exc, f"mount {m.destination}")
+                raise
             if m.destination == "/proc":
-                target = mounts.open_in_root(root_fd, "/proc")
+                target = mounts.open_in_root(root_fd, "/proc", syscalls=syscalls)
                 try:
-                    if not mounts.is_procfs(mounts.fd_path(target)):
+                    if not mounts.is_procfs(mounts.fd_path(target), syscalls):
                         raise _step(OSError(errno.EINVAL, "mounted /proc is not procfs"), "mount /proc")
                 finally:
-                    os.close(target)
+                    syscalls.close(target)
         if cfg.populate_dev:
+            # (devices.populate_dev does not take the seam yet: it makes its own calls)
             devices.populate_dev(root_fd, use_bind=cfg.new_userns)
         if cfg.cgroup_mount:
-            mount_cgroups(root_fd, cfg)
+            mount_cgroups(root_fd, cfg, syscalls)
         for dest, src in cfg.extra_binds:
-            mounts.mount_in_root(root_fd, mounts.plan_mount(dest, "bind", src, ["bind"]))
+            mounts.mount_in_root(root_fd, mounts.plan_mount(dest, "bind", src, ["bind"]), syscalls)
     finally:
-        os.close(root_fd)
+        syscalls.close(root_fd)
+
+
+def enter_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
+    """Make the rootfs our root (pivot, move or chroot), then what is done from
+    inside: sysctls, masked and read-only paths, the read-only root."""
+    root = cfg.rootfs
     if cfg.root_mode == "pivot":
-        mounts.pivot_into(root)
+        mounts.pivot_into(root, syscalls)
     elif cfg.root_mode == "move":
-        mounts.move_into(root)
+        mounts.move_into(root, syscalls)
     else:
-        os.chdir(root)
-        os.chroot(".")
-        os.chdir("/")
+        syscalls.chdir(root)
+        syscalls.chroot(".")
+        syscalls.chdir("/")
     # sysctls before masked/read-only paths: those make /proc/sys read-only.
     for key, value in cfg.sysctls.items():
-        if not mounts.is_procfs("/proc/sys"):
+        if not mounts.is_procfs("/proc/sys", syscalls):
             raise _step(OSError(errno.EACCES, "/proc is not procfs", "/proc/sys"), f"sysctl {key}")
         try:
-            _write("/proc/sys/" + key.replace(".", "/"), value)
+            _write("/proc/sys/" + key.replace(".", "/"), value, syscalls)
         except OSError as exc:
-            raise _step(exc, f"sysctl {key}")
+            _step(exc, f"sysctl {key}")
+            raise
     for path in cfg.masked_paths:
         try:
-            mounts.mask_path(path)
+            mounts.mask_path(path, syscalls)
         except OSError as exc:
-            raise _step(exc, f"mask {path}")
+            _step(exc, f"mask {path}")
+            raise
     for path in cfg.readonly_paths:
         try:
-            mounts.readonly_path(path)
+            mounts.readonly_path(path, syscalls)
         except OSError as exc:
-            raise _step(exc, f"readonly {path}")
+            _step(exc, f"readonly {path}")
+            raise
     if cfg.readonly_root:
-        sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+        syscalls.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 
 
-def mount_cgroups(root_fd: int, cfg: InitConfig) -> None:
+def mount_cgroups(root_fd: int, cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
     """A read-only view of the container's own cgroups (CVE-2023-25809)."""
     dest = cfg.cgroup_mount
     assert dest
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
     if len(cfg.cgroup_binds) == 1 and cfg.cgroup_binds[0][0] == "":
-        plan = mounts.plan_mount(dest, "bind", cfg.cgroup_binds[0][1], ["bind", "ro", "nosuid", "nodev", "noexec"])
-        mounts.mount_in_root(root_fd, plan)
+        plan = mounts.plan_mount(dest, "bind", cfg.cgroup_binds[0][1],
+                                 ["bind", "ro", "nosuid", "nodev", "noexec"])
+        mounts.mount_in_root(root_fd, plan, syscalls)
         return
-    mounts.mount_in_root(root_fd, mounts.MountPlan(dest, "tmpfs", "cgroup", flags, "mode=755"))
+    mounts.mount_in_root(root_fd, mounts.MountPlan(dest, "tmpfs", "cgroup", flags, "mode=755"), syscalls)
     for sub, host_dir in cfg.cgroup_binds:
         mounts.mount_in_root(root_fd, mounts.plan_mount(
-            f"{dest}/{sub}", "bind", host_dir, ["bind", "ro", "nosuid", "nodev", "noexec"]))
-    target = mounts.open_in_root(root_fd, dest)
+            f"{dest}/{sub}", "bind", host_dir, ["bind", "ro", "nosuid", "nodev", "noexec"]), syscalls)
+    target = mounts.open_in_root(root_fd, dest, syscalls=syscalls)
     try:
-        sc.mount(None, mounts.fd_path(target), None,
-                 sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+        syscalls.mount(None, mounts.fd_path(target), None,
+                       sc.MS_REMOUNT | sc.MS_RDONLY | flags)
     finally:
-        os.close(target)
+        syscalls.close(target)
 
 
 def _step(exc: OSError, step: str) -> OSError:
+    """Name the step an OSError failed in (the init's error message says it)."""
     exc.step = step  # type: ignore[attr-defined]
     return exc
 
 
-def close_fds(keep_below: int, keep: set[int]) -> None:
+def close_fds(keep_below: int, keep: set[int], syscalls: Syscalls = LIBC) -> None:
     """Close every fd >= keep_below except ``keep`` (which must be CLOEXEC)."""
     start = keep_below
     for fd in sorted(k for k in keep if k >= keep_below):
         if fd > start:
-            sc.close_range(start, fd - 1)
+            syscalls.close_range(start, fd - 1)
         start = fd + 1
-    sc.close_range(start)
+    syscalls.close_range(start)
 
 
-def check_cwd(cwd: str) -> None:
+def check_cwd(cwd: str, syscalls: Syscalls = LIBC) -> None:
     """chdir to ``cwd`` and back, as root; a permission error is left to
     finish_process, where the process's own user tries (as runc does)."""
     try:
-        os.chdir(cwd)
+        syscalls.chdir(cwd)
     except PermissionError:
         return
     try:
-        if os.getcwd().startswith("(unreachable)"):
+        if syscalls.getcwd().startswith("(unreachable)"):
             raise OSError(errno.EPERM, "cwd is outside the container", cwd)
     finally:
-        os.chdir("/")
+        syscalls.chdir("/")
 
 
-def check_executable(name: str, env: list[str]) -> None:
-    exe = find_executable(name, env)
-    os.stat(exe)            # a path with a slash is not looked up: does it exist?
-    if not os.access(exe, os.X_OK) or os.path.isdir(exe):
+def check_executable(name: str, env: list[str], syscalls: Syscalls = LIBC) -> None:
+    exe = find_executable(name, env, syscalls)
+    syscalls.stat(exe)      # a path with a slash is not looked up: does it exist?
+    if not syscalls.access(exe, os.X_OK) or syscalls.isdir(exe):
         raise OSError(errno.EACCES, os.strerror(errno.EACCES), exe)
 
 
-def find_executable(name: str, env: list[str]) -> str:
+def find_executable(name: str, env: list[str], syscalls: Syscalls = LIBC) -> str:
     if "/" in name:
         return name
     path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -413,12 +447,36 @@ def find_executable(name: str, env: list[str]) -> str:
             path = item[5:]
     for d in path.split(":"):
         candidate = f"{d or '.'}/{name}"
-        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+        if syscalls.access(candidate, os.X_OK) and not syscalls.isdir(candidate):
             return candidate
     raise OSError(errno.ENOENT, "executable file not found in $PATH", name)
 
 
-def finish_process(p: ProcessConfig, sock: socket.socket, watch_fd: int = -1) -> None:
+def apply_user(uid: int, gid: int, additional_gids: list[int] | tuple[int, ...], plan: Any,
+               syscalls: Syscalls = LIBC) -> None:
+    """Switch to uid/gid keeping the planned capabilities (a capabilities.CapPlan).
+
+    capabilities.apply_user's sequence, made through the seam (that module does
+    not take it yet): drop the bounding set while root (CAP_SETPCAP), keep the
+    permitted set across the id change (PR_SET_KEEPCAPS), groups then gid then
+    uid (after setresuid we could no longer change groups or gid), capset
+    restores effective/permitted/inheritable, then the ambient set.
+    """
+    for cap in plan.drop_bounding:
+        syscalls.prctl(sc.PR_CAPBSET_DROP, cap)
+    syscalls.prctl(sc.PR_SET_KEEPCAPS, 1)
+    syscalls.setgroups(additional_gids)
+    syscalls.setresgid(gid, gid, gid)
+    syscalls.setresuid(uid, uid, uid)
+    syscalls.capset(plan._header, plan._data)
+    syscalls.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in plan.raise_ambient:
+        syscalls.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, cap)
+    syscalls.prctl(sc.PR_SET_KEEPCAPS, 0)
+
+
+def finish_process(p: ProcessConfig, sock: socket.socket, watch_fd: int = -1,
+                   syscalls: Syscalls = LIBC) -> None:
     """Drop to the process's identity and exec it. Shared by init and exec.
 
     process.oom_score_adj is not set here: the parent writes it (launch.py),
@@ -429,45 +487,46 @@ def finish_process(p: ProcessConfig, sock: socket.socket, watch_fd: int = -1) ->
     step = "rlimits"
     filtered = False
     try:
+        # (rlimits.apply does not take the seam yet: setrlimit on ourselves)
         rlimits.apply(p.rlimits)
         # Close every fd we did not mean to pass *before* chdir, so that a cwd
         # like /proc/self/fd/7 cannot reach a leaked host directory (CVE-2024-21626).
         step = "close fds"
-        close_fds(3 + p.preserve_fds, {sock.fileno(), watch_fd} - {-1})
+        close_fds(3 + p.preserve_fds, {sock.fileno(), watch_fd} - {-1}, syscalls)
         if not p.no_new_privileges and p.seccomp_filter is not None:
             # Without no_new_privs seccomp needs CAP_SYS_ADMIN: load it while we have it.
             step = "seccomp"
-            seccomp.install(p.seccomp_filter)
+            syscalls.install_seccomp(p.seccomp_filter)
             filtered = True
         step = "user"
-        capabilities.apply_user(p.uid, p.gid, p.additional_gids, p.cap_plan)
+        apply_user(p.uid, p.gid, p.additional_gids, p.cap_plan, syscalls)
         if p.die_with_parent:
             # The uid change cleared the parent-death signal: arm it again, then
             # make sure the parent did not die in between.
-            sc.set_pdeathsig(signal.SIGKILL)
-            if os.getppid() != p.parent_pid:
-                os._exit(EXIT_SETUP_FAILED)
+            syscalls.set_pdeathsig(signal.SIGKILL)
+            if syscalls.getppid() != p.parent_pid:
+                syscalls._exit(EXIT_SETUP_FAILED)
         step = "cwd"
-        os.chdir(p.cwd)
-        if os.getcwd().startswith("(unreachable)"):
+        syscalls.chdir(p.cwd)
+        if syscalls.getcwd().startswith("(unreachable)"):
             raise OSError(errno.EPERM, "cwd is outside the container", p.cwd)
-        os.umask(p.umask)
+        syscalls.umask(p.umask)
         step = "exec"
-        exe = find_executable(p.args[0], p.env)
+        exe = find_executable(p.args[0], p.env, syscalls)
         env = dict(e.split("=", 1) for e in p.env)   # before the filter: as little as possible after
         if p.no_new_privileges:
             step = "no_new_privileges"
-            sc.set_no_new_privs()
+            syscalls.set_no_new_privs()
             if p.seccomp_filter is not None:
                 step = "seccomp"
-                seccomp.install(p.seccomp_filter)
+                syscalls.install_seccomp(p.seccomp_filter)
                 filtered = True
         step = "exec"
-        os.execve(exe, p.args, env)
+        syscalls.execve(exe, p.args, env)
     except BaseException as exc:  # noqa: BLE001
         err = getattr(exc, "errno", None)
         if filtered and step == "exec" and err in (errno.EPERM, errno.ENOSYS):
             exc = OSError(err, f"{os.strerror(err)} (does the seccomp profile allow execve?)",
                           p.args[0])
         sync.send_error(sock, getattr(exc, "step", None) or f"{step} args={p.args[0]}", exc)
-        os._exit(EXIT_SETUP_FAILED)
+        syscalls._exit(EXIT_SETUP_FAILED)

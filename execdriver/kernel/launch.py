@@ -9,6 +9,13 @@ process.oom_score_adj is written here, to /proc/<pid>/oom_score_adj of the
 init (or exec'd process) before it may exec, as runc does: the container may
 have no /proc, and lowering the value needs CAP_SYS_RESOURCE, which the runtime
 may have and the container's process has not.
+
+With ``InitConfig.pause_before_pivot`` the init stops before pivot_root and
+spawn calls ``on_before_pivot(init_pid)`` (the createContainer hooks) before it
+lets the init go on.
+
+The parent's and the children's kernel operations go through the syscalls seam
+(``syscalls=``, the libc one by default; see syscalls.Syscalls).
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from . import init as initmod
 from . import sync
 from . import syscalls as sc
 from .initconfig import InitConfig, ProcessConfig
+from .syscalls import Syscalls
+
+LIBC = sc.LIBC
 
 
 @dataclass
@@ -36,13 +46,13 @@ class Spawned:
     pty_master: int | None = None   # with process.terminal: the pty's master side
 
 
-def _kill_and_reap(pid: int) -> None:
+def _kill_and_reap(pid: int, syscalls: Syscalls = LIBC) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        syscalls.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     try:
-        os.waitpid(pid, 0)
+        syscalls.waitpid(pid, 0)
     except ChildProcessError:
         pass
 
@@ -50,13 +60,13 @@ def _kill_and_reap(pid: int) -> None:
 PF_FORKNOEXEC = 0x40     # task flag: forked but did not exec (/proc/PID/stat field 9)
 
 
-def set_oom_score_adj(pid: int, value: int) -> None:
+def set_oom_score_adj(pid: int, value: int, syscalls: Syscalls = LIBC) -> None:
     try:
-        fd = os.open(f"/proc/{pid}/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        fd = syscalls.open(f"/proc/{pid}/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
         try:
-            os.write(fd, str(value).encode())
+            syscalls.write(fd, str(value).encode())
         finally:
-            os.close(fd)
+            syscalls.close(fd)
     except OSError as exc:
         cause = os.strerror(exc.errno or 0)
         if exc.errno == errno.EACCES and not _has_cap_sys_resource():
@@ -115,17 +125,22 @@ def check_exec(pid: int, proc: ProcessConfig, container_id: str | None = None) -
 
 def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
           on_init: Callable[[int], None] | None = None,
-          wait_exec: bool = True) -> Spawned:
+          wait_exec: bool = True,
+          on_before_pivot: Callable[[int], None] | None = None,
+          syscalls: Syscalls = LIBC) -> Spawned:
     """Fork the container. ``on_init(init_pid)`` runs before the init continues
-    (network set-up, hooks); an exception there kills the container."""
-    parent_sock, child_sock = sync.socketpair()
-    pid = os.fork()
+    (network set-up, prestart/createRuntime hooks); with ``cfg.pause_before_pivot``,
+    ``on_before_pivot(init_pid)`` runs while the init waits with its rootfs
+    mounted, before pivot_root (createContainer hooks). An exception in either
+    kills the container."""
+    parent_sock, child_sock = syscalls.socketpair()
+    pid = syscalls.fork()
     if pid == 0:
         parent_sock.close()
         try:
-            initmod.stage1(cfg, child_sock, stdio)
+            initmod.stage1(cfg, child_sock, stdio, syscalls)
         finally:
-            os._exit(initmod.EXIT_SETUP_FAILED)
+            syscalls._exit(initmod.EXIT_SETUP_FAILED)
     child_sock.close()
     init_pid = 0
     pty_master = None
@@ -134,16 +149,24 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
         with contextlib.nullcontext() if keep else parent_sock:
             if cfg.new_userns:
                 msg, _ = sync.expect(parent_sock, "userns", container_id=cfg.container_id)
-                write_id_maps(int(msg["pid"]), cfg.uid_map, cfg.gid_map)
+                write_id_maps(int(msg["pid"]), cfg.uid_map, cfg.gid_map, syscalls)
                 sync.send(parent_sock, {"type": "mapped"})
             msg, _ = sync.expect(parent_sock, "pid", container_id=cfg.container_id)
             init_pid = int(msg["pid"])
             monitor_pid = int(msg["monitor"])
             if cfg.process.oom_score_adj is not None:
-                set_oom_score_adj(init_pid, cfg.process.oom_score_adj)
+                set_oom_score_adj(init_pid, cfg.process.oom_score_adj, syscalls)
             if on_init is not None:
                 on_init(init_pid)
             sync.send(parent_sock, {"type": "continue"})
+            if cfg.pause_before_pivot:
+                msg, _ = sync.expect(parent_sock, "hooks", container_id=cfg.container_id)
+                if msg.get("step") != "createContainer":
+                    raise sync.SyncError("sync", "expected the createContainer pause, got "
+                                         f"{msg.get('step')!r}", container_id=cfg.container_id)
+                if on_before_pivot is not None:
+                    on_before_pivot(init_pid)
+                sync.send(parent_sock, {"type": "continue"})
             if cfg.process.terminal:
                 _, fds = sync.expect(parent_sock, "pty", container_id=cfg.container_id,
                                      with_fds=True)
@@ -154,13 +177,13 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
     except BaseException:
         parent_sock.close()
         if pty_master is not None:
-            os.close(pty_master)
+            syscalls.close(pty_master)
         if init_pid:
             try:
-                os.kill(init_pid, signal.SIGKILL)
+                syscalls.kill(init_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        _kill_and_reap(pid)
+        _kill_and_reap(pid, syscalls)
         raise
     if keep:
         assert _kept is not None
@@ -202,12 +225,10 @@ def keeping_exec_channels() -> Iterator[dict[int, socket.socket]]:
         _kept = saved
 
 
-def write_id_maps(pid: int, uid_map: str, gid_map: str) -> None:
+def write_id_maps(pid: int, uid_map: str, gid_map: str, syscalls: Syscalls = LIBC) -> None:
     try:
-        with open(f"/proc/{pid}/uid_map", "w") as f:
-            f.write(uid_map)
-        with open(f"/proc/{pid}/gid_map", "w") as f:
-            f.write(gid_map)
+        syscalls.write_file(f"/proc/{pid}/uid_map", uid_map)
+        syscalls.write_file(f"/proc/{pid}/gid_map", gid_map)
     except OSError as exc:
         raise StepFailed("idmap", os.strerror(exc.errno or 0), pid=pid) from None
 
@@ -233,14 +254,15 @@ def wait_monitor(pid: int, timeout: float | None = None) -> int | None:
 NS_ORDER = ("user", "mount", "cgroup", "ipc", "uts", "network", "pid", "time")
 
 
-def join_fds(init_pid: int, ns_types: set[str]) -> list[tuple[int, int]]:
+def join_fds(init_pid: int, ns_types: set[str], syscalls: Syscalls = LIBC) -> list[tuple[int, int]]:
     """Open the init's namespaces that differ from ours: [(fd, flag)], user first."""
-    return sc.open_namespace_fds(init_pid, tuple(ns for ns in NS_ORDER if ns in ns_types))
+    return syscalls.open_namespace_fds(init_pid, tuple(ns for ns in NS_ORDER if ns in ns_types))
 
 
 def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
                  proc: ProcessConfig, stdio: tuple[int, int, int], *,
-                 chroot_root: bool, detach: bool = False) -> tuple[int, int | None]:
+                 chroot_root: bool, detach: bool = False,
+                 syscalls: Syscalls = LIBC) -> tuple[int, int | None]:
     """Start ``proc`` inside the container of ``init_pid``; return the helper's pid.
 
     The helper joins the cgroup and namespaces, forks (to enter the pid
@@ -248,17 +270,18 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
     code mirrors the process's. Helpers are non-dumpable and hold no host
     directory fd once in the container (CVE-2016-9962).
     """
-    parent_sock, child_sock = sync.socketpair()
-    root_fd = os.open(f"/proc/{init_pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    ns_fds = join_fds(init_pid, ns_types)
-    pid = os.fork()
+    parent_sock, child_sock = syscalls.socketpair()
+    root_fd = syscalls.open(f"/proc/{init_pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    ns_fds = join_fds(init_pid, ns_types, syscalls)
+    pid = syscalls.fork()
     if pid == 0:
         parent_sock.close()
-        _exec_helper(root_fd, ns_fds, cgroup_procs, proc, stdio, child_sock, chroot_root, detach)
+        _exec_helper(root_fd, ns_fds, cgroup_procs, proc, stdio, child_sock, chroot_root, detach,
+                     syscalls)
     child_sock.close()
-    os.close(root_fd)
+    syscalls.close(root_fd)
     for fd, _ in ns_fds:
-        os.close(fd)
+        syscalls.close(fd)
     pty_master = None
     with parent_sock:
         try:
@@ -273,7 +296,7 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
                     raise sync.SyncError(msg.get("step") or "exec", msg.get("message") or "failed",
                                          errno=msg.get("errno"))
                 if kind == "pid" and proc.oom_score_adj is not None:
-                    set_oom_score_adj(int(msg["pid"]), proc.oom_score_adj)
+                    set_oom_score_adj(int(msg["pid"]), proc.oom_score_adj, syscalls)
                     sync.send(parent_sock, {"type": "continue"})
                     continue
                 if kind == "exec":
@@ -281,79 +304,80 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
                 break
         except BaseException:
             if pty_master is not None:
-                os.close(pty_master)
-            _kill_and_reap(pid)
+                syscalls.close(pty_master)
+            _kill_and_reap(pid, syscalls)
             raise
     return pid, pty_master
 
 
 def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list[str],
                  proc: ProcessConfig, stdio: tuple[int, int, int], sock: socket.socket,
-                 chroot_root: bool, detach: bool) -> None:
+                 chroot_root: bool, detach: bool, syscalls: Syscalls = LIBC) -> None:
     step = "exec join"
     try:
-        sc.set_dumpable(False)
+        syscalls.set_dumpable(False)
         if detach:
-            os.setsid()
+            syscalls.setsid()
         else:
-            sc.set_pdeathsig(signal.SIGKILL)
+            syscalls.set_pdeathsig(signal.SIGKILL)
         initmod.reset_signals()
-        initmod.setup_stdio(stdio)
+        initmod.setup_stdio(stdio, syscalls)
         # Only the exec'd process joins the cgroup (the helper must not count
         # against its pids/memory limits): open the files now, while the
         # host's paths are still visible, and let the child write itself in.
-        procs_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in cgroup_procs]
+        procs_fds = [syscalls.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in cgroup_procs]
         for fd, flag in ns_fds:
-            sc.setns(fd, flag)
-            os.close(fd)
+            syscalls.setns(fd, flag)
+            syscalls.close(fd)
         if chroot_root or not any(flag == sc.CLONE_NEWNS for _, flag in ns_fds):
-            os.fchdir(root_fd)
-            os.chroot(".")
-        os.close(root_fd)
-        os.chdir("/")
+            syscalls.fchdir(root_fd)
+            syscalls.chroot(".")
+        syscalls.close(root_fd)
+        syscalls.chdir("/")
         step = "exec fork"
         # The watch pipe's write end is CLOEXEC in the child: EOF = exec'd or died.
-        watch_r, watch_w = os.pipe2(os.O_CLOEXEC) if initmod.watches_exec(proc) else (-1, -1)
-        child = os.fork()
+        watch_r, watch_w = (syscalls.pipe2(os.O_CLOEXEC) if initmod.watches_exec(proc)
+                            else (-1, -1))
+        child = syscalls.fork()
         if child == 0:
             if watch_r >= 0:
-                os.close(watch_r)
+                syscalls.close(watch_r)
             if not detach:
-                sc.set_pdeathsig(signal.SIGKILL)
+                syscalls.set_pdeathsig(signal.SIGKILL)
                 proc.die_with_parent = True
-                proc.parent_pid = os.getppid()
+                proc.parent_pid = syscalls.getppid()
             step = "exec oom_score_adj"
             try:
                 if proc.oom_score_adj is not None:
                     sync.expect(sock, "continue")    # the parent writes our oom_score_adj
                 step = "exec cgroup join"
                 for fd in procs_fds:
-                    os.write(fd, b"0")
-                    os.close(fd)
+                    syscalls.write(fd, b"0")
+                    syscalls.close(fd)
                 step = "exec terminal"
                 if proc.terminal:
-                    initmod.setup_terminal(sock)
-                os.setsid()
+                    initmod.setup_terminal(sock, syscalls)
+                syscalls.setsid()
                 if proc.terminal:
-                    initmod.claim_terminal()
+                    initmod.claim_terminal(syscalls)
             except BaseException as exc:  # noqa: BLE001
                 sync.send_error(sock, step, exc)
-                os._exit(initmod.EXIT_SETUP_FAILED)
-            initmod.finish_process(proc, sock, watch_w)
+                syscalls._exit(initmod.EXIT_SETUP_FAILED)
+            initmod.finish_process(proc, sock, watch_w, syscalls)
         if watch_w >= 0:
-            os.close(watch_w)
+            syscalls.close(watch_w)
         for fd in procs_fds:
-            os.close(fd)
+            syscalls.close(fd)
         if proc.oom_score_adj is not None:
             sync.send(sock, {"type": "pid", "pid": child})
         if watch_r >= 0:
             step = "exec watch"
-            sync.watch_exec(sock, watch_r, child)
+            sync.watch_exec(sock, watch_r, child, syscalls)
         sock.close()
     except BaseException as exc:  # noqa: BLE001
         sync.send_error(sock, step, exc)
-        os._exit(initmod.EXIT_SETUP_FAILED)
-    _, status = os.waitpid(child, 0)
+        syscalls._exit(initmod.EXIT_SETUP_FAILED)
+    _, status = syscalls.waitpid(child, 0)
     if os.WIFSIGNALED(status):
         # Die the same death, so the caller's wait status shows the signal.
         sig = os.WTERMSIG(status)
@@ -363,6 +387,6 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
             except (OSError, ValueError):
                 pass
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)
-    os._exit(os.WEXITSTATUS(status))
+        syscalls.kill(syscalls.getpid(), sig)
+        syscalls._exit(128 + sig)
+    syscalls._exit(os.WEXITSTATUS(status))

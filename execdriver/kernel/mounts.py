@@ -3,17 +3,21 @@
 Mount targets are resolved inside the rootfs with openat2(RESOLVE_IN_ROOT)
 and the mount is made onto ``/proc/self/fd/N``: a symlink in the image can
 never lead a mount out of the rootfs (CVE-2021-30465 and kin).
+
+The functions that touch the kernel take the syscalls seam (``syscalls=``,
+the libc one by default; see syscalls.Syscalls).
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import syscalls as sc
+from .syscalls import Syscalls
 
 _FLAGS = {
     "ro": (sc.MS_RDONLY, True), "rw": (sc.MS_RDONLY, False),
@@ -37,11 +41,7 @@ _PROPAGATION = {
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
 PROC_SUPER_MAGIC = 0x9FA0
-
-
-class _Statfs(ctypes.Structure):
-    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
-
+LIBC = sc.LIBC
 
 @dataclass
 class MountPlan:
@@ -59,7 +59,7 @@ class MountPlan:
         return bool(self.flags & sc.MS_BIND)
 
 
-def parse_options(options: list[str]) -> tuple[int, list[int], str]:
+def parse_options(options: Sequence[str]) -> tuple[int, list[int], str]:
     """Split mount options into (flags, propagation flags, fs data string)."""
     flags = 0
     prop: list[int] = []
@@ -75,7 +75,7 @@ def parse_options(options: list[str]) -> tuple[int, list[int], str]:
     return flags, prop, ",".join(data)
 
 
-def plan_mount(destination: str, fstype: str, source: str | None, options: list[str]) -> MountPlan:
+def plan_mount(destination: str, fstype: str, source: str | None, options: Sequence[str]) -> MountPlan:
     flags, prop, data = parse_options(options)
     if fstype == "bind":
         flags |= sc.MS_BIND
@@ -84,141 +84,139 @@ def plan_mount(destination: str, fstype: str, source: str | None, options: list[
 
 # --- in-root resolution -------------------------------------------------
 
-def open_in_root(root_fd: int, path: str, flags: int = sc.O_PATH) -> int:
+def open_in_root(root_fd: int, path: str, flags: int = sc.O_PATH,
+                 syscalls: Syscalls = LIBC) -> int:
     """Open ``path`` as seen from inside the rootfs (symlinks resolved in the root)."""
-    return sc.openat2(root_fd, path.lstrip("/") or ".", flags,
-                      sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+    return syscalls.openat2(root_fd, path.lstrip("/") or ".", flags,
+                            sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
 
 
-def mkdir_in_root(root_fd: int, path: str, mode: int = 0o755) -> None:
+def mkdir_in_root(root_fd: int, path: str, mode: int = 0o755, syscalls: Syscalls = LIBC) -> None:
     """mkdir -p inside the rootfs, each component resolved in the root."""
     parts = [p for p in path.split("/") if p]
     cur = ""
     for part in parts:
         cur = f"{cur}/{part}"
         try:
-            fd = open_in_root(root_fd, cur)
-            os.close(fd)
+            fd = open_in_root(root_fd, cur, syscalls=syscalls)
+            syscalls.close(fd)
             continue
         except FileNotFoundError:
             pass
-        parent = open_in_root(root_fd, cur.rsplit("/", 1)[0] or "/")
+        parent = open_in_root(root_fd, cur.rsplit("/", 1)[0] or "/", syscalls=syscalls)
         try:
-            os.mkdir(part, mode, dir_fd=parent)
+            syscalls.mkdir(part, mode, dir_fd=parent)
         except FileExistsError:
             pass
         finally:
-            os.close(parent)
+            syscalls.close(parent)
 
 
-def create_file_in_root(root_fd: int, path: str) -> None:
+def create_file_in_root(root_fd: int, path: str, syscalls: Syscalls = LIBC) -> None:
     parent_path, _, name = path.rstrip("/").rpartition("/")
-    mkdir_in_root(root_fd, parent_path or "/")
-    parent = open_in_root(root_fd, parent_path or "/")
+    mkdir_in_root(root_fd, parent_path or "/", syscalls=syscalls)
+    parent = open_in_root(root_fd, parent_path or "/", syscalls=syscalls)
     try:
-        fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                     dir_fd=parent)
-        os.close(fd)
+        fd = syscalls.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                           dir_fd=parent)
+        syscalls.close(fd)
     except FileExistsError:
         pass
     finally:
-        os.close(parent)
+        syscalls.close(parent)
 
 
-def make_target(root_fd: int, dest: str, source_is_dir: bool) -> int:
+def make_target(root_fd: int, dest: str, source_is_dir: bool, syscalls: Syscalls = LIBC) -> int:
     """Create the mount target inside the root if missing; return an O_PATH fd on it."""
     try:
-        return open_in_root(root_fd, dest)
+        return open_in_root(root_fd, dest, syscalls=syscalls)
     except FileNotFoundError:
         pass
     if source_is_dir:
-        mkdir_in_root(root_fd, dest)
+        mkdir_in_root(root_fd, dest, syscalls=syscalls)
     else:
-        create_file_in_root(root_fd, dest)
-    return open_in_root(root_fd, dest)
+        create_file_in_root(root_fd, dest, syscalls=syscalls)
+    return open_in_root(root_fd, dest, syscalls=syscalls)
 
 
 def fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def mount_in_root(root_fd: int, m: MountPlan) -> None:
+def mount_in_root(root_fd: int, m: MountPlan, syscalls: Syscalls = LIBC) -> None:
     """Perform one spec mount onto its target resolved inside the rootfs."""
     source_is_dir = True
     if m.is_bind:
         assert m.source
-        source_is_dir = os.path.isdir(m.source)
-    target = make_target(root_fd, m.destination, source_is_dir)
+        source_is_dir = syscalls.isdir(m.source)
+    target = make_target(root_fd, m.destination, source_is_dir, syscalls)
     try:
         tpath = fd_path(target)
         if m.is_bind:
-            sc.mount(m.source, tpath, None, m.flags & (sc.MS_BIND | sc.MS_REC))
+            syscalls.mount(m.source, tpath, None, m.flags & (sc.MS_BIND | sc.MS_REC))
             # Bind mounts ignore other flags on creation: apply them by remount.
             extra = m.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
             if extra:
                 # Reopen: the target fd refers to the dentry under the new mount now.
-                os.close(target)
-                target = open_in_root(root_fd, m.destination)
+                syscalls.close(target)
+                target = open_in_root(root_fd, m.destination, syscalls=syscalls)
                 tpath = fd_path(target)
-                sc.mount(None, tpath, None, sc.MS_BIND | sc.MS_REMOUNT | extra)
+                syscalls.mount(None, tpath, None, sc.MS_BIND | sc.MS_REMOUNT | extra)
         else:
-            sc.mount(m.source or m.fstype, tpath, m.fstype, m.flags, m.data or None)
+            syscalls.mount(m.source or m.fstype, tpath, m.fstype, m.flags, m.data or None)
         for prop in m.propagation:
-            os.close(target)
-            target = open_in_root(root_fd, m.destination)
-            sc.mount(None, fd_path(target), None, prop)
+            syscalls.close(target)
+            target = open_in_root(root_fd, m.destination, syscalls=syscalls)
+            syscalls.mount(None, fd_path(target), None, prop)
     finally:
-        os.close(target)
+        syscalls.close(target)
 
 
-def is_procfs(path: str) -> bool:
+def is_procfs(path: str, syscalls: Syscalls = LIBC) -> bool:
     """True if ``path`` lives on a real procfs (CVE-2019-16884: /proc must be proc)."""
-    buf = _Statfs()
-    if sc.libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
-        return False
-    return buf.f_type == PROC_SUPER_MAGIC
+    return syscalls.statfs_type(path) == PROC_SUPER_MAGIC
 
 
 # --- after pivot_root ----------------------------------------------------
 
-def mask_path(path: str) -> None:
+def mask_path(path: str, syscalls: Syscalls = LIBC) -> None:
     """Hide a path: /dev/null over a file, an empty read-only tmpfs over a dir."""
     try:
-        st = os.lstat(path)
+        st = syscalls.lstat(path)
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY, "size=0k,mode=000")
+        syscalls.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY, "size=0k,mode=000")
     else:
         try:
-            sc.mount("/dev/null", path, None, sc.MS_BIND)
+            syscalls.mount("/dev/null", path, None, sc.MS_BIND)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise
 
 
-def readonly_path(path: str) -> None:
+def readonly_path(path: str, syscalls: Syscalls = LIBC) -> None:
     try:
-        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+        syscalls.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
     except FileNotFoundError:
         return
-    sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC
-             | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    syscalls.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC
+                   | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
 
 
-def pivot_into(root: str) -> None:
+def pivot_into(root: str, syscalls: Syscalls = LIBC) -> None:
     """pivot_root(".", ".") then detach the old root: no put_old dir needed."""
-    os.chdir(root)
-    sc.pivot_root(".", ".")
+    syscalls.chdir(root)
+    syscalls.pivot_root(".", ".")
     # Make the old root a slave first so the detach does not propagate to the host.
-    sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
-    sc.umount2(".", sc.MNT_DETACH)
-    os.chdir("/")
+    syscalls.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+    syscalls.umount2(".", sc.MNT_DETACH)
+    syscalls.chdir("/")
 
 
-def move_into(root: str) -> None:
+def move_into(root: str, syscalls: Syscalls = LIBC) -> None:
     """The no-pivot fallback (rootfs on ramfs/initramfs): MS_MOVE onto / and chroot."""
-    os.chdir(root)
-    sc.mount(root, "/", None, sc.MS_MOVE)
-    os.chroot(".")
-    os.chdir("/")
+    syscalls.chdir(root)
+    syscalls.mount(root, "/", None, sc.MS_MOVE)
+    syscalls.chroot(".")
+    syscalls.chdir("/")

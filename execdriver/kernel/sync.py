@@ -8,6 +8,13 @@ Every message is a small JSON object with a ``type``. The sequence:
     stage-1 -> parent   {"type": "pid", "pid": N}     init forked (N in the parent's pid ns)
                                                       (the parent writes oom_score_adj now)
     parent  -> init     {"type": "continue"}          cgroup joined, network set up, hooks ran
+    init    -> parent   {"type": "hooks", "step": "createContainer"}
+                                                      only with pause_before_pivot: every
+                                                      rootfs mount made, not yet pivoted
+                                                      (the parent runs the createContainer
+                                                      hooks in the init's mount namespace)
+    parent  -> init     {"type": "continue"}          hooks ran (an "error" or EOF instead:
+                                                      the init exits without going on)
     init    -> parent   {"type": "pty"} + master fd   only with a terminal
     init    -> parent   {"type": "ready"}             rootfs done; about to wait/exec
     any     -> parent   {"type": "error", "step": S, "errno": E, "message": M}
@@ -38,6 +45,8 @@ import socket
 from typing import Any
 
 from ..errors import StepFailed
+from . import syscalls as sc
+from .syscalls import Syscalls
 
 MAX_MSG = 65536
 
@@ -102,15 +111,16 @@ def expect(sock: socket.socket, want: str, *, container_id: str | None = None,
     return msg, fds
 
 
-def watch_exec(sock: socket.socket, watch_fd: int, pid: int) -> None:
+def watch_exec(sock: socket.socket, watch_fd: int, pid: int,
+               syscalls: Syscalls = sc.LIBC) -> None:
     """Wait until child ``pid`` exec'd or died (EOF on ``watch_fd``), tell the
     parent, and return once it has looked (closed its end): the caller must not
     reap ``pid`` before."""
     try:
-        while os.read(watch_fd, 64):
+        while syscalls.read(watch_fd, 64):
             pass
     finally:
-        os.close(watch_fd)
+        syscalls.close(watch_fd)
     try:
         send(sock, {"type": "exec", "pid": pid})
         sock.recv(1)
