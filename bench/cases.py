@@ -58,12 +58,13 @@ class Context:
         env.pop("EXECDRIVER_SERVER", None)
         env.pop("EXECDRIVER_SERVER_SOCKET", None)
         status = [venv_bin("execdriver"), "server", "status"]
-        if self.server is None and subprocess.run(status, env=env, capture_output=True).returncode:
+        if self.server is None and subprocess.run(status, env=env, capture_output=True,
+                                                  check=False).returncode:
             self.server = subprocess.Popen(
                 [venv_bin("execdriver"), "server", "run"], env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             deadline = time.monotonic() + 30
-            while subprocess.run(status, env=env, capture_output=True).returncode:
+            while subprocess.run(status, env=env, capture_output=True, check=False).returncode:
                 if self.server.poll() is not None or time.monotonic() > deadline:
                     err = self.server.stderr.read().decode() if self.server.stderr else ""
                     raise BenchError(f"execdriver server run: {err.strip() or 'did not start'}")
@@ -158,10 +159,9 @@ def case_chroot(ctx: Context) -> Latency:
 
 def _lxc_config(ctx: Context, cid: str, lxcpath: str) -> str:
     """The lxc driver's own translation of the same spec, as an lxc-execute config file."""
+    from execdriver import validate_spec
     from execdriver_lxc import host
     from execdriver_lxc.translate import seccomp_profile, spec_to_config
-
-    from execdriver import validate_spec
 
     from .workspace import spec_dict
     spec = validate_spec(spec_dict(str(ctx.ws.rootfs), TRUE))
@@ -316,7 +316,7 @@ def _cli_monitor_memory(ctx: Context, n: int) -> dict[str, Any]:
         time.sleep(0.2)
         for cid in ids:
             st = json.loads((Path(root) / cid / "state.json").read_text())
-            pid = st.get("extra", {}).get("monitor_pid")
+            pid = st.get("monitor_pid")
             if pid:
                 mem.append(smaps_rollup(pid))
         t0 = time.perf_counter()

@@ -58,14 +58,14 @@ def _wrap(owner: Any, attr: str, label: str) -> None:
 
 
 def install_probes() -> None:
-    from execdriver import linuxdriver, state
+    from execdriver import state
+    from execdriver.libcontainer.container import Container
     from execdriver.kernel import capabilities, devices, init, launch, mounts, seccomp, sync, syscalls
-    drv = linuxdriver.LinuxContainerDriver
     probes = [
-        (state, "_write_atomic", "parent: state write+fsync"),
-        (drv, "_cgroup", "parent: cgroup record+create+apply"),
-        (drv, "_cleanup", "parent: terminate (cgroup destroy, state rm)"),
-        (linuxdriver, "_exit_status", "parent: read exit status"),
+        (state, "write_atomic", "parent: state write+fsync"),
+        (Container, "_create", "parent: cgroup create+apply, spawn, state"),
+        (Container, "_cleanup", "parent: terminate (cgroup destroy, state rm)"),
+        (Container, "exit_status", "parent: read exit status"),
         (launch, "spawn", "parent: launch.spawn (until exec)"),
         (init, "_write", "stage1/init: small writes (cgroup.procs joins)"),
         (syscalls, "unshare", "stage1/init: unshare"),

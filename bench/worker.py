@@ -94,7 +94,7 @@ def op_density(req: dict[str, Any]) -> dict[str, Any]:
         monitors = []
         for cid in ids:
             st = d.state.read(cid)
-            monitors.append(st.extra.get("monitor_pid"))
+            monitors.append(st.monitor_pid)
         out["memory"] = [smaps_rollup(pid) for pid in monitors if pid]
         out["worker_memory"] = smaps_rollup(os.getpid())
     finally:

@@ -10,7 +10,8 @@ import signal as _signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from .errors import InvalidArgument, UnsupportedFeature
+from .errors import UnsupportedFeature
+from .signals import parse_signal  # noqa: F401 - part of the public API
 
 if TYPE_CHECKING:  # pydantic is heavy: imported where a spec is really needed
     from .spec import Process, Spec
@@ -289,19 +290,3 @@ class ExecDriver(abc.ABC):
             if value is not None:
                 setattr(proc, key, value)
         return proc
-
-
-def parse_signal(value: str | int) -> int:
-    """``KILL``, ``SIGKILL``, ``sigkill`` or ``9`` -> 9; anything else is InvalidArgument."""
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        num = int(value)
-        if 1 <= num < _signal.SIGRTMAX + 1:
-            return num
-        raise InvalidArgument(f"signal {value}: out of range")
-    name = str(value).strip().upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    try:
-        return int(getattr(_signal.Signals, name))
-    except AttributeError:
-        raise InvalidArgument(f"signal {value!r}: unknown signal name") from None

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from .errors import ContainerExists, ContainerNotFound, InvalidArgument, StateCorrupt
 
 if TYPE_CHECKING:  # pydantic is heavy: the CLI's list/kill/state must not pay for it
+    from .config import Config
     from .spec import Spec
 
 DEFAULT_ROOT = "/run/execdriver"
@@ -32,6 +33,7 @@ CGROUP_PARENT = "execdriver"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 STATE_FILE = "state.json"
 SPEC_FILE = "spec.json"
+CONFIG_FILE = "config.json"
 
 
 def default_root() -> Path:
@@ -107,7 +109,16 @@ class ContainerState:
     resources: dict[str, Any] = field(default_factory=dict)
     exit: dict[str, Any] | None = None
     annotations: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)       # a driver's own notes
+    #: the process that reaps the init and records its exit (native: the monitor; lxc: lxc's)
+    monitor_pid: int | None = None
+    monitor_start: int | None = None
+    detached: bool = False
+    #: the OCI hook steps the container's config has (no config read when it has none)
+    hooks: list[str] = field(default_factory=list)
+    #: the runtime process creating it, while status is "creating"
+    creator_pid: int | None = None
+    creator_start: int | None = None
 
     def to_json(self) -> str:
         # A shallow dict serialises the same as asdict() (5x faster: no deep copy);
@@ -133,13 +144,21 @@ class ContainerState:
     def alive(self) -> bool:
         return pid_alive(self.pid, self.pid_start)
 
+    def monitor_alive(self) -> bool:
+        return pid_alive(self.monitor_pid, self.monitor_start)
+
+    def creator_alive(self) -> bool:
+        return pid_alive(self.creator_pid, self.creator_start)
+
 
 _STATE_FIELDS = tuple(ContainerState.__dataclass_fields__)
 _OPT_STR, _OPT_INT, _OPT_DICT = (str, type(None)), (int, type(None)), (dict, type(None))
 _STATE_TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,), "driver": (str,), "status": (str,), "pid": _OPT_INT, "pid_start": _OPT_INT,
     "created": (str,), "rootfs": _OPT_STR, "bundle": _OPT_STR, "resources": (dict,),
-    "exit": _OPT_DICT, "annotations": (dict,), "extra": (dict,)}
+    "exit": _OPT_DICT, "annotations": (dict,), "extra": (dict,), "monitor_pid": _OPT_INT,
+    "monitor_start": _OPT_INT, "detached": (bool,), "hooks": (list,), "creator_pid": _OPT_INT,
+    "creator_start": _OPT_INT}
 assert set(_STATE_TYPES) == set(_STATE_FIELDS)
 
 
@@ -157,9 +176,11 @@ def _rename_noreplace(src: Path, dst: Path) -> None:
         raise OSError(err, os.strerror(err), str(dst))
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o600) -> None:
+    """Write ``path`` so that a reader sees the old file or the new one, never a torn one."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, text.encode())
     finally:
@@ -186,9 +207,14 @@ class StateStore:
         return sorted(n for n in names if ID_RE.match(n) and (self.root / n).is_dir())
 
     # -- lifecycle -----------------------------------------------------------
-    def create(self, container_id: str, driver: str, spec: "Spec | None" = None,
+    def create(self, container_id: str, driver: str, spec: "Spec | None" = None, *,
+               config: "Config | None" = None, files: dict[str, str] | None = None,
                **fields: Any) -> ContainerState:
         """Claim the id (atomically) and write the first state. ContainerExists if taken.
+
+        With ``config``, config.json is written too (and rootfs, bundle, annotations
+        and hooks come from it); ``files`` are other files to put in the directory.
+        The state names this process as the creator, until the caller changes it.
 
         The directory is filled under a hidden name and renamed into place with
         RENAME_NOREPLACE, so no reader ever sees a container without its state,
@@ -202,13 +228,23 @@ class StateStore:
         tmp = self.root / f".new-{container_id}-{os.getpid()}-{time.monotonic_ns()}"
         tmp.mkdir(mode=0o700)
         try:
+            me = os.getpid()
+            fields.setdefault("creator_pid", me)
+            fields.setdefault("creator_start", pid_start_time(me))
             st = ContainerState(id=container_id, driver=driver,
                                 created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                 rootfs=spec.root.path if spec else None, **fields)
             if spec is not None:
                 st.annotations = dict(spec.annotations)
-                _write_atomic(tmp / SPEC_FILE, spec.model_dump_json())
-            _write_atomic(tmp / STATE_FILE, st.to_json())
+                write_atomic(tmp / SPEC_FILE, spec.model_dump_json())
+            if config is not None:
+                st.rootfs, st.bundle = config.root.path, config.bundle
+                st.annotations = dict(config.annotations)
+                st.hooks = list(config.hook_steps())
+                write_atomic(tmp / CONFIG_FILE, config.to_json())
+            for name, text in (files or {}).items():
+                write_atomic(tmp / name, text)
+            write_atomic(tmp / STATE_FILE, st.to_json())
             try:
                 _rename_noreplace(tmp, d)
             except FileExistsError:
@@ -219,7 +255,7 @@ class StateStore:
         return st
 
     def write(self, st: ContainerState) -> None:
-        _write_atomic(self.dir(st.id) / STATE_FILE, st.to_json())
+        write_atomic(self.dir(st.id) / STATE_FILE, st.to_json())
 
     def read(self, container_id: str) -> ContainerState:
         d = self.dir(container_id)
@@ -256,6 +292,22 @@ class StateStore:
             return Spec.model_validate_json(path.read_text())
         except FileNotFoundError:
             raise ContainerNotFound(container_id) from None
+
+    def write_file(self, container_id: str, name: str, text: str) -> None:
+        """Replace a file of the container's directory atomically (config.json, spec.json)."""
+        write_atomic(self.dir(container_id) / name, text)
+
+    def read_config(self, container_id: str) -> "Config":
+        """The container's Config (StateCorrupt if unreadable; no pydantic)."""
+        from .config import Config
+        path = self.dir(container_id) / CONFIG_FILE
+        try:
+            return Config.from_json(path.read_text())
+        except FileNotFoundError:
+            raise ContainerNotFound(container_id) from None
+        except ValueError as exc:
+            raise StateCorrupt(f"state id={container_id}: unreadable config.json: {exc}",
+                               container_id=container_id) from None
 
     def update(self, container_id: str, change: Callable[[ContainerState], None]) -> ContainerState:
         """Read, change and write the state under the container's lock."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from execdriver.config import RootMode
 from execdriver.driver import Availability
 from execdriver.errors import UnsupportedFeature
 from execdriver.linuxdriver import LinuxContainerDriver
@@ -36,7 +37,7 @@ class ChrootDriver(LinuxContainerDriver):
     name = "chroot"
     description = "chroot into the rootfs; own mount namespace only (weak isolation)"
     features = FEATURES
-    root_mode = "chroot"
+    root_mode = RootMode.CHROOT
 
     @classmethod
     def availability(cls) -> Availability:

@@ -347,16 +347,16 @@ class LXCDriver(ExecDriver):
         """Add what lives in the run directory: the monitor's pid (recorded there before it
         started) and how the container ended (recorded there by the monitor)."""
         lxcpath = str(self._lxcpath(st.id))
-        if not st.extra.get("monitor_pid"):
+        if not st.monitor_pid:
             try:
                 with open(host.monitor_file(lxcpath)) as f:
                     pid, start = f.read().split()
-                st.extra["monitor_pid"] = int(pid)
-                st.extra["monitor_start"] = int(start) if start != "-" else None
+                st.monitor_pid = int(pid)
+                st.monitor_start = int(start) if start != "-" else None
             except (OSError, ValueError):
                 pass
         if st.exit is None and not st.extra.get("start_failed"):
-            end = monitor.read_end(host.end_file(lxcpath), st.extra.get("monitor_pid"))
+            end = monitor.read_end(host.end_file(lxcpath), st.monitor_pid)
             if end is not None:
                 st.status = Status.STOPPED.value
                 if end.get("start_failed"):
@@ -469,8 +469,9 @@ class LXCDriver(ExecDriver):
         if failed is not None:
             i, cause = failed
             dest = spec.mounts[i].destination
+            where: dict[str, Any] = {f"mounts[{i}].destination": dest}
             raise StepFailed(f"mount {dest}", cause, container_id=container_id,
-                             driver=self.name, **{f"mounts[{i}].destination": dest})
+                             driver=self.name, **where)
         items = spec_to_config(spec, container_id, str(lxcpath), host.facts().cgroup_version,
                                log_file=str(self._log_path(container_id)), log_level=LOG_LEVEL,
                                mount_binary=host.mount_binary(), targets=targets,
@@ -569,8 +570,8 @@ class LXCDriver(ExecDriver):
             start_time = pid_start_time(init) if init else None
 
             def running(st: ContainerState) -> None:
-                st.extra["monitor_pid"] = mon
-                st.extra["monitor_start"] = mon_start
+                st.monitor_pid = mon
+                st.monitor_start = mon_start
                 if st.exit is None and not st.extra.get("start_failed"):
                     st.status = Status.RUNNING.value
                     st.pid, st.pid_start = init, start_time
@@ -584,8 +585,9 @@ class LXCDriver(ExecDriver):
             i = mount_in_reason(reason, spec, mount_targets(spec, host.readlink)[0])
             if i is not None:       # name the mount (liblxc names a path under its rootfs)
                 dest = spec.mounts[i].destination
+                where: dict[str, Any] = {f"mounts[{i}].destination": dest}
                 raise StepFailed(f"mount {dest}", f"lxc: {reason}", container_id=container_id,
-                                 driver=self.name, **{f"mounts[{i}].destination": dest})
+                                 driver=self.name, **where)
             raise StepFailed("start", f"lxc: {reason}", container_id=container_id,
                              driver=self.name, id=container_id)
         return Handle(container_id, mon, self._waiter(container_id, mon, child=child))
@@ -671,14 +673,14 @@ class LXCDriver(ExecDriver):
 
     # -- status --------------------------------------------------------------
     def _monitor_alive(self, st: ContainerState) -> bool:
-        return pid_alive(st.extra.get("monitor_pid"), st.extra.get("monitor_start"))
+        return pid_alive(st.monitor_pid, st.monitor_start)
 
     def _status(self, st: ContainerState) -> Status:
         if st.exit is not None or st.extra.get("start_failed"):
             return Status.STOPPED
         if not self._monitor_alive(st):
             return Status.CREATING if st.status == Status.CREATING.value \
-                and not st.extra.get("monitor_pid") else Status.STOPPED
+                and not st.monitor_pid else Status.STOPPED
         lxc_state = self._container(st.id, st).state
         if lxc_state in ("FROZEN", "FREEZING"):
             return Status.PAUSED
@@ -692,9 +694,10 @@ class LXCDriver(ExecDriver):
     def info(self, container_id: str) -> ContainerInfo:
         st = self._own(container_id)
         status = self._status(st)
-        if status == Status.STOPPED and st.exit is None and self._monitor_alive(st):
+        if status == Status.STOPPED and st.exit is None and st.monitor_pid is not None \
+                and self._monitor_alive(st):
             # liblxc is done; give the monitor a moment to record the exit status
-            _wait_pid(st.extra["monitor_pid"], RECORD_TIMEOUT)
+            _wait_pid(st.monitor_pid, RECORD_TIMEOUT)
             st = self._own(container_id)
             status = self._status(st)
         live = status in (Status.RUNNING, Status.PAUSED)
@@ -793,8 +796,9 @@ class LXCDriver(ExecDriver):
             os.close(report_r)
         if failure:
             os.waitpid(pid, 0)
+            where: dict[str, Any] = {"process.cwd": process.cwd}
             raise StepFailed("exec", failure, container_id=container_id, driver=self.name,
-                             **{"process.cwd": process.cwd})
+                             **where)
 
         def wait(timeout: float | None) -> ExitStatus | None:
             if timeout is not None and not _wait_pid(pid, timeout):
@@ -846,8 +850,7 @@ class LXCDriver(ExecDriver):
                 # not recorded), with the monitor as our own run directory names it.
                 untrusted = exc
                 st.resources = self._resources(container_id)
-                st.extra.pop("monitor_pid", None)
-                st.extra.pop("monitor_start", None)
+                st.monitor_pid = st.monitor_start = None
             self._with_end(st)
         finishing = None
         if st is not None:
@@ -869,7 +872,7 @@ class LXCDriver(ExecDriver):
     def _stop(self, container_id: str, st: ContainerState) -> int | None:
         """Kill the init through liblxc, then make sure the monitor is gone. A monitor that
         recorded the end has nothing left to do but exit: its pid is returned instead."""
-        mon: int = st.extra.get("monitor_pid") or 0
+        mon: int = st.monitor_pid or 0
         if self._monitor_alive(st) and (st.exit is not None or st.extra.get("start_failed")):
             return mon
         if self._monitor_alive(st):

@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import os
 
-from typing import TYPE_CHECKING
-
+from execdriver.config import RootMode
 from execdriver.driver import Availability
-from execdriver.errors import UnsupportedFeature
-from execdriver.linuxdriver import LinuxContainerDriver
 from execdriver.features import ALL_FEATURES
-
-if TYPE_CHECKING:
-    from execdriver.spec import Spec
+from execdriver.linuxdriver import LinuxContainerDriver
 
 _UNSUPPORTED: set[str] = set()
 
@@ -25,16 +20,7 @@ class NativeDriver(LinuxContainerDriver):
     name = "native"
     description = "execdriver's own libcontainer: namespaces, cgroups, pivot_root, seccomp"
     features = frozenset(set(ALL_FEATURES) - _UNSUPPORTED)
-    root_mode = "pivot"
-
-    def check_spec(self, spec: "Spec") -> None:
-        super().check_spec(spec)
-        # These two run inside the container's namespaces; only the OCI front
-        # end (execdriver-oci) runs them so far.
-        inside = [f"hooks.{name}" for name in ("create_container", "start_container")
-                  if getattr(spec.hooks, name)]
-        if inside:
-            raise UnsupportedFeature(self.name, inside)
+    root_mode = RootMode.PIVOT
 
     @classmethod
     def availability(cls) -> Availability:

@@ -65,7 +65,7 @@ PRELOAD = ("execdriver.cli.run", "execdriver.cli.containers", "execdriver.cli.ov
            "execdriver.linuxdriver", "execdriver.kernel.launch", "execdriver.kernel.init",
            "execdriver.kernel.initconfig", "execdriver.kernel.seccomp",
            "execdriver.kernel.cgroups", "execdriver.console", "execdriver.oci.cli",
-           "execdriver.oci.control", "execdriver.oci.lifecycle", "execdriver.oci.config")
+           "execdriver.libcontainer.container", "execdriver.oci.lifecycle", "execdriver.oci.config")
 
 
 # --- preparing the process workers are forked from -----------------------------------

@@ -18,9 +18,14 @@ import functools
 import os
 from dataclasses import dataclass, field
 
-from .. import spec
+from typing import TYPE_CHECKING
+
+from .capnames import CAPABILITIES, CAP_NUMBERS, normalize_capability
 from ..errors import StepFailed
 from . import syscalls
+
+if TYPE_CHECKING:
+    from ..config import Capabilities
 
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
@@ -59,13 +64,13 @@ def last_cap() -> int:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read())
     except (OSError, ValueError):
-        return len(spec.CAPABILITIES) - 1
+        return len(CAPABILITIES) - 1
 
 
 def names_to_mask(names: list[str]) -> int:
     mask = 0
     for name in names:
-        mask |= 1 << spec.CAP_NUMBERS[spec.normalize_capability(name)]
+        mask |= 1 << CAP_NUMBERS[normalize_capability(name)]
     return mask
 
 
@@ -74,11 +79,11 @@ def mask_to_names(mask: int) -> list[str]:
     out = []
     for n in range(mask.bit_length()):
         if mask >> n & 1:
-            out.append(spec.CAPABILITIES[n] if n < len(spec.CAPABILITIES) else f"CAP_{n}")
+            out.append(CAPABILITIES[n] if n < len(CAPABILITIES) else f"CAP_{n}")
     return out
 
 
-def prepare(caps: spec.Capabilities, kernel_last_cap: int | None = None) -> CapPlan:
+def prepare(caps: Capabilities, kernel_last_cap: int | None = None) -> CapPlan:
     """Parent side: masks, the bounding caps to drop, and the capset structs."""
     last = last_cap() if kernel_last_cap is None else kernel_last_cap
     known = (1 << (last + 1)) - 1

@@ -40,6 +40,7 @@ import struct
 import termios
 from typing import Any
 
+from ..config import RootMode
 from . import devices, mounts, rlimits, sync
 from . import syscalls as sc
 from .initconfig import InitConfig, ProcessConfig
@@ -346,14 +347,16 @@ def enter_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
     """Make the rootfs our root (pivot, move or chroot), then what is done from
     inside: sysctls, masked and read-only paths, the read-only root."""
     root = cfg.rootfs
-    if cfg.root_mode == "pivot":
+    if cfg.root_mode == RootMode.PIVOT:
         mounts.pivot_into(root, syscalls)
-    elif cfg.root_mode == "move":
+    elif cfg.root_mode == RootMode.MOVE:
         mounts.move_into(root, syscalls)
-    else:
+    elif cfg.root_mode == RootMode.CHROOT:
         syscalls.chdir(root)
         syscalls.chroot(".")
         syscalls.chdir("/")
+    else:       # never a silent chroot: an unknown mode is an error
+        raise OSError(errno.EINVAL, f"unknown root mode {cfg.root_mode!r}")
     # sysctls before masked/read-only paths: those make /proc/sys read-only.
     for key, value in cfg.sysctls.items():
         if not mounts.is_procfs("/proc/sys", syscalls):

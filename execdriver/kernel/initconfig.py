@@ -2,7 +2,8 @@
 
 The init is a forked copy of the runtime; it gets this object through the
 fork (no serialisation) and only makes syscalls with it: no pydantic, no
-imports, no compilation after fork. The slow parts (seccomp compilation,
+imports, no compilation after fork. The input is the plain-data Config
+(execdriver.config), never the pydantic spec. The slow parts (seccomp compilation,
 capability masks, mount option parsing) happen here, once, in the parent.
 """
 
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..config import RootMode
 from ..errors import StepFailed
-from ..spec import Process, Spec
 from . import capabilities, mounts, rlimits, seccomp
 from . import syscalls as sc
+
+if TYPE_CHECKING:
+    from ..config import Config, Process
 
 
 @dataclass
@@ -45,7 +49,7 @@ class ProcessConfig:
 class InitConfig:
     container_id: str
     rootfs: str
-    root_mode: str                      # "pivot" | "move" | "chroot"
+    root_mode: RootMode
     process: ProcessConfig
     unshare_flags: int = 0              # every new namespace except user
     new_userns: bool = False
@@ -100,11 +104,12 @@ def process_config(proc: Process) -> ProcessConfig:
         apparmor_profile=proc.apparmor_profile)
 
 
-def build(container_id: str, spec: Spec, *, root_mode: str = "pivot",
+def build(container_id: str, spec: Config, *,
           cgroup_procs: list[str] | None = None, monitor_cgroup_procs: list[str] | None = None, cgroup_dirs: dict[str, str] | None = None,
           extra_binds: list[tuple[str, str]] | None = None, exec_fifo: str | None = None,
           exit_file: str | None = None, detach: bool = False) -> InitConfig:
-    """Translate a validated spec into an InitConfig (pure apart from host checks)."""
+    """Translate a Config into an InitConfig (pure apart from host checks)."""
+    root_mode = RootMode(spec.root_mode)      # ValueError for a mode that does not exist
     root = os.path.realpath(spec.root.path)
     if not os.path.isdir(root):
         raise StepFailed("rootfs", "not a directory" if os.path.exists(root)

@@ -9,10 +9,15 @@ nofile limit above fs.nr_open. ``apply`` is one setrlimit per limit.
 from __future__ import annotations
 
 import resource
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .. import spec
 from ..errors import StepFailed
 from .capabilities import read_status_caps
+from .capnames import CAP_NUMBERS
+
+if TYPE_CHECKING:
+    from ..config import Rlimit
 
 # Linux's RLIMIT_* numbers (x86_64 and aarch64); Python's resource module lacks some.
 RLIMITS: dict[str, int] = {
@@ -22,7 +27,7 @@ RLIMITS: dict[str, int] = {
 }
 _NAMES = {v: k for k, v in RLIMITS.items()}
 RLIM_INFINITY = resource.RLIM_INFINITY       # -1 in Python, 2**64-1 for the kernel
-CAP_SYS_RESOURCE = spec.CAP_NUMBERS["CAP_SYS_RESOURCE"]
+CAP_SYS_RESOURCE = CAP_NUMBERS["CAP_SYS_RESOURCE"]
 
 
 def _to_rlim(value: int) -> int:
@@ -56,7 +61,7 @@ def _nr_open() -> int:
         return 1 << 20
 
 
-def prepare(rlimits: list[spec.Rlimit]) -> list[tuple[int, int, int]]:
+def prepare(rlimits: Sequence[Rlimit]) -> list[tuple[int, int, int]]:
     """Parent side: ``[(RLIMIT_*, soft, hard)]``; StepFailed for a limit we cannot set."""
     out = []
     can_raise = None

@@ -36,9 +36,11 @@ import errno as _errno
 import functools
 import os
 import struct
+from typing import Any
 from dataclasses import dataclass, field
 
-from .. import spec
+from .. import config
+from ..config import Seccomp, SeccompProfile
 from . import syscall_table, syscalls
 
 # BPF opcodes
@@ -186,7 +188,7 @@ def _emit_arg(a: _Asm, arg: tuple[int, int, int, str], fail: str) -> None:
 Handler = tuple
 
 
-def _handlers(profile: spec.SeccompProfile, table: dict[str, int]) -> dict[int, Handler]:
+def _handlers(profile: SeccompProfile, table: dict[str, int]) -> dict[int, Handler]:
     per_nr: dict[int, list[tuple[tuple, int]]] = {}
     for rule in profile.syscalls:
         value = action_value(rule.action, rule.errno)
@@ -238,14 +240,21 @@ def _emit_tree(a: _Asm, ivs: list, default_value: int) -> None:
     _emit_tree(a, ivs[mid:], default_value)
 
 
-def compile_profile(profile: spec.SeccompProfile, arch: str | None = None) -> bytes:
+def compile_profile(profile: SeccompProfile, arch: str | None = None) -> bytes:
     """Compile a profile for ``arch`` (default: the running one) into BPF bytes."""
-    return _compile_cached(profile.model_dump_json(), arch or syscall_table.ARCH)
+    return _compile_cached(plain(profile), arch or syscall_table.ARCH)
+
+
+def plain(profile: Any) -> SeccompProfile:
+    """``profile`` as Config data (a spec model is converted: callers may pass either)."""
+    if isinstance(profile, SeccompProfile):
+        return profile
+    return config.decode(SeccompProfile, profile.model_dump(), "seccomp.profile")  # type: ignore[no-any-return]
 
 
 @functools.lru_cache(maxsize=32)
-def _compile_cached(profile_json: str, arch: str) -> bytes:
-    profile = spec.SeccompProfile.model_validate_json(profile_json)
+def _compile_cached(profile: SeccompProfile, arch: str) -> bytes:
+    # keyed on the profile itself: a Config is frozen and compares by value
     table = syscall_table.TABLES[arch]
     default_value = action_value(profile.default_action, profile.default_errno)
     a = _Asm()
@@ -274,7 +283,7 @@ def _compile_cached(profile_json: str, arch: str) -> bytes:
     return prog
 
 
-def compile_filter(seccomp: spec.Seccomp, arch: str | None = None) -> bytes | None:
+def compile_filter(seccomp: Seccomp, arch: str | None = None) -> bytes | None:
     """BPF for the spec's seccomp section; None when unconfined."""
     if seccomp.mode == "unconfined":
         return None
@@ -293,7 +302,7 @@ REPORT_SYSCALLS = ("execve", "sendto")
 _KILLING = ("kill", "kill_process", "trap")
 
 
-def _decision(profile: spec.SeccompProfile, name: str) -> str:
+def _decision(profile: SeccompProfile, name: str) -> str:
     """The action of the first rule naming ``name`` ("conditional" if it has args)."""
     for rule in profile.syscalls:
         if name in rule.names:
@@ -301,7 +310,7 @@ def _decision(profile: spec.SeccompProfile, name: str) -> str:
     return profile.default_action
 
 
-def silent_failure_risk(profile: spec.SeccompProfile) -> str | None:
+def silent_failure_risk(profile: SeccompProfile) -> str | None:
     """Why a process under ``profile`` might die before execve without reporting
     why; None when it can always exec or report."""
     blocked = [f"{name} ({d})" for name in REPORT_SYSCALLS
@@ -335,13 +344,14 @@ class PreparedFilter:
         self.risk = risk
 
 
-def prepare(seccomp: spec.Seccomp) -> PreparedFilter | None:
+def prepare(seccomp: Seccomp) -> PreparedFilter | None:
     """Parent side: compile (cached) and lay the program out in C memory."""
     prog = compile_filter(seccomp)
     if prog is None:
         return None
     # The default profile allows all the runtime needs; only custom ones are checked.
-    risk = silent_failure_risk(seccomp.profile) if seccomp.mode == "profile" and seccomp.profile else None
+    risk = (silent_failure_risk(plain(seccomp.profile))
+            if seccomp.mode == "profile" and seccomp.profile else None)
     return PreparedFilter(prog, risk)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 
-from .. import spec
+from ..config import SeccompArg, SeccompProfile, SeccompRule
 from .syscalls import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -87,19 +87,19 @@ swapon syslog umount2 unshare uselib userfaultfd vhangup
 """.split()  # noqa: SIM905 - a word list reads better than 300 quoted strings
 
 
-def _profile() -> spec.SeccompProfile:
-    rules = [spec.SeccompRule(names=ALLOWED, action="allow"),
-             spec.SeccompRule(names=["socket"], action="allow",
-                              args=[spec.SeccompArg(index=0, value=AF_VSOCK, op="ne")]),
-             spec.SeccompRule(names=["clone"], action="allow",
-                              args=[spec.SeccompArg(index=0, value=CLONE_NAMESPACE_FLAGS,
-                                                    value_two=0, op="masked_eq")]),
-             spec.SeccompRule(names=["clone3"], action="errno", errno=errno.ENOSYS)]
-    rules += [spec.SeccompRule(names=["personality"], action="allow",
-                               args=[spec.SeccompArg(index=0, value=v, op="eq")])
+def _profile() -> SeccompProfile:
+    rules = [SeccompRule(names=tuple(ALLOWED), action="allow"),
+             SeccompRule(names=("socket",), action="allow",
+                              args=(SeccompArg(index=0, value=AF_VSOCK, op="ne"),)),
+             SeccompRule(names=("clone",), action="allow",
+                              args=(SeccompArg(index=0, value=CLONE_NAMESPACE_FLAGS,
+                                               value_two=0, op="masked_eq"),)),
+             SeccompRule(names=("clone3",), action="errno", errno=errno.ENOSYS)]
+    rules += [SeccompRule(names=("personality",), action="allow",
+                          args=(SeccompArg(index=0, value=v, op="eq"),))
               for v in PERSONALITY_SAFE]
-    return spec.SeccompProfile(default_action="errno", default_errno=errno.EPERM,
-                               syscalls=rules)
+    return SeccompProfile(default_action="errno", default_errno=errno.EPERM,
+                          syscalls=tuple(rules))
 
 
-DEFAULT_PROFILE: spec.SeccompProfile = _profile()
+DEFAULT_PROFILE: SeccompProfile = _profile()

@@ -33,40 +33,35 @@ def _context(args: Any, log: Log) -> Any:
 
 
 def dispatch(args: Any, log: Log) -> int:
-    from . import control, state
+    from . import lifecycle
     verb, root = args.verb, args.root
+    ctx = _context(args, log)
     if verb == "state":
-        print(json.dumps(control.state_of(root, args.id), indent=2))
+        print(json.dumps(lifecycle.state_of(ctx, args.id), indent=2))
     elif verb == "start":
-        control.start(root, args.id, log.warning)
+        lifecycle.start(ctx, args.id)
     elif verb == "kill":
-        sig = state.parse_signal(args.signal)
-        if not control.kill(root, args.id, sig, args.all):
-            from .lifecycle import kill
-            kill(_context(args, log), args.id, sig, args.all)
+        from ..signals import parse_signal
+        lifecycle.kill(ctx, args.id, parse_signal(args.signal), args.all)
     elif verb == "delete":
-        if not control.delete(root, args.id, args.force, log.warning):
-            from .lifecycle import delete
-            delete(_context(args, log), args.id, args.force)
+        lifecycle.delete(ctx, args.id, args.force)
     elif verb in ("create", "run"):
-        from . import lifecycle
         if args.preserve_fds < 0:
             raise UsageError(f"{verb} --preserve-fds: must be >= 0")
         common = {"pid_file": args.pid_file, "console_socket": args.console_socket,
                   "no_pivot": args.no_pivot, "preserve_fds": args.preserve_fds}
         if verb == "create":
-            lifecycle.create(_context(args, log), args.id, args.bundle, **common)
+            lifecycle.create(ctx, args.id, args.bundle, **common)
         else:
             if args.no_subreaper and not args.detach:
                 raise UsageError("run --no-subreaper: not supported (run reaps the container "
                                  "itself)")
-            return lifecycle.run(_context(args, log), args.id, args.bundle, detach=args.detach,
+            return lifecycle.run(ctx, args.id, args.bundle, detach=args.detach,
                                  keep=args.keep, **common)
     elif verb == "exec":
         return _exec(args, log)
     elif verb in ("pause", "resume"):
-        from . import lifecycle
-        getattr(lifecycle, verb)(_context(args, log), args.id)
+        getattr(lifecycle, verb)(ctx, args.id)
     elif verb == "ps":
         from .queries import ps
         sys.stdout.write(ps(root, args.id, args.format, args.ps_args))

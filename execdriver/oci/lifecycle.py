@@ -1,39 +1,33 @@
-"""create, run, exec, pause, resume, and the slow paths of kill and delete.
+"""Every verb of execdriver-oci, as an adapter over execdriver.libcontainer.
 
-The native driver does the work. What the front end adds:
+The core's Container does the work (one state store, one lifecycle, hooks at
+the OCI points). What the front end adds:
 
-- **runc's process model.** The driver's create leaves a monitor process that
-  reaps the init. An OCI caller (conmon, containerd-shim) is a child
-  subreaper and wants the init as its own child, to reap it and learn its
-  exit status; so once the container is created the monitor is ended and the
-  init is re-parented to the caller (see :func:`release_init`).
-- **Hooks** the driver does not run yet (prestart, createRuntime and
-  createContainer after create; startContainer, poststart in start;
-  poststop in delete), with the OCI state on stdin.
-- **cgroupsPath**: the container's cgroup is named by the config.
+- **runc's process model.** An OCI caller (conmon, containerd-shim) is a child
+  subreaper and wants the init as its own child, to reap it and learn its exit
+  status: the Config says ``caller_reaps`` and the core ends its monitor once
+  the container is created.
+- **runc's messages and status rules** for each verb (podman and containerd
+  match on them).
+- **cgroupsPath** (the Config's ``cgroup_name``), ``--no-pivot`` (RootMode.MOVE).
 - **Terminals**: the pty master goes to ``--console-socket`` (terminal.py).
+
+``state``, ``start``, ``kill`` and ``delete`` import neither pydantic nor a
+driver: the Container works from the stored config.json.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal as _signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import (
-    ContainerExists,
-    ContainerNotFound,
-    ExecDriverError,
-    InvalidArgument,
-    InvalidState,
-    SpecError,
-    StepFailed,
-)
-from . import control, state, terminal
-from ..hooks import run_hooks
+from ..errors import ContainerNotFound, ExecDriverError, InvalidArgument, InvalidState, SpecError, StepFailed
+from ..libcontainer.container import CREATED, CREATING, PAUSED, RUNNING, STOPPED, Container
+from ..state import StateStore
+from . import state, terminal
 
 FORWARDED_SIGNALS = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT,
                      _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGWINCH, _signal.SIGCONT,
@@ -49,52 +43,57 @@ class Context:
     debug: Callable[[str], None]
 
 
-def load_driver(root: str, name: str = "native", *, no_pivot: bool = False) -> Any:
-    from ..loader import load_driver as load
-    driver = load(name or "native", state_root=root)
-    if no_pivot:
-        # The kernel layer can MS_MOVE the rootfs onto / instead of pivot_root
-        # (for a rootfs on a ramdisk, where pivot_root fails).
-        driver.root_mode = "move"  # type: ignore[attr-defined]
-    return driver
+def _load(ctx: Context, container_id: str) -> Container:
+    return Container.load(StateStore(ctx.root), container_id, warn=ctx.warn)
 
 
-def create_in_cgroup(driver: Any, container_id: str, spec: Any, stdio: Any,
-                     cgroup_name: str | None) -> Any:
-    """driver.create with the container's cgroup at ``cgroup_name`` (cgroupsPath)."""
-    if not cgroup_name:
-        return driver.create(container_id, spec, stdio=stdio)
-    return driver.create(container_id, spec, stdio=stdio, cgroup_name=cgroup_name)
+# --- state / start / kill / delete: the hot verbs ---------------------------------
+
+def state_of(ctx: Context, container_id: str) -> dict[str, Any]:
+    return _load(ctx, container_id).oci_state()
 
 
-def driver_for(root: str, container_id: str) -> Any:
-    """The driver that made this container (native unless the record says otherwise)."""
-    st = state.read(root, container_id)
-    return load_driver(root, st.get("driver") or "native")
+def start(ctx: Context, container_id: str) -> None:
+    """startContainer hooks, the init execs, poststart hooks (Container.start)."""
+    _load(ctx, container_id).start()
+
+
+def kill(ctx: Context, container_id: str, sig: int, all_processes: bool) -> None:
+    c = _load(ctx, container_id)
+    now = c.status()
+    if now == STOPPED and all_processes:
+        return              # runc 1.1 answers kill --all of a stopped container with success
+    if now in (STOPPED, CREATING) or not c.state.alive():
+        raise state.not_running()
+    try:
+        c.signal(sig, all_processes)
+    except InvalidState:
+        raise state.not_running() from None
+    if now == PAUSED and sig == _signal.SIGKILL and not all_processes:
+        try:
+            c.resume()      # a frozen init cannot die until thawed
+        except ExecDriverError:
+            pass
+
+
+def delete(ctx: Context, container_id: str, force: bool) -> None:
+    try:
+        c = _load(ctx, container_id)
+    except ContainerNotFound:
+        if force:
+            return
+        raise
+    now = c.status()
+    if now in (RUNNING, PAUSED, CREATING) and not force:
+        raise state.not_stopped(container_id, now)
+    try:
+        c.destroy()
+    except ContainerNotFound:
+        if not force:
+            raise
 
 
 # --- create / run ---------------------------------------------------------------
-
-def release_init(driver: Any, container_id: str) -> None:
-    """End the driver's monitor so that the init is re-parented to our caller.
-
-    The init (blocked on the exec fifo, so alive) then belongs to the nearest
-    child subreaper among our ancestors: conmon, containerd-shim, or ``run``
-    itself. The kernel re-parents it before the monitor becomes a zombie, so
-    once the monitor's pidfd is readable the init has its new parent.
-    """
-    st = driver.state.read(container_id)
-    mon, start = st.extra.get("monitor_pid"), st.extra.get("monitor_start")
-    if mon and state.pid_alive(mon, start):
-        try:
-            os.kill(mon, _signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(mon, 0)          # our child when we are the subreaper (run)
-        except ChildProcessError:
-            state.wait_gone(mon, start, 5.0)
-
 
 def create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False,
@@ -106,11 +105,13 @@ def create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None
     the foreground) into ``pty_master[0]``.
     """
     pty_master = pty_master if pty_master is not None else [None]
-    from ..driver import Stdio
-    from ..spec import Hooks
+    from ..config import RootMode
+    from ..libcontainer.specconv import config_from_spec
+    from ..spec import revalidate
     from .config import load_bundle
 
-    state.container_dir(ctx.root, container_id)
+    store = StateStore(ctx.root)
+    store.dir(container_id)             # InvalidArgument for a bad id, before any work
     bundle = os.path.abspath(bundle)
     conv = load_bundle(bundle)
     for name in conv.ignored:
@@ -123,18 +124,15 @@ def create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None
         raise InvalidArgument("process.terminal: a detached container with a terminal needs "
                               "--console-socket")
     spec.process.preserve_fds = preserve_fds
-    # The front end runs the hooks; the driver gets none so none runs twice.
-    spec.hooks = Hooks()
-    driver = load_driver(ctx.root, no_pivot=no_pivot)
-    if os.path.isdir(state.container_dir(ctx.root, container_id)) or \
-            state.creator_alive(ctx.root, container_id):
-        raise ContainerExists(container_id)
-    token = state.mark_creating(ctx.root, container_id)
-    created = False
+    revalidate(spec)
+    config = config_from_spec(spec, root_mode=RootMode.MOVE if no_pivot else RootMode.PIVOT,
+                              cgroup_name=conv.cgroup_name or None, caller_reaps=True,
+                              bundle=bundle)
+    c = Container.create(store, container_id, config, owner=state.DRIVER, stdio=(0, 1, 2),
+                         detach=True, wait_for_start=True, warn=ctx.warn,
+                         files={"spec.json": spec.model_dump_json()})
     try:
-        create_in_cgroup(driver, container_id, spec, Stdio(0, 1, 2), conv.cgroup_name)
-        created = True
-        master = driver.pop_pty_master(container_id) if spec.process.terminal else None
+        master = c.pop_pty_master()
         if master is not None:
             if console_socket:
                 try:
@@ -145,31 +143,15 @@ def create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None
                 if conv.console_size:
                     terminal.set_size(master, *conv.console_size)
                 pty_master[0] = master      # run's foreground proxy takes it
-
-        def note(s: Any) -> None:
-            s.bundle = bundle
-            s.extra["oci"] = {"bundle": bundle, "hooks": conv.hooks,
-                              "cgroup": conv.cgroup_name, "reaper": "caller",
-                              "oci_version": conv.oci_version}
-        st = driver.state.update(container_id, note)
-        release_init(driver, container_id)
-        oci = state.oci_state(ctx.root, json.loads(st.to_json()), "creating")
-        for step in ("prestart", "createRuntime"):
-            run_hooks(conv.hooks.get(step, []), oci, step)
-        run_hooks(conv.hooks.get("createContainer", []), oci, "createContainer",
-                  namespaces_of=st.pid, path_on_host=True)
         if pid_file:
-            state.write_pid_file(pid_file, st.pid or 0)
-        return oci
+            state.write_pid_file(pid_file, c.state.pid or 0)
     except BaseException:
-        if created:
-            try:
-                driver.terminate(container_id)
-            except ExecDriverError:
-                pass
+        try:
+            c.destroy()
+        except ExecDriverError:
+            pass
         raise
-    finally:
-        state.clear_creating(ctx.root, container_id, token)
+    return c.oci_state(CREATED)
 
 
 def run(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = None,
@@ -192,7 +174,7 @@ def run(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = 
                          console_socket=console_socket, no_pivot=no_pivot,
                          preserve_fds=preserve_fds, foreground=not detach, pty_master=master)
         try:
-            control.start(ctx.root, container_id, ctx.warn)
+            start(ctx, container_id)
             channel = channels.pop(oci["pid"], None)
             if channel is not None:
                 with channel:
@@ -274,45 +256,20 @@ def _force_delete(ctx: Context, container_id: str) -> None:
         ctx.warn(str(exc))
 
 
-# --- delete / kill (slow paths) ----------------------------------------------------
-
-def delete(ctx: Context, container_id: str, force: bool) -> None:
-    if control.delete(ctx.root, container_id, force, ctx.warn):
-        return
-    st = state.read(ctx.root, container_id)
-    driver = load_driver(ctx.root, st.get("driver") or "native")
-    try:
-        driver.terminate(container_id)
-    except ContainerNotFound:
-        if not force:
-            raise
-    state.clear_creating(ctx.root, container_id)
-    control.run_poststop(ctx.root, st, ctx.warn)
-
-
-def kill(ctx: Context, container_id: str, sig: int, all_processes: bool) -> None:
-    if control.kill(ctx.root, container_id, sig, all_processes):
-        return
-    st = state.read(ctx.root, container_id)
-    if state.status(ctx.root, st) == "stopped":
-        raise state.not_running()
-    driver_for(ctx.root, container_id).kill(container_id, sig, all=True)
-
-
 # --- pause / resume -------------------------------------------------------------------
 
 def pause(ctx: Context, container_id: str) -> None:
-    st = state.read(ctx.root, container_id)
-    if state.status(ctx.root, st) not in ("running", "created"):
+    c = _load(ctx, container_id)
+    if c.status() not in (RUNNING, CREATED):
         raise InvalidState("container not running", container_id=container_id)
-    driver_for(ctx.root, container_id).pause(container_id)
+    c.pause()
 
 
 def resume(ctx: Context, container_id: str) -> None:
-    st = state.read(ctx.root, container_id)
-    if state.status(ctx.root, st) != "paused":
+    c = _load(ctx, container_id)
+    if c.status() != PAUSED:
         raise InvalidState("container not paused", container_id=container_id)
-    driver_for(ctx.root, container_id).unpause(container_id)
+    c.resume()
 
 
 # --- exec -----------------------------------------------------------------------------
@@ -336,7 +293,7 @@ class ExecOptions:
     console_socket: str | None = None
 
 
-def exec_process(driver: Any, container_id: str, opts: ExecOptions) -> Any:
+def exec_process(store: StateStore | None, container_id: str, opts: ExecOptions) -> Any:
     """The Process to run: --process FILE as is, else the container's with changes."""
     from pydantic import ValidationError
 
@@ -359,7 +316,10 @@ def exec_process(driver: Any, container_id: str, opts: ExecOptions) -> Any:
     else:
         if not opts.command:
             raise InvalidArgument("exec: a command is required (or --process FILE)")
-        proc = driver.process_for_exec(container_id, opts.command)
+        assert store is not None
+        proc = store.read_spec(container_id).process.model_copy(deep=True)
+        proc.args = list(opts.command)
+        proc.terminal = False
     if opts.tty:
         proc.terminal = True
     if opts.console_socket and not proc.terminal:
@@ -396,20 +356,22 @@ def exec_process(driver: Any, container_id: str, opts: ExecOptions) -> Any:
 
 
 def exec_(ctx: Context, container_id: str, opts: ExecOptions) -> int:
-    st = state.read(ctx.root, container_id)
-    now = state.status(ctx.root, st)
-    if now == "stopped":
+    from ..config import Process as ProcessConfig
+    from ..config import decode
+    from ..kernel import launch
+    c = _load(ctx, container_id)
+    now = c.status()
+    if now == STOPPED:
         raise InvalidState("cannot exec in a stopped container", container_id=container_id)
-    if now == "paused" and not opts.ignore_paused:
+    if now == PAUSED and not opts.ignore_paused:
         raise InvalidState("cannot exec in a paused container (use --ignore-paused to override)",
                            container_id=container_id)
-    driver = load_driver(ctx.root, st.get("driver") or "native")
-    proc = exec_process(driver, container_id, opts)
+    proc = exec_process(c.store, container_id, opts)
     # With a pid file the helper must outlive us: our caller reaps it (its exit
-    # code is the process's). That is the detached mode of the driver's exec.
+    # code is the process's).
     detached = opts.detach or bool(opts.pid_file)
-    result = driver.exec(container_id, proc, detach=detached)
-    master = getattr(result, "pty_master", None)
+    pid, master = c.exec(decode(ProcessConfig, proc.model_dump(), "process"), detach=detached,
+                         allow_paused=opts.ignore_paused)
     if master is not None:
         try:
             if opts.console_socket:
@@ -419,17 +381,16 @@ def exec_(ctx: Context, container_id: str, opts: ExecOptions) -> int:
         finally:
             os.close(master)
     if opts.pid_file:
-        state.write_pid_file(opts.pid_file, result.pid)
+        state.write_pid_file(opts.pid_file, pid)
     if opts.detach:
         return 0
-    if not hasattr(result, "wait"):
-        return int(result.exit_code)
     if detached:
         forwarder = SignalForwarder()
         try:
-            forwarder.target(result.pid)
-            return wait_child(result.pid)
+            forwarder.target(pid)
+            return wait_child(pid)
         finally:
             forwarder.restore()
-    status = result.wait()
-    return int(status.exit_code)
+    status = launch.wait_monitor(pid)
+    assert status is not None
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)

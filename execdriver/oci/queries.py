@@ -16,16 +16,12 @@ from . import state
 # --- list / ps --------------------------------------------------------------------
 
 def list_states(root: str) -> list[dict[str, Any]]:
-    try:
-        names = sorted(os.listdir(root))
-    except FileNotFoundError:
-        return []
+    from ..state import StateStore
+    store = StateStore(root)
     out = []
-    for name in names:
-        if not state.ID_RE.match(name) or not os.path.isdir(os.path.join(root, name)):
-            continue
+    for name in store.ids():
         try:
-            out.append(state.oci_state(root, state.read(root, name)))
+            out.append(state.load(root, name).oci_state())
         except Exception:  # noqa: BLE001, S112 - a container removed meanwhile is not listed
             continue
     return out
@@ -45,8 +41,7 @@ def format_list(states: list[dict[str, Any]], fmt: str, quiet: bool) -> str:
 
 def container_pids(root: str, container_id: str) -> list[int]:
     """Every pid in the container's cgroup (sub-cgroups included)."""
-    cg = state.verified_cgroup(root, state.read(root, container_id))
-    return sorted(cg.pids()) if cg is not None and cg.exists() else []
+    return state.load(root, container_id).pids()
 
 
 def ps(root: str, container_id: str, fmt: str, ps_args: list[str]) -> str:
@@ -84,36 +79,36 @@ def parse_duration(text: str) -> float:
     return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
 
 
-def stats_event(driver: Any, container_id: str) -> dict[str, Any]:
-    """runc's ``events --stats`` object, from the driver's Stats."""
-    s = driver.stats(container_id)
+def stats_event(values: dict[str, Any], container_id: str) -> dict[str, Any]:
+    """runc's ``events --stats`` object, from the container's counters (Container.stats)."""
+    def get(key: str) -> int:
+        return int(values.get(key) or 0)
     data: dict[str, Any] = {
-        "cpu": {"usage": {"total": s.cpu_usage_ns or 0}},
-        "memory": {"usage": {"usage": s.memory_usage or 0, "max": s.memory_max_usage or 0,
-                             "limit": s.memory_limit or 0}},
-        "pids": {"current": s.pids_current or 0, "limit": s.pids_limit or 0},
+        "cpu": {"usage": {"total": get("cpu_usage_ns")}},
+        "memory": {"usage": {"usage": get("memory_usage"), "max": get("memory_max_usage"),
+                             "limit": get("memory_limit")}},
+        "pids": {"current": get("pids_current"), "limit": get("pids_limit")},
         "blkio": {"ioServiceBytesRecursive": [
-            {"op": "Read", "value": s.blkio_read_bytes or 0},
-            {"op": "Write", "value": s.blkio_write_bytes or 0}]},
+            {"op": "Read", "value": get("blkio_read_bytes")},
+            {"op": "Write", "value": get("blkio_write_bytes")}]},
     }
-    if s.networks:
+    networks = values.get("networks") or {}
+    if networks:
         data["network_interfaces"] = [
-            {"name": name, "rx_bytes": n.rx_bytes, "rx_packets": n.rx_packets,
-             "tx_bytes": n.tx_bytes, "tx_packets": n.tx_packets}
-            for name, n in sorted(s.networks.items())]
+            {"name": name, **{k: int(n.get(k) or 0)
+                              for k in ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets")}}
+            for name, n in sorted(networks.items())]
     return {"type": "stats", "id": container_id, "data": data}
 
 
 def events(root: str, container_id: str, stats_once: bool, interval: float) -> None:
-    from .lifecycle import driver_for
-    driver = driver_for(root, container_id)
     while True:
-        st = state.read(root, container_id)
-        if state.status(root, st) == "stopped":
+        c = state.load(root, container_id)
+        if c.status() == "stopped":
             if stats_once:
                 raise InvalidState("container not running", container_id=container_id)
             return
-        sys.stdout.write(json.dumps(stats_event(driver, container_id)) + "\n")
+        sys.stdout.write(json.dumps(stats_event(c.stats(), container_id)) + "\n")
         sys.stdout.flush()
         if stats_once:
             return
@@ -277,30 +272,34 @@ def resource_changes(oci_resources: dict[str, Any] | None,
 
 
 def update(root: str, container_id: str, changes: dict[str, dict[str, Any]]) -> None:
-    """Apply resource changes to a live container's cgroup and keep them in its spec."""
-    from ..spec import Resources
-    from ..state import SPEC_FILE, StateStore, _write_atomic
-    st = state.read(root, container_id)
-    if state.status(root, st) == "stopped":
+    """Apply resource changes to a live container's cgroup; keep them in its config and spec."""
+    from pydantic import ValidationError
+
+    from ..config import Resources as ResourcesConfig
+    from ..config import decode
+    from ..errors import SpecError
+    from ..spec import Resources, problems_from
+    from ..state import CONFIG_FILE, SPEC_FILE
+    c = state.load(root, container_id)
+    if c.status() == "stopped":
         raise InvalidState("container not running", container_id=container_id)
-    cg = state.verified_cgroup(root, st)
+    cg = c.cgroup()
     if cg is None:
         raise InvalidState(f"update id={container_id}: the container has no cgroup",
                            container_id=container_id)
-    store = StateStore(root)
+    store = c.store
     with store.lock(container_id):
         spec = store.read_spec(container_id)
         data = spec.resources.model_dump()
         for section, values in changes.items():
             data[section].update(values)
-        from pydantic import ValidationError
-
-        from ..errors import SpecError
-        from ..spec import problems_from
         try:
             resources = Resources.model_validate(data)
         except ValidationError as exc:
             raise SpecError([f"resources.{line}" for line in problems_from(exc)]) from None
-        cg.apply(resources)
+        plain = decode(ResourcesConfig, resources.model_dump(), "resources")
+        cg.apply(plain)
         spec.resources = resources
-        _write_atomic(store.dir(container_id) / SPEC_FILE, spec.model_dump_json())
+        store.write_file(container_id, SPEC_FILE, spec.model_dump_json())
+        store.write_file(container_id, CONFIG_FILE,
+                         store.read_config(container_id).replace(resources=plain).to_json())

@@ -37,6 +37,8 @@ from hardening_helpers import (
     wait_for,
 )
 
+from execdriver.libcontainer.container import Container
+
 pytestmark = pytest.mark.root
 
 N_CREATES = 50
@@ -265,7 +267,7 @@ def test_terminate_waiting_on_a_removed_container_spares_its_successor(root: str
         waiting.start()
         time.sleep(0.3)                     # ... while this one waits for it
         # ... and finishes: processes, cgroup and state directory gone.
-        driver._cg(driver.state.read(cid)).destroy()
+        Container.load(driver.state, cid).cgroup().destroy()
         driver.state.remove(cid)
         # The id is free: a new container takes it at once (its directory is a new inode,
         # so the lock still held on the old one does not stand in its way).
@@ -331,14 +333,14 @@ def test_verbs_during_a_create_see_it_being_created(root: str, busybox_rootfs: P
     import execdriver.state as state_mod
     driver = _driver(root)
     cid, marker = new_id("win"), new_id("m")
-    gate, real_write = _Gate(), state_mod._write_atomic
+    gate, real_write = _Gate(), state_mod.write_atomic
 
     def slow_write(path: Path, text: str) -> None:
         if path.name == state_mod.STATE_FILE and cid in path.parent.name \
                 and not gate.reached.is_set():
             gate.wait_here()        # the create has begun, its state not written yet
         real_write(path, text)
-    monkeypatch.setattr(state_mod, "_write_atomic", slow_write)
+    monkeypatch.setattr(state_mod, "write_atomic", slow_write)
     stdio, null = _stdio()
     outcome: list[Any] = []
 
@@ -415,7 +417,7 @@ def test_info_reports_stopped_only_with_the_exit_status(root: str, busybox_rootf
     try:
         driver.start(cid, _sleep_spec(driver, busybox_rootfs, marker), stdio=stdio, detach=True)
         st = driver.state.read(cid)
-        monitor = st.extra["monitor_pid"]
+        monitor = st.monitor_pid
         os.kill(monitor, signal.SIGSTOP)            # a busy monitor, slow to reap
         try:
             os.kill(st.pid, signal.SIGKILL)

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.root
 CHILD = str(Path(__file__).with_name("crash_child.py"))
 
 # Modules where a resource is claimed, recorded, created or handed over.
-RESOURCE_MODULES = ("execdriver/state.py", "execdriver/linuxdriver.py", "cgroups/__init__.py",
+RESOURCE_MODULES = ("execdriver/state.py", "libcontainer/container.py", "cgroups/__init__.py",
                     "cgroups/v1.py", "cgroups/v2.py", "kernel/launch.py", "kernel/sync.py",
                     "network/lifecycle.py", "network/links.py", "network/firewall.py",
                     "network/ipam.py", "network/nft.py", "lxc/driver.py", "lxc/monitor.py",
@@ -481,8 +481,7 @@ def test_lxc_terminate_kills_what_joins_after_its_first_sweep(root: str, rootfs:
     def as_if_killed_before_recording(st: Any) -> None:
         st.status = "creating"
         st.pid = st.pid_start = None
-        st.extra.pop("monitor_pid", None)
-        st.extra.pop("monitor_start", None)
+        st.monitor_pid = st.monitor_start = None
     driver.state.update(cid, as_if_killed_before_recording)
     from execdriver_lxc import host
     os.unlink(host.monitor_file(str(driver.state.dir(cid) / "lxc")))   # its first record

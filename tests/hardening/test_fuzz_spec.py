@@ -165,6 +165,7 @@ def valid_leaning_specs(draw: Any, rootfs: str = ROOTFS_PLACEHOLDER) -> dict[str
 @given(doc=valid_leaning_specs())
 def test_valid_specs_translate_or_fail_typed(doc: dict[str, Any], busybox_rootfs: Path) -> None:
     from execdriver.kernel import initconfig
+    from execdriver.libcontainer.specconv import config_from_spec
     from execdriver.spec import validate_spec
     doc["root"]["path"] = str(busybox_rootfs)
     try:
@@ -180,7 +181,7 @@ def test_valid_specs_translate_or_fail_typed(doc: dict[str, Any], busybox_rootfs
         except ExecDriverError as exc:
             assert str(exc).strip()
     try:
-        initconfig.build("fuzz-1", spec, exit_file="/nonexistent/exit.json")
+        initconfig.build("fuzz-1", config_from_spec(spec), exit_file="/nonexistent/exit.json")
     except ExecDriverError as exc:
         note(f"native: {exc}")
     try:

@@ -40,7 +40,7 @@ def test_orphans_are_reaped_while_running_and_after(chroot: Box) -> None:
     # the subshell exits at once: its sleep is orphaned to the monitor (a subreaper)
     cid, handle, _ = chroot.start(chroot.spec("(sleep 0.2 &); sleep 0.3 & exec sleep 2"),
                                   detach=False)
-    monitor = chroot.driver.state.read(cid).extra["monitor_pid"]
+    monitor = chroot.driver.state.read(cid).monitor_pid
     init = chroot.driver.info(cid).pid
     assert init
     time.sleep(1)

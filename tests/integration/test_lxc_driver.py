@@ -423,7 +423,7 @@ def test_terminate_paused(driver, busybox_rootfs):
 def test_terminate_after_the_monitor_was_killed(driver, busybox_rootfs):
     driver.start("c1", spec_for(driver, busybox_rootfs, "sleep 1000"), detach=True)
     st = driver.state.read("c1")
-    os.kill(st.extra["monitor_pid"], signal.SIGKILL)
+    os.kill(st.monitor_pid, signal.SIGKILL)
     time.sleep(0.2)
     assert driver.info("c1").status == Status.STOPPED
     driver.terminate("c1")
@@ -476,7 +476,7 @@ def test_a_forged_state_record_is_never_acted_on(driver, busybox_rootfs, victim,
         record = json.loads(path.read_text())
         record["resources"][forged_key] = [forged if forged_key == "lxcpath" else cgroup]
         for key in ("monitor_pid", "monitor_start"):    # to be read from the run directory
-            record["extra"].pop(key, None)
+            record.pop(key, None)
         path.write_text(json.dumps(record))
         shown = forged if forged_key == "lxcpath" else cgroup
         needle = f"{forged_key} {shown}: not this container's; left alone"
@@ -850,11 +850,11 @@ def test_monitor_server_forks_detached_monitors_that_outlive_it(served, busybox_
     server = served._server
     served.start("s1", spec_for(served, busybox_rootfs, "sleep 1000"), detach=True)
     st = served.state.read("s1")
-    assert _ppid(st.extra["monitor_pid"]) == server.pid
+    assert _ppid(st.monitor_pid) == server.pid
     served.close()
     assert gone(server.pid)
     info = served.info("s1")
-    assert info.status == Status.RUNNING and not gone(st.extra["monitor_pid"], timeout=0.2)
+    assert info.status == Status.RUNNING and not gone(st.monitor_pid, timeout=0.2)
     served.kill("s1", signal.SIGKILL)
     deadline = time.monotonic() + 5
     while served.info("s1").status != Status.STOPPED and time.monotonic() < deadline:

@@ -267,7 +267,7 @@ def test_orphans_are_reaped_once_the_container_ends(native: Box) -> None:
     # pid 1 (sleep) never reaps: the background child becomes a zombie inside
     spec = native.spec("sleep 0.1 & exec sleep 1.5")
     cid, handle, _ = native.start(spec, detach=False)
-    monitor = native.driver.state.read(cid).extra["monitor_pid"]
+    monitor = native.driver.state.read(cid).monitor_pid
     init_pid = native.driver.info(cid).pid
     assert init_pid
     zombie = wait_until(lambda: zombies_of(init_pid), what="an unreaped child inside")

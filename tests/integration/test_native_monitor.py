@@ -37,7 +37,7 @@ def test_detached_exit_status_recorded(monitor_kind: str, state_root: Path, busy
                 detach=True)
     try:
         st = d.state.read("mon1")
-        mon = st.extra["monitor_pid"]
+        mon = st.monitor_pid
         exe = os.readlink(f"/proc/{mon}/exe")
         if monitor_kind == "compiled":
             assert exe.endswith("waiter")

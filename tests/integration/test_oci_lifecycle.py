@@ -362,10 +362,12 @@ def test_all_six_hooks(oci: Oci, tmp_path: Path, rootfs: Path) -> None:
     def host_hook(step: str) -> dict[str, Any]:
         cmd = f"cat > {logdir}/{step}.json; hostname > {logdir}/{step}.host; echo {step} >> {logdir}/order"
         return {"path": "/bin/sh", "args": ["sh", "-c", cmd]}
-    # createContainer: path resolved on the host, run in the container's namespaces
+    # createContainer: path resolved on the host, run in the container's namespaces before
+    # pivot_root: the host's files still at /, the container's mounts under the rootfs
     on_host = tmp_path / "create-container.sh"
-    on_host.write_text("#!/bin/sh\ncat > /hooklog/createContainer.json; hostname > "
-                       "/hooklog/createContainer.host; echo createContainer >> /hooklog/order\n")
+    on_host.write_text(f"#!/bin/sh\ncat > {logdir}/createContainer.json; hostname > "
+                       f"{logdir}/createContainer.host; grep -q ' {rootfs}/hooklog ' "
+                       f"/proc/self/mountinfo && echo createContainer >> {logdir}/order\n")
     on_host.chmod(0o755)
     # startContainer: path resolved in the container (this file exists only there)
     (rootfs / "start-hook").write_text("#!/bin/sh\ncat > /hooklog/startContainer.json; hostname > "
@@ -390,7 +392,9 @@ def test_all_six_hooks(oci: Oci, tmp_path: Path, rootfs: Path) -> None:
                      "poststart", "poststop"]
     host = os.uname().nodename
     for step, status, where in (("prestart", "creating", host), ("createRuntime", "creating", host),
-                                ("createContainer", "creating", "inside"),
+                                # before pivot_root the uts namespace still has the
+                                # host's name (runc sets the hostname after it too)
+                                ("createContainer", "creating", host),
                                 ("startContainer", "created", "inside"),
                                 ("poststart", "running", host), ("poststop", "stopped", host)):
         st = json.loads((logdir / f"{step}.json").read_text())

@@ -297,7 +297,7 @@ def test_runtime_processes_are_not_reachable(box: Box) -> None:
     their host pids: no exe to read or write, no root to enter, no environment."""
     requires(box.driver, "exec")
     cid, _h, _ = box.start(box.spec(args=["/bin/sleep", "1000"]))
-    monitor = box.driver.state.read(cid).extra["monitor_pid"]
+    monitor = box.driver.state.read(cid).monitor_pid
     out = box.output()
     proc = box.driver.process_for_exec(cid, ["/bin/sleep", "1000"])
     helper = box.driver.exec(cid, proc, stdio=Stdio(stdout=out.fd, stderr=out.fd),

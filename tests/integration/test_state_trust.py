@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cgroup_leftovers import cgroup_dirs
 from test_cli_chroot import Cli, cli_env
 from test_oci_lifecycle import Oci, bundle, message, oci  # noqa: F401 - oci is a fixture
 
 import execdriver
-from cgroup_leftovers import cgroup_dirs
-from execdriver.kernel.cgroups import open_manager
+from execdriver.kernel.cgroups import open_manager, ownership
 from execdriver.oci import state as oci_state
-from execdriver.state import default_cgroup_name
+from execdriver.state import StateStore, default_cgroup_name
 
 pytestmark = pytest.mark.root
 
@@ -134,7 +134,7 @@ def test_unreadable_or_mistyped_state_is_corrupt(cli: Cli, busybox_rootfs: Path)
     cli.ok("rm", cid)
 
 
-def oci_stopped(oci: Oci, tmp_path: Path, rootfs: Path) -> str:
+def oci_stopped(oci: Oci, tmp_path: Path, rootfs: Path) -> str:  # noqa: F811 - the fixture
     cid = f"trust-{uuid.uuid4().hex[:8]}"
     oci("create", "--bundle", str(bundle(tmp_path, rootfs, ["true"])), cid)
     oci("start", cid)
@@ -142,7 +142,7 @@ def oci_stopped(oci: Oci, tmp_path: Path, rootfs: Path) -> str:
     return cid
 
 
-def test_oci_kill_and_delete_of_a_forged_record(oci: Oci, tmp_path: Path, busybox_rootfs: Path,
+def test_oci_kill_and_delete_of_a_forged_record(oci: Oci, tmp_path: Path, busybox_rootfs: Path,  # noqa: F811
                                                victim: Any) -> None:
     proc, cg = victim
     cid = oci_stopped(oci, tmp_path, busybox_rootfs)
@@ -166,12 +166,10 @@ def test_oci_remove_stopped_removes_an_empty_cgroup_tree(tmp_path: Path) -> None
     try:
         for d in cg.directories():
             os.mkdir(os.path.join(d, "sub"))
-        (root / "c1").mkdir(parents=True)
-        oci_state.write(str(root), {"id": "c1", "driver": "native", "status": "running",
-                                    "pid": None, "pid_start": None, "created": "", "rootfs": "/r",
-                                    "bundle": "/b", "resources": {"cgroup": [cg.record()]},
-                                    "exit": None, "annotations": {}, "extra": {}})
-        assert oci_state.remove_stopped(str(root), "c1") is not None
+        store = StateStore(root)
+        store.create("c1", "native", None, resources={"cgroup": [cg.record()]})
+        ownership.mark(cg, ownership.owner_token(store.dir("c1")))
+        oci_state.load(str(root), "c1").destroy()
         parent = cg.name.split("/")[0]
         for d in cg.directories():
             mount = d[:-len(cg.name) - 1]

@@ -167,6 +167,13 @@ def test_entering_the_root(mode: str, enter: list[Call]) -> None:
     assert fake.calls[closed + 1:] == enter
 
 
+def test_an_unknown_root_mode_is_an_error_not_a_chroot() -> None:
+    fake = FakeSyscalls(files=FILES)
+    with pytest.raises(OSError, match="unknown root mode 'pivot-ish'"):
+        run_setup(fake, root_mode="pivot-ish", mounts=[PROC])
+    assert not [c for c in fake.calls if c[0] in ("chroot", "pivot_root")]
+
+
 def test_without_a_mount_namespace_the_host_mounts_are_left_alone() -> None:
     fake = FakeSyscalls(files=FILES)
     run_setup(fake, unshare_flags=0, root_mode="chroot")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import InvalidArgument, StateCorrupt, StepFailed
 
 if TYPE_CHECKING:  # pydantic stays off the CLI's list/kill/stats path
-    from ...spec import Resources
+    from ...config import Resources
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 STATS_KEYS = ("cpu_usage_ns", "memory_usage", "memory_max_usage", "memory_limit",

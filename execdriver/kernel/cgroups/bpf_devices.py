@@ -9,12 +9,14 @@ BPF_F_ALLOW_MULTI, then detaches the programs that were there before (an update)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import ctypes
 import os
 import struct
 
 from ...errors import StepFailed
-from ...spec import DeviceRule
+from ...config import DeviceRule
 from .. import syscalls
 from .devices import DeviceEmulator
 
@@ -41,7 +43,7 @@ def access_mask(access: str) -> int:
     return sum(bit for c, bit in ACC_BITS.items() if c in access)
 
 
-def build_program(rules: list[DeviceRule]) -> list[Insn]:
+def build_program(rules: Sequence[DeviceRule]) -> list[Insn]:
     """Instructions returning 1 (allow) or 0 (deny) exactly as v1 would decide."""
     emu = DeviceEmulator.from_rules(rules)
     prog: list[Insn] = [
@@ -141,7 +143,7 @@ def query_programs(cgroup_fd: int) -> list[int]:
     return list(ids[:min(count, 64)])
 
 
-def attach_device_filter(cgroup_dir: str, rules: list[DeviceRule]) -> None:
+def attach_device_filter(cgroup_dir: str, rules: Sequence[DeviceRule]) -> None:
     """Load the program for ``rules`` and make it the one device filter of ``cgroup_dir``."""
     prog_fd = load_program(build_program(rules))
     try:

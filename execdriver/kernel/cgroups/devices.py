@@ -7,9 +7,11 @@ exactly like v1 does for the same rule list.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dataclasses import dataclass
 
-from ...spec import DeviceRule
+from ...config import DeviceRule
 
 # deny everything, then allow the devices every container needs
 DEFAULT_ALLOWED = [
@@ -25,7 +27,7 @@ DEFAULT_ALLOWED = [
 DENY_ALL = DeviceRule(allow=False, type="a", major=None, minor=None)
 
 
-def container_rules(extra: list[DeviceRule]) -> list[DeviceRule]:
+def container_rules(extra: Sequence[DeviceRule]) -> Sequence[DeviceRule]:
     """The full ordered rule list for a container: deny all, defaults, then the spec's."""
     return [DENY_ALL, *DEFAULT_ALLOWED, *extra]
 
@@ -45,7 +47,7 @@ def rule_line(rule: DeviceRule) -> str:
     return f"{rule.type} {_num(rule.major)}:{_num(rule.minor)} {normalize_access(rule.access)}"
 
 
-def v1_writes(rules: list[DeviceRule]) -> list[tuple[str, str]]:
+def v1_writes(rules: Sequence[DeviceRule]) -> list[tuple[str, str]]:
     """(file, line) pairs for v1: ``devices.allow`` or ``devices.deny`` per rule, in order."""
     return [("devices.allow" if r.allow else "devices.deny", rule_line(r)) for r in rules]
 
@@ -74,7 +76,7 @@ class DeviceEmulator:
         self._exc: dict[tuple[str, int | None, int | None], str] = {}
 
     @classmethod
-    def from_rules(cls, rules: list[DeviceRule]) -> DeviceEmulator:
+    def from_rules(cls, rules: Sequence[DeviceRule]) -> DeviceEmulator:
         emu = cls()
         for r in rules:
             emu.apply(r)

@@ -12,7 +12,7 @@ from . import (DEFAULT_ROOT, CgroupManager, poll, read_file, read_int, read_keye
                write_file)
 
 if TYPE_CHECKING:
-    from ...spec import Resources
+    from ...config import Resources
 
 FREEZE_TIMEOUT = 5.0
 

@@ -14,11 +14,13 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import SpecError, StepFailed
-from ...spec import Network
 from . import ipam
+
+if TYPE_CHECKING:
+    from ...config import Network
 
 VETH_PREFIX = "vexd"
 RECORD_KIND = "network"
@@ -119,14 +121,15 @@ def plan(container_id: str, net: Network, state_root: Path) -> NetworkPlan:
         raise SpecError(problems)
     p = NetworkPlan(container_id=container_id, mode=net.mode, state_root=str(state_root),
                     dns=list(net.dns), mtu=net.mtu,
-                    routes=[r.model_dump() for r in net.routes],
+                    routes=[{"destination": r.destination, "gateway": r.gateway} for r in net.routes],
                     container=net.container, netns_path=net.netns_path)
     if net.mode != "bridge":
         return p
     p.bridge = net.bridge
     p.host_if = veth_name(container_id)
     p.isolate = net.isolate
-    p.ports = [port.model_dump() for port in net.ports]
+    p.ports = [{"host_ip": x.host_ip, "host_port": x.host_port, "container_port": x.container_port,
+                "protocol": x.protocol} for x in net.ports]
     with ipam.network_lock(state_root):
         taken = ipam.all_published_ports(state_root)
         for port in p.ports:
