@@ -25,7 +25,7 @@ import errno
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import StepFailed
@@ -44,6 +44,9 @@ class Spawned:
     init_pid: int         # the container's pid 1 (in our pid namespace)
     child_pid: int        # our direct child (== monitor_pid unless detached)
     pty_master: int | None = None   # with process.terminal: the pty's master side
+    #: spawn(keep_channel=True): our end of the init's sync socket, to hear after start
+    #: what fails before exec (wait_exec_of); the caller closes it
+    exec_channel: socket.socket | None = None
 
 
 def _kill_and_reap(pid: int, syscalls: Syscalls = LIBC) -> None:
@@ -127,12 +130,15 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
           on_init: Callable[[int], None] | None = None,
           wait_exec: bool = True,
           on_before_pivot: Callable[[int], None] | None = None,
+          keep_channel: bool = False,
           syscalls: Syscalls = LIBC) -> Spawned:
     """Fork the container. ``on_init(init_pid)`` runs before the init continues
     (network set-up, prestart/createRuntime hooks); with ``cfg.pause_before_pivot``,
     ``on_before_pivot(init_pid)`` runs while the init waits with its rootfs
     mounted, before pivot_root (createContainer hooks). An exception in either
-    kills the container."""
+    kills the container. ``keep_channel`` (with ``wait_exec`` false): the init's
+    sync socket comes back in ``Spawned.exec_channel``, for a caller that starts
+    the container itself and wants to hear what fails before exec."""
     parent_sock, child_sock = syscalls.socketpair()
     pid = syscalls.fork()
     if pid == 0:
@@ -144,7 +150,7 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
     child_sock.close()
     init_pid = 0
     pty_master = None
-    keep = not wait_exec and _kept is not None
+    keep = keep_channel and not wait_exec
     try:
         with contextlib.nullcontext() if keep else parent_sock:
             if cfg.new_userns:
@@ -185,10 +191,7 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
                 pass
         _kill_and_reap(pid, syscalls)
         raise
-    if keep:
-        assert _kept is not None
-        _kept[init_pid] = parent_sock
-    return Spawned(monitor_pid, init_pid, pid, pty_master)
+    return Spawned(monitor_pid, init_pid, pid, pty_master, parent_sock if keep else None)
 
 
 def wait_exec_of(sock: socket.socket, init_pid: int, proc: ProcessConfig | None = None,
@@ -204,25 +207,6 @@ def wait_exec_of(sock: socket.socket, init_pid: int, proc: ProcessConfig | None 
                              errno=last.get("errno"), container_id=container_id)
     if last.get("type") == "exec" and proc is not None:
         check_exec(init_pid, proc, container_id)
-
-
-# spawn(wait_exec=False) returns once the init is ready and waits for start; an
-# error the init meets after start (chdir, execve) then has nobody to go to. A
-# caller that starts the container itself (execdriver-oci run) keeps the channel.
-_kept: dict[int, socket.socket] | None = None
-
-
-@contextlib.contextmanager
-def keeping_exec_channels() -> Iterator[dict[int, socket.socket]]:
-    """Within this block spawn(wait_exec=False) keeps its end of the init's sync
-    socket, by init pid, in the dict yielded: after start, ``wait_exec_of`` it
-    (the caller closes them)."""
-    global _kept
-    saved, _kept = _kept, {}
-    try:
-        yield _kept
-    finally:
-        _kept = saved
 
 
 def write_id_maps(pid: int, uid_map: str, gid_map: str, syscalls: Syscalls = LIBC) -> None:

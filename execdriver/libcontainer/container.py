@@ -67,6 +67,9 @@ class Container:
         self._config = config
         #: with process.terminal: the pty master, until the caller takes it (pop_pty_master)
         self.pty_master: int | None = None
+        #: created here with keep_exec_channel: the init's sync socket, so that start()
+        #: reports what fails between start and exec (cwd, execve) instead of losing it
+        self.exec_channel: Any = None
 
     @property
     def id(self) -> str:
@@ -101,7 +104,7 @@ class Container:
     def create(cls, store: StateStore, container_id: str, config: Config, *, owner: str,
                stdio: tuple[int, int, int] | None = None, detach: bool = False,
                wait_for_start: bool = False, files: dict[str, str] | None = None,
-               warn: Warn | None = None) -> Container:
+               warn: Warn | None = None, keep_exec_channel: bool = False) -> Container:
         """Set the container up and start its init.
 
         ``wait_for_start``: the init waits before exec until :meth:`start` (OCI
@@ -109,6 +112,8 @@ class Container:
         otherwise our child, the monitor, is there to wait on. ``stdio`` None:
         ours, or /dev/null and a log file when detached. ``owner``: the driver's
         name in the record. ``files``: more files for the state directory.
+        ``keep_exec_channel``: the caller will call :meth:`start` on this object, which
+        then reports a failure of the init between start and exec (runc run).
         """
         config = _resolve_network_namespace(store, config)
         from ..kernel.cgroups import open_manager
@@ -121,7 +126,7 @@ class Container:
         self = cls(store, st, warn=warn, config=config)
         opened: list[int] = []
         try:
-            self._create(cg, stdio, detach, wait_for_start, opened)
+            self._create(cg, stdio, detach, wait_for_start, opened, keep_exec_channel)
         except BaseException as exc:
             try:
                 self._cleanup()
@@ -130,6 +135,7 @@ class Container:
             if self.pty_master is not None:
                 os.close(self.pty_master)
                 self.pty_master = None
+            self.close_exec_channel()
             if isinstance(exc, ExecDriverError):
                 exc.container_id = exc.container_id or container_id
                 exc.driver = exc.driver or owner
@@ -143,7 +149,7 @@ class Container:
         return self
 
     def _create(self, cg: Any, stdio: tuple[int, int, int] | None, detach: bool,
-                wait_for_start: bool, opened: list[int]) -> None:
+                wait_for_start: bool, opened: list[int], keep_exec_channel: bool) -> None:
         from ..kernel import initconfig, launch
         from ..kernel.cgroups import ownership
         config, cid, cdir = self.config, self.id, self.dir
@@ -183,7 +189,11 @@ class Container:
         if config.hooks.create_container:
             cfg.pause_before_pivot = True
             kwargs["on_before_pivot"] = on_before_pivot
-        spawned = launch.spawn(cfg, fds, on_init=on_init, wait_exec=not use_fifo, **kwargs)
+        # Starting it ourselves (startContainer hooks), we hear what fails before exec.
+        keep = use_fifo and (keep_exec_channel or not wait_for_start)
+        spawned = launch.spawn(cfg, fds, on_init=on_init, wait_exec=not use_fifo,
+                               keep_channel=keep, **kwargs)
+        self.exec_channel = spawned.exec_channel
         if detach:
             # stage-1 double-forked: reap the intermediate now.
             try:
@@ -253,7 +263,29 @@ class Container:
                 raise
         self._open_exec_fifo()
         self.state = self.store.update(self.id, lambda s: setattr(s, "status", RUNNING))
+        if self.exec_channel is not None:
+            self._wait_exec()
         self._run_hooks_warn("poststart", RUNNING)
+
+    def _wait_exec(self) -> None:
+        """The init exec'd the process, or raise what it reported (this object created it)."""
+        from ..kernel import launch
+        pid = self.state.pid or 0
+        try:
+            with self.exec_channel:
+                launch.wait_exec_of(self.exec_channel, pid, container_id=self.id)
+        finally:
+            self.exec_channel = None
+        # EOF also when it died unable to report (a seccomp profile may deny it)
+        status = launch.died_before_exec(pid)
+        if status is not None:
+            raise StepFailed("exec", "the container process died before exec without reporting "
+                             f"why ({launch.describe_status(status)})", container_id=self.id)
+
+    def close_exec_channel(self) -> None:
+        if self.exec_channel is not None:
+            self.exec_channel.close()
+            self.exec_channel = None
 
     def _open_exec_fifo(self) -> None:
         """Let the waiting init go on to exec. The fifo is opened non-blocking and

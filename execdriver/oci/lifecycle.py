@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ContainerNotFound, ExecDriverError, InvalidArgument, InvalidState, SpecError, StepFailed
+from ..errors import ContainerNotFound, ExecDriverError, InvalidArgument, InvalidState, SpecError
 from ..libcontainer.container import CREATED, CREATING, PAUSED, RUNNING, STOPPED, Container
 from ..state import StateStore
 from . import state, terminal
@@ -97,13 +97,19 @@ def delete(ctx: Context, container_id: str, force: bool) -> None:
 
 def create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False,
-           preserve_fds: int = 0, foreground: bool = False,
-           pty_master: list[int | None] | None = None) -> dict[str, Any]:
-    """Set the container up; its init waits before exec until ``start``.
+           preserve_fds: int = 0) -> dict[str, Any]:
+    """Set the container up; its init waits before exec until ``start``."""
+    return _create(ctx, container_id, bundle, pid_file=pid_file, console_socket=console_socket,
+                   no_pivot=no_pivot, preserve_fds=preserve_fds).oci_state(CREATED)
 
-    With a terminal, the pty master goes to ``console_socket``, or (``run`` in
-    the foreground) into ``pty_master[0]``.
-    """
+
+def _create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = None,
+            console_socket: str | None = None, no_pivot: bool = False,
+            preserve_fds: int = 0, foreground: bool = False, starts_it: bool = False,
+            pty_master: list[int | None] | None = None) -> Container:
+    """create; with a terminal, the pty master goes to ``console_socket``, or (``run``
+    in the foreground) into ``pty_master[0]``. ``starts_it``: this process starts it
+    (run) and keeps the init's sync channel, so Container.start reports exec failures."""
     pty_master = pty_master if pty_master is not None else [None]
     from ..config import RootMode
     from ..libcontainer.specconv import config_from_spec
@@ -130,7 +136,8 @@ def create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None
                               bundle=bundle)
     c = Container.create(store, container_id, config, owner=state.DRIVER, stdio=(0, 1, 2),
                          detach=True, wait_for_start=True, warn=ctx.warn,
-                         files={"spec.json": spec.model_dump_json()})
+                         files={"spec.json": spec.model_dump_json()},
+                         keep_exec_channel=starts_it)
     try:
         master = c.pop_pty_master()
         if master is not None:
@@ -146,62 +153,50 @@ def create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None
         if pid_file:
             state.write_pid_file(pid_file, c.state.pid or 0)
     except BaseException:
+        c.close_exec_channel()
         try:
             c.destroy()
         except ExecDriverError:
             pass
         raise
-    return c.oci_state(CREATED)
+    return c
 
 
 def run(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = None,
         console_socket: str | None = None, detach: bool = False, keep: bool = False,
         no_pivot: bool = False, preserve_fds: int = 0) -> int:
     """create + start; without ``detach`` wait, forward signals, delete, return the exit code."""
-    from ..kernel import launch
     forwarder = None
     if not detach:
         from ..kernel import syscalls
         syscalls.set_child_subreaper()     # the init becomes our child: we reap it
         forwarder = SignalForwarder()      # from now on: a signal for us is for the container
-    channels: dict[int, Any] = {}
     try:
         master: list[int | None] = [None]
-        # Unlike create + start, run is there when the init goes on after start:
-        # keep its sync channel, so that what fails then (cwd, execve) is reported.
-        with launch.keeping_exec_channels() as channels:
-            oci = create(ctx, container_id, bundle, pid_file=pid_file,
-                         console_socket=console_socket, no_pivot=no_pivot,
-                         preserve_fds=preserve_fds, foreground=not detach, pty_master=master)
+        # Unlike create + start, run is there when the init goes on after start: the
+        # Container keeps its sync channel, so what fails then (cwd, execve) is reported.
+        c = _create(ctx, container_id, bundle, pid_file=pid_file, console_socket=console_socket,
+                    no_pivot=no_pivot, preserve_fds=preserve_fds, foreground=not detach,
+                    starts_it=True, pty_master=master)
+        pid = c.state.pid or 0
         try:
-            start(ctx, container_id)
-            channel = channels.pop(oci["pid"], None)
-            if channel is not None:
-                with channel:
-                    launch.wait_exec_of(channel, oci["pid"], container_id=container_id)
-                # EOF also when it died unable to report (a seccomp profile may deny it)
-                status = launch.died_before_exec(oci["pid"])
-                if status is not None:
-                    raise StepFailed("exec", "the container process died before exec without "
-                                     f"reporting why ({launch.describe_status(status)})",
-                                     container_id=container_id)
+            c.start()
         except BaseException:
+            c.close_exec_channel()
             if master[0] is not None:
                 os.close(master[0])
             _force_delete(ctx, container_id)
             raise
         if forwarder is None:
             return 0
-        forwarder.target(oci["pid"])
+        forwarder.target(pid)
         if master[0] is not None:
             try:
                 terminal.proxy(master[0])
             finally:
                 os.close(master[0])
-        code = wait_child(oci["pid"])
+        code = wait_child(pid)
     finally:
-        for sock in channels.values():
-            sock.close()
         if forwarder is not None:
             forwarder.restore()
     if not keep:
