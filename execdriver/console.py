@@ -1,4 +1,7 @@
-"""Relay a container's pty to this process's terminal (docker run -t)."""
+"""Relay a container's pty to this process's terminal (docker run -t, runc run/exec -t).
+
+The one pty relay of the project: the execdriver CLI and execdriver-oci both use it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import struct
 import sys
 import termios
 import tty
-from typing import Callable
+from collections.abc import Callable
 
 
 def copy_winsize(src_fd: int, dst_fd: int) -> None:
@@ -21,11 +24,17 @@ def copy_winsize(src_fd: int, dst_fd: int) -> None:
         pass
 
 
-def relay(master: int, done: Callable[[], bool], stdin: bool = True) -> None:
+def _never() -> bool:
+    return False
+
+
+def relay(master: int, done: Callable[[], bool] = _never, stdin: bool = True,
+          close_master: bool = True) -> None:
     """Copy our stdin to the pty and the pty to our stdout until it closes.
 
     Puts our terminal in raw mode meanwhile and passes window size changes on
-    (SIGWINCH). ``done()`` is polled to stop when the process has ended.
+    (SIGWINCH). ``done()`` is polled to stop when the process has ended (by
+    default only the pty's end stops it). ``close_master``: close it at the end.
     """
     in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
     is_tty = os.isatty(in_fd)
@@ -64,4 +73,5 @@ def relay(master: int, done: Callable[[], bool], stdin: bool = True) -> None:
             termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
         if old_winch is not None:
             signal.signal(signal.SIGWINCH, old_winch)
-        os.close(master)
+        if close_master:
+            os.close(master)

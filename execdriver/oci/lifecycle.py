@@ -191,8 +191,9 @@ def run(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = 
             return 0
         forwarder.target(pid)
         if master[0] is not None:
+            from ..console import relay
             try:
-                terminal.proxy(master[0])
+                relay(master[0], close_master=False)
             finally:
                 os.close(master[0])
         code = wait_child(pid)
@@ -372,7 +373,8 @@ def exec_(ctx: Context, container_id: str, opts: ExecOptions) -> int:
             if opts.console_socket:
                 terminal.send_console(opts.console_socket, master)
             elif not opts.detach:
-                terminal.proxy(master)
+                from ..console import relay
+                relay(master, close_master=False)
         finally:
             os.close(master)
     if opts.pid_file:
