@@ -130,15 +130,11 @@ def _spawn(argv: list[str], executable: str, env: dict[str, str], stdin: int, ou
 
 def _wait(pid: int, timeout: float | None) -> int | None:
     """Our child's exit code (128+N for signal N); None if ``timeout`` passed (then killed)."""
-    import select
-    fd = os.pidfd_open(pid)
-    try:
-        if not select.select([fd], [], [], timeout)[0]:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            return None
-    finally:
-        os.close(fd)
+    from .kernel import pidfd
+    if not pidfd.wait_exit(pid, timeout):
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        return None
     _, status = os.waitpid(pid, 0)
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .errors import ContainerExists, ContainerNotFound, InvalidArgument, StateCorrupt
+from .kernel.fileio import write_atomic  # public here too: the one atomic write
 
 if TYPE_CHECKING:  # pydantic is heavy: the CLI's list/kill/state must not pay for it
     from .config import Config
@@ -174,18 +175,6 @@ def _rename_noreplace(src: Path, dst: Path) -> None:
                       _RENAME_NOREPLACE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), str(dst))
-
-
-def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o600) -> None:
-    """Write ``path`` so that a reader sees the old file or the new one, never a torn one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
 
 
 class StateStore:

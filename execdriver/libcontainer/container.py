@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, HOOK_FIELDS, IDMapping, Namespace, Process, RootMode
+from ..config import HOOK_FIELDS, Config, IDMapping, Namespace, Process, RootMode
 from ..errors import (
     ContainerNotFound,
     ExecDriverError,
@@ -616,16 +616,9 @@ def wait_pid_exit(pid: int | None, start: int | None, timeout: float | None) -> 
     """Wait until ``pid`` (not necessarily our child) is gone; False on timeout."""
     if not pid or not pid_alive(pid, start):
         return True
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        if not pid_alive(pid, start):
-            return True
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
+    from ..kernel import pidfd
+    # A pid reused between the check and the open is waited on until the timeout at worst.
+    return pidfd.wait_exit(pid, timeout)
 
 
 def _own_procs_paths(cg: Any) -> list[str]:

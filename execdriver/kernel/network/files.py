@@ -9,10 +9,11 @@ unreachable from a container's own netns and are dropped from the host's list.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from ..fileio import write_atomic
 
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 HOST_HOSTS = "/etc/hosts"
@@ -44,7 +45,7 @@ def hosts_text(hostname: str, addresses: list[str], mode: str) -> str:
 
 def _is_loopback(addr: str) -> bool:
     try:
-        return ipaddress.ip_address(addr.split("%")[0]).is_loopback
+        return ipaddress.ip_address(addr.split("%", maxsplit=1)[0]).is_loopback
     except ValueError:
         return False
 
@@ -65,14 +66,7 @@ def resolv_conf_text(dns: list[str], host_text: str, mode: str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
+    write_atomic(path, text, 0o644)
 
 
 def _read(path: str) -> str:

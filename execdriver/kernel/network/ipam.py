@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import StepFailed
+from ..fileio import write_atomic
 
 IPAM_DIR = ".ipam"
 LOCK_FILE = ".lock"
@@ -115,14 +116,7 @@ class BridgeIPAM:
                 self.path.unlink()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(data, sort_keys=True, indent=1).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
+        write_atomic(self.path, json.dumps(data, sort_keys=True, indent=1), fsync=True)
 
     # -- queries -------------------------------------------------------------
     def leases(self) -> dict[str, dict[str, Any]]:
