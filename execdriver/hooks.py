@@ -25,13 +25,12 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from .config import HOOK_FIELDS
 from .errors import StepFailed
 
-STEPS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
-# execdriver.spec.Hooks field name for each OCI step (the one table of them)
-SPEC_FIELDS = {"prestart": "prestart", "createRuntime": "create_runtime",
-               "createContainer": "create_container", "startContainer": "start_container",
-               "poststart": "poststart", "poststop": "poststop"}
+# The one table of OCI steps and their spec/Config field names lives in config.py.
+SPEC_FIELDS = HOOK_FIELDS
+STEPS = tuple(HOOK_FIELDS)
 # user first (the others may belong to it), mount last (it changes our root)
 _NS_ORDER = ("user", "cgroup", "ipc", "uts", "network", "pid", "time", "mount")
 _OUTPUT_TAIL = 512

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import HOOK_FIELDS, Config, IDMapping, Namespace, Process, RootMode
+from ..config import Config, IDMapping, Namespace, Process, RootMode
 from ..errors import (
     ContainerNotFound,
     ExecDriverError,
@@ -656,5 +656,5 @@ def _cgroup_dirs(cg: Any) -> dict[str, str]:
     return out
 
 
-__all__ = ["CREATED", "CREATING", "HOOK_FIELDS", "PAUSED", "RUNNING", "STOPPED", "Container",
+__all__ = ["CREATED", "CREATING", "PAUSED", "RUNNING", "STOPPED", "Container",
            "start_error", "wait_pid_exit"]
