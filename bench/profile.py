@@ -59,8 +59,8 @@ def _wrap(owner: Any, attr: str, label: str) -> None:
 
 def install_probes() -> None:
     from execdriver import state
-    from execdriver.libcontainer.container import Container
     from execdriver.kernel import capabilities, devices, init, launch, mounts, seccomp, sync, syscalls
+    from execdriver.libcontainer.container import Container
     probes = [
         (state, "write_atomic", "parent: state write+fsync"),
         (Container, "_create", "parent: cgroup create+apply, spawn, state"),

@@ -80,7 +80,7 @@ def table(results: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in data) for i in range(len(HEADER))]
     lines = []
     for i, r in enumerate(data):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -119,9 +119,9 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
         targets.append(1.0)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     y = range(len(labels))
-    colors = ["tab:green" if r <= t else "tab:red" for r, t in zip(ratios, targets)]
+    colors = ["tab:green" if r <= t else "tab:red" for r, t in zip(ratios, targets, strict=True)]
     ax1.barh(list(y), ratios, color=colors)
-    for i, (r, t) in enumerate(zip(ratios, targets)):
+    for i, (r, t) in enumerate(zip(ratios, targets, strict=True)):
         ax1.plot([t, t], [i - 0.4, i + 0.4], color="black", linewidth=2)
         ax1.text(r, i, f" {r:.2f}", va="center", fontsize=9)
     ax1.set_yticks(list(y), labels)
@@ -131,10 +131,10 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
     names = [c["name"] for c in cases]
     ours = [c["ours"]["median"] * 1e3 for c in cases]
     anc = [c["anchor"]["median"] * 1e3 for c in cases]
-    oerr = [[o - c["ours"]["min"] * 1e3 for o, c in zip(ours, cases)],
-            [c["ours"]["max"] * 1e3 - o for o, c in zip(ours, cases)]]
-    aerr = [[a - c["anchor"]["min"] * 1e3 for a, c in zip(anc, cases)],
-            [c["anchor"]["max"] * 1e3 - a for a, c in zip(anc, cases)]]
+    oerr = [[o - c["ours"]["min"] * 1e3 for o, c in zip(ours, cases, strict=True)],
+            [c["ours"]["max"] * 1e3 - o for o, c in zip(ours, cases, strict=True)]]
+    aerr = [[a - c["anchor"]["min"] * 1e3 for a, c in zip(anc, cases, strict=True)],
+            [c["anchor"]["max"] * 1e3 - a for a, c in zip(anc, cases, strict=True)]]
     x = list(range(len(names)))
     ax2.bar([i - 0.2 for i in x], ours, 0.4, yerr=oerr, label="execdriver", capsize=3)
     ax2.bar([i + 0.2 for i in x], anc, 0.4, yerr=aerr, label="anchor", capsize=3)

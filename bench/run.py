@@ -74,7 +74,7 @@ def run_latency(case: Any, rounds: int, warmup: int) -> dict[str, Any]:
             anchor.once()
         a: list[float] = []
         b: list[float] = []
-        for r in range(rounds):
+        for _ in range(rounds):
             a.append(ours.once())
             b.append(anchor.once())
         log(f"{case.name}: ours {report.summary(a)['median'] * 1e3:.1f} ms, "

@@ -269,11 +269,11 @@ class Config:
         return tuple(step for step, name in HOOK_FIELDS.items() if getattr(self.hooks, name))
 
     def hooks_of(self, step: str) -> tuple[Hook, ...]:
-        return getattr(self.hooks, HOOK_FIELDS[step])  # type: ignore[no-any-return]
+        return getattr(self.hooks, HOOK_FIELDS[step])
 
     # -- JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _encode(self)  # type: ignore[no-any-return]
+        return _encode(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -281,7 +281,7 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         """The Config in ``data``; ValueError naming the first bad field."""
-        return decode(cls, data, "config")  # type: ignore[no-any-return]
+        return decode(cls, data, "config")
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Config:
@@ -337,7 +337,7 @@ def decode(tp: Any, data: Any, where: str) -> Any:
             return tuple(decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(data))
         if len(args) != len(data):
             raise ValueError(f"{where}: want {len(args)} items, got {len(data)}")
-        return tuple(decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, data)))
+        return tuple(decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, data, strict=True)))
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(data, dict):
             raise ValueError(f"{where}: want an object, got {type(data).__name__}")

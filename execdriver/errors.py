@@ -6,6 +6,10 @@ failed, on what, and why. The CLI prints ``str(err)`` and exits 125.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False   # (typing costs 3 ms at start-up; mypy treats this as True)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 class ExecDriverError(Exception):
     """Root of every error execdriver raises on purpose."""
@@ -96,7 +100,7 @@ class StepFailed(ExecDriverError):
                          driver=driver, step=step)
 
 
-def step_error(step: str, exc: BaseException, **context: object) -> StepFailed:
+def step_error(step: str, exc: BaseException, **context: Any) -> StepFailed:
     """Wrap an OSError (or anything) as a StepFailed naming the step."""
     if isinstance(exc, StepFailed):
         return exc

@@ -47,14 +47,14 @@ def driver_names() -> list[str]:
     return sorted(_entry_points())
 
 
-def load_driver_class(name: str) -> type["ExecDriver"]:
+def load_driver_class(name: str) -> type[ExecDriver]:
     eps = _entry_points()
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none"
         raise DriverNotFound(f"driver {name!r}: not found (available: {known})", driver=name)
     try:
         cls = eps[name].load()
-    except Exception as exc:  # noqa: BLE001 - any import failure is the driver's
+    except Exception as exc:  # any import failure is the driver's
         raise DriverLoadError(f"load driver={name}: {type(exc).__name__}: {exc}",
                               driver=name, step="load") from exc
     from .driver import ExecDriver
@@ -65,7 +65,7 @@ def load_driver_class(name: str) -> type["ExecDriver"]:
 
 
 def load_driver(name: str, state_root: str | os.PathLike[str] | None = None,
-                check_available: bool = True) -> "ExecDriver":
+                check_available: bool = True) -> ExecDriver:
     """Return an instance of the named driver; typed errors if it cannot be had."""
     cls = load_driver_class(name)
     if check_available:
@@ -75,7 +75,7 @@ def load_driver(name: str, state_root: str | os.PathLike[str] | None = None,
                                     driver=name)
     try:
         return cls(state_root=state_root)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DriverLoadError(f"init driver={name}: {exc}", driver=name, step="init") from exc
 
 

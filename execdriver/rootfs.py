@@ -22,7 +22,7 @@ BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 def find_busybox() -> str:
     for path in BUSYBOX_CANDIDATES:
         if os.path.isfile(path):
-            out = subprocess.run(["file", "-L", path], capture_output=True, text=True).stdout \
+            out = subprocess.run(["file", "-L", path], capture_output=True, text=True, check=False).stdout \
                 if shutil.which("file") else "statically linked"
             if "dynamically" not in out:
                 return path
@@ -364,7 +364,7 @@ def import_tarball(source: str | os.PathLike[str] | IO[bytes], dest: str | os.Pa
             raw: IO[bytes] = sys.stdin.buffer
         elif isinstance(source, (str, os.PathLike)):
             try:
-                raw = opened = open(source, "rb")
+                raw = opened = open(source, "rb")  # noqa: SIM115 - closed in the finally below
             except OSError as exc:
                 raise step_error("rootfs import", exc, file=source) from None
         else:

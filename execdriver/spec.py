@@ -13,8 +13,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict,
-                      Field, ValidationError, field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import SpecError
 
@@ -115,7 +123,7 @@ class Rlimit(_Model):
         return name
 
     @model_validator(mode="after")
-    def _order(self) -> "Rlimit":
+    def _order(self) -> Rlimit:
         if self.soft > self.hard:
             raise ValueError("soft limit must be <= hard limit")
         return self
@@ -135,7 +143,7 @@ class Capabilities(_Model):
     ambient: CapList = []
 
     @model_validator(mode="after")
-    def _subsets(self) -> "Capabilities":
+    def _subsets(self) -> Capabilities:
         for name in ("effective", "ambient"):
             extra = set(getattr(self, name)) - set(self.permitted)
             if extra:
@@ -145,7 +153,7 @@ class Capabilities(_Model):
             raise ValueError(f"ambient capabilities not in inheritable: {', '.join(sorted(extra))}")
         return self
 
-    def with_changes(self, add: list[str], drop: list[str]) -> "Capabilities":
+    def with_changes(self, add: list[str], drop: list[str]) -> Capabilities:
         """Return a copy with caps added to / dropped from bounding, effective, permitted."""
         add_n = [normalize_capability(c) for c in add if c.upper() != "ALL"]
         if any(c.upper() == "ALL" for c in add):
@@ -221,7 +229,8 @@ class Process(_Model):
 # --- filesystem -------------------------------------------------------------
 
 class Root(_Model):
-    path: CString = Field(description="rootfs directory (relative paths are taken from the spec file's folder)")
+    path: CString = Field(description="rootfs directory (relative paths are taken from the spec "
+                                      "file's folder)")
     readonly: bool = False
 
 
@@ -241,10 +250,10 @@ class Mount(_Model):
         return v
 
     @model_validator(mode="after")
-    def _source(self) -> "Mount":
-        if self.type == "bind" or "bind" in self.options or "rbind" in self.options:
-            if not self.source:
-                raise ValueError("a bind mount needs a source")
+    def _source(self) -> Mount:
+        if (self.type == "bind" or "bind" in self.options or "rbind" in self.options) \
+                and not self.source:
+            raise ValueError("a bind mount needs a source")
         return self
 
 
@@ -255,7 +264,7 @@ def default_mounts() -> list[Mount]:
               options=["nosuid", "strictatime", "mode=755", "size=65536k"]),
         Mount(destination="/dev/pts", type="devpts", source="devpts",
               options=["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
-        Mount(destination="/dev/shm", type="tmpfs", source="shm",
+        Mount(destination="/dev/shm", type="tmpfs", source="shm",  # noqa: S108 - in the container
               options=["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
         Mount(destination="/dev/mqueue", type="mqueue", source="mqueue",
               options=["nosuid", "noexec", "nodev"]),
@@ -322,7 +331,7 @@ class MemoryResources(_Model):
         return v
 
     @model_validator(mode="after")
-    def _order(self) -> "MemoryResources":
+    def _order(self) -> MemoryResources:
         if self.limit and self.swap and self.swap != -1 and self.swap < self.limit:
             raise ValueError("swap (memory+swap) must be >= limit")
         return self
@@ -399,7 +408,7 @@ class PortMapping(_Model):
     protocol: Literal["tcp", "udp"] = "tcp"
 
     @classmethod
-    def parse(cls, text: str) -> "PortMapping":
+    def parse(cls, text: str) -> PortMapping:
         """``[hostip:]hostport:containerport[/proto]``."""
         proto = "tcp"
         if "/" in text:
@@ -437,7 +446,7 @@ class Network(_Model):
     isolate: bool = Field(False, description="block traffic to other containers on the bridge")
 
     @model_validator(mode="after")
-    def _mode_args(self) -> "Network":
+    def _mode_args(self) -> Network:
         if self.mode == "container" and not self.container:
             raise ValueError("mode container needs 'container'")
         if self.mode == "netns" and not self.netns_path:
@@ -493,7 +502,7 @@ class Seccomp(_Model):
         return v
 
     @model_validator(mode="after")
-    def _profile(self) -> "Seccomp":
+    def _profile(self) -> Seccomp:
         if self.mode == "profile" and self.profile is None:
             raise ValueError("mode profile needs 'profile'")
         return self
@@ -575,7 +584,7 @@ class Spec(_Model):
         return v
 
     @model_validator(mode="after")
-    def _cross(self) -> "Spec":
+    def _cross(self) -> Spec:
         types = self.namespace_types()
         if (self.uid_mappings or self.gid_mappings) and "user" not in types:
             raise ValueError("uid/gid mappings need a user namespace")

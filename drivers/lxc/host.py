@@ -28,7 +28,7 @@ def controller_mounts() -> dict[str, str]:
                 names = f.read().split()
         except OSError:
             names = []
-        return {name: CGROUP_ROOT for name in names}
+        return dict.fromkeys(names, CGROUP_ROOT)
     return v1_hierarchies(read_mountinfo(), CGROUP_ROOT)
 
 

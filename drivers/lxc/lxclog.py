@@ -8,7 +8,7 @@ liblxc logs a failure several times on its way up ("Failed to setup container",
 "Failed to spawn container"...); the first specific ERROR is the cause. An
 ``optional`` mount that fails logs an ERROR followed by an INFO ending in
 ``(optional)``: that one is no cause.
-"""
+"""  # noqa: E501 - the example above is a verbatim log line
 
 from __future__ import annotations
 

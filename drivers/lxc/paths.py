@@ -178,7 +178,7 @@ def mount_targets(spec: Spec, readlink: Readlink) -> tuple[list[MountTarget], li
 
 def mount_layers(spec: Spec, readlink: Readlink) -> list[Layer]:
     """Every spec mount with its resolved destination."""
-    return [(t.path, m) for t, m in zip(mount_targets(spec, readlink)[0], spec.mounts)]
+    return [(t.path, m) for t, m in zip(mount_targets(spec, readlink)[0], spec.mounts, strict=True)]
 
 
 def target_is_dir(m: Mount, source_is_dir: Callable[[str], bool]) -> bool:
@@ -193,7 +193,7 @@ def make_targets(spec: Spec, targets: Sequence[MountTarget],
     since the targets were resolved (then liblxc refuses the symlink). Returns the index
     of a mount whose target could not be made and why, or None."""
     from execdriver.kernel import mounts as kmounts
-    for i, (m, t) in enumerate(zip(spec.mounts, targets)):
+    for i, (m, t) in enumerate(zip(spec.mounts, targets, strict=True)):
         if t.base is None:
             continue
         where = "the rootfs" if t.base == spec.root.path else t.base
@@ -217,7 +217,7 @@ def mount_in_reason(reason: str, spec: Spec, targets: Sequence[MountTarget]) -> 
     ``<rootfs mount>/<target>``, e.g. when it refuses a symlink in it): the last one, as
     liblxc stops at the first failure."""
     found = None
-    for i, (m, t) in enumerate(zip(spec.mounts, targets)):
+    for i, (m, t) in enumerate(zip(spec.mounts, targets, strict=True)):
         for path in {t.path, os.path.normpath(m.destination)}:
             where = f"/rootfs/{rel(path)}"
             at = reason.find(where)

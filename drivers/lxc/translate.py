@@ -44,6 +44,7 @@ import os
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from execdriver.spec import CAP_NUMBERS, DEFAULT_PATH, Mount, Process, SeccompArg, SeccompProfile, Spec
 
@@ -57,6 +58,9 @@ from .paths import (
     resolve_paths,
     target_is_dir,
 )
+
+if TYPE_CHECKING:
+    from execdriver import config
 
 # LXC's names for namespaces (the /proc/PID/ns entries).
 NS_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
@@ -310,7 +314,9 @@ def spec_to_config(spec: Spec, container_id: str, lxcpath: str, cgroup_version: 
     """
     cdir = os.path.join(lxcpath, container_id)
     items: list[tuple[str, str]] = []
-    add = lambda k, v: items.append((k, str(v)))
+
+    def add(key: str, value: object) -> None:
+        items.append((key, str(value)))
 
     # identity, rootfs, logging, console
     if spec.hostname:
@@ -385,6 +391,7 @@ def spec_to_config(spec: Spec, container_id: str, lxcpath: str, cgroup_version: 
 def cgroup_items(spec: Spec, container_id: str, lxcpath: str,
                  cgroup_version: int) -> list[tuple[str, str]]:
     """Cgroup placement, limits and device rules (v1 keys or cgroup2 keys)."""
+    from execdriver.config import DeviceRule
     from execdriver.kernel.cgroups.devices import container_rules, rule_line
 
     names = cgroup_names(container_id, lxcpath)
@@ -433,7 +440,9 @@ def cgroup_items(spec: Spec, container_id: str, lxcpath: str,
         items.append((pre + "cpuset.mems", cpu.mems))
     if r.pids.limit:
         items.append((pre + "pids.max", str(r.pids.limit)))
-    for rule in container_rules(list(r.devices)):
+    extra = [DeviceRule(allow=d.allow, type=d.type, major=d.major, minor=d.minor, access=d.access)
+             for d in r.devices]                    # as the kernel's plain data
+    for rule in container_rules(extra):
         items.append((pre + ("devices.allow" if rule.allow else "devices.deny"), rule_line(rule)))
     return items
 
@@ -451,10 +460,10 @@ def mount_items(spec: Spec, source_is_dir: Callable[[str], bool],
     paths (resolved in the rootfs)."""
     items: list[tuple[str, str]] = []
     auto: list[str] = []
-    for m, t in zip(spec.mounts, targets):
+    for m, t in zip(spec.mounts, targets, strict=True):     # one target per mount
         dest = os.path.normpath(m.destination)
         target = rel(t.path)
-        opts = [o for o in m.options]
+        opts = list(m.options)
         if t.liblxc_creates:
             opts.append("create=dir" if target_is_dir(m, source_is_dir) else "create=file")
         if m.type in ("cgroup", "cgroup2"):
@@ -589,7 +598,7 @@ def _action(action: str, errno: int | None) -> str:
     return action
 
 
-def _condition(a: SeccompArg) -> str:
+def _condition(a: SeccompArg | config.SeccompArg) -> str:
     if a.op == "masked_eq":
         return f"[{a.index},{a.value_two},SCMP_CMP_MASKED_EQ,{a.value}]"
     return f"[{a.index},{a.value},{_SECCOMP_OPS[a.op]}]"
@@ -618,6 +627,7 @@ def seccomp_profile(spec: Spec, table: Mapping[str, int] | None = None) -> str |
     """
     if spec.seccomp.mode == "unconfined":
         return None
+    profile: SeccompProfile | config.SeccompProfile      # the default one is Config data
     if spec.seccomp.mode == "default":
         from execdriver.kernel.seccomp_default import DEFAULT_PROFILE
         profile = DEFAULT_PROFILE
@@ -629,7 +639,7 @@ def seccomp_profile(spec: Spec, table: Mapping[str, int] | None = None) -> str |
         table = SYSCALLS
     lines = ["2", f"allowlist {ENOSYS_ACTION}"]
     decided: set[str] = set()                       # by an unconditional rule
-    compared: dict[str, list[SeccompArg]] = {}      # the conditions of a name's rules
+    compared: dict[str, list[SeccompArg | config.SeccompArg]] = {}   # the conditions of a name's rules
 
     def otherwise(name: str, action: str) -> None:
         """``action`` for ``name`` where no earlier rule matched."""

@@ -106,7 +106,7 @@ def _cleanup_failed_start(driver: ExecDriver, cid: str, exc: BaseException) -> N
         return
     try:
         driver.terminate(cid)
-    except Exception:  # noqa: BLE001 - best effort; the start error is what matters
+    except Exception:  # noqa: BLE001, S110 - best effort; the start error is what matters
         pass
 
 

@@ -83,23 +83,24 @@ def preload() -> None:
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - a verb that cannot import fails in the worker
+        except Exception:  # noqa: BLE001, S110 - a verb that cannot import fails in the worker
             pass
     try:
         from execdriver.loader import driver_names, load_driver_class
         for name in driver_names():
             try:
                 load_driver_class(name)
-            except Exception:  # noqa: BLE001 - reported by the verb that uses it
+            except Exception:  # noqa: BLE001, S110 - reported by the verb that uses it
                 pass
         from execdriver.cli.main import parse_args
         from execdriver.cli.run import build_spec
         from execdriver.kernel import seccomp
+        from execdriver.libcontainer.specconv import config_from_spec
         args = parse_args(["run", "--rootfs", "/", "--", "/bin/true"])
         driver, spec = build_spec(args, "native")
         driver.check_spec(spec)
-        seccomp.prepare(spec.seccomp)          # the default filter, compiled and cached
-    except Exception:  # noqa: BLE001 - warming is an optimisation only
+        seccomp.prepare(config_from_spec(spec).seccomp)   # the default filter, compiled and cached
+    except Exception:  # noqa: BLE001, S110 - warming is an optimisation only
         pass
     # What exists now is never collected: the workers' collections then do not walk
     # (and copy-on-write) the server's objects.
@@ -568,7 +569,7 @@ def _worker(conn: socket.socket, req: dict[str, Any]) -> None:
     try:
         signal.set_wakeup_fd(-1)
         fds = _go(conn, len(req["fds"]) + 1)
-        client_fds = dict(zip(req["fds"], fds[:-1]))
+        client_fds = dict(zip(req["fds"], fds[:-1], strict=True))   # _go checked the count
         cwd = fds[-1]
         for target in (0, 1, 2):
             if target in client_fds:
@@ -597,13 +598,13 @@ def _worker(conn: socket.socket, req: dict[str, Any]) -> None:
     except BaseException as exc:  # noqa: BLE001 - the worker must always report and exit
         try:
             print(f"execdriver: internal error in the server worker: {exc}", file=sys.stderr)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - stderr itself is gone
             pass
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:  # noqa: BLE001 - a closed pipe: nothing to flush to
+            except Exception:  # noqa: BLE001, S110 - a closed pipe: nothing to flush to
                 pass
         _finished.set()
         try:

@@ -117,7 +117,7 @@ def verb_served(prog: str, verb: str) -> bool:
     """Whether the verb ``prog``'s own parser found ('' for none) may be served
     ("rootfs busybox" is the rootfs verb)."""
     served, _values, _flags, bare = CLASSIFICATION[prog]
-    return verb.split(" ")[0] in served if verb else bare
+    return verb.split(" ", maxsplit=1)[0] in served if verb else bare
 
 
 def oci_verb(argv: object) -> str | None:

@@ -17,12 +17,11 @@ import ctypes
 import functools
 import os
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
-from .capnames import CAPABILITIES, CAP_NUMBERS, normalize_capability
 from ..errors import StepFailed
 from . import syscalls
+from .capnames import CAP_NUMBERS, CAPABILITIES, normalize_capability
 
 if TYPE_CHECKING:
     from ..config import Capabilities
@@ -53,8 +52,7 @@ class CapPlan:
     drop_bounding: tuple[int, ...] = ()
     raise_ambient: tuple[int, ...] = ()
     _header: _CapHeader = field(default_factory=_CapHeader, repr=False, compare=False)
-    _data: ctypes.Array = field(default_factory=lambda: (_CapData * 2)(), repr=False,
-                                compare=False)
+    _data: ctypes.Array = field(default_factory=_CapData * 2, repr=False, compare=False)
 
 
 @functools.lru_cache(maxsize=1)

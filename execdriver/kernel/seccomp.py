@@ -36,8 +36,8 @@ import errno as _errno
 import functools
 import os
 import struct
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import config
 from ..config import Seccomp, SeccompProfile
@@ -249,7 +249,7 @@ def plain(profile: Any) -> SeccompProfile:
     """``profile`` as Config data (a spec model is converted: callers may pass either)."""
     if isinstance(profile, SeccompProfile):
         return profile
-    return config.decode(SeccompProfile, profile.model_dump(), "seccomp.profile")  # type: ignore[no-any-return]
+    return config.decode(SeccompProfile, profile.model_dump(), "seccomp.profile")
 
 
 @functools.lru_cache(maxsize=32)

@@ -6,8 +6,8 @@ widen with the container's capabilities: what needs CAP_SYS_ADMIN and friends
 (mount, unshare, setns, bpf, perf_event_open, ...) stays denied, and so do
 ptrace, process_vm_readv/writev and kcmp. io_uring is denied, as in Docker's and
 containers-common's current defaults: its rings run operations that seccomp never
-sees. clone is allowed only without namespace flags; clone3 answers ENOSYS so that libc falls back to clone, whose
-flags the filter can read (clone3 passes them in memory).
+sees. clone is allowed only without namespace flags; clone3 answers ENOSYS so that libc
+falls back to clone, whose flags the filter can read (clone3 passes them in memory).
 """
 
 from __future__ import annotations

@@ -496,7 +496,7 @@ class DriverConformance:
             calls += [("pause", self.driver.pause), ("unpause", self.driver.unpause)]
         if "stats" in self.driver.features:
             calls.append(("stats", self.driver.stats))
-        for name, verb in calls:
+        for _name, verb in calls:
             with pytest.raises(ContainerNotFound):
                 verb(cid)
         if "exec" in self.driver.features:

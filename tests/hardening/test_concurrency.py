@@ -82,7 +82,7 @@ def test_parallel_cli_creates_of_one_id(root: str, busybox_rootfs: Path) -> None
             results.append((p.returncode, out.strip(), err.strip()))
         winners = [r for r in results if r[0] == 0]
         assert len(winners) == 1 and winners[0][1] == cid, results
-        for rc, out, err in results:
+        for rc, _out, err in results:
             if rc != 0:
                 assert rc == 125 and err == f"execdriver: container {cid} already exists", (rc, err)
         assert len(wait_for(lambda: marked_pids(marker))) == 1, "exactly one container runs"
@@ -248,7 +248,7 @@ def _assert_accounted_for(driver: Any, root: str, cid: str, marker: str) -> None
             f"{cid}: stopped, but processes run: {marked_pids(marker)}"
 
 
-# --- bugs found here (fixed since; kept as regression tests) --------------------------------------------------------------------------------
+# --- bugs found here (fixed since; kept as regression tests) ---------------------------------
 
 def test_terminate_waiting_on_a_removed_container_spares_its_successor(root: str,
                                                                       busybox_rootfs: Path) -> None:

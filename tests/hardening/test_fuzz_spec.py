@@ -119,7 +119,8 @@ def valid_leaning_specs(draw: Any, rootfs: str = ROOTFS_PLACEHOLDER) -> dict[str
         "umask": draw(st.integers(0, 0o777)),
         "rlimits": draw(st.lists(st.fixed_dictionaries({
             "type": st.sampled_from(["nofile", "core", "nproc", "stack"]),
-            "soft": st.integers(0, 4096), "hard": st.just(4096)}), max_size=2, unique_by=lambda r: r["type"])),
+            "soft": st.integers(0, 4096), "hard": st.just(4096)}), max_size=2,
+            unique_by=lambda r: r["type"])),
         "capabilities": draw(capability_sets()),
         "no_new_privileges": draw(st.booleans()),
         "oom_score_adj": draw(st.one_of(st.none(), st.integers(-1000, 1000))),
@@ -348,7 +349,7 @@ def test_sample_of_valid_specs_really_runs_chroot(case: tuple[dict[str, Any], in
 @pytest.mark.parametrize("value", ["9" * 400, "9" * 400 + "G"])
 def test_huge_size_strings_are_a_spec_error(value: str) -> None:
     from execdriver.spec import validate_spec
-    with pytest.raises(SpecError, match="resources.memory.limit"):
+    with pytest.raises(SpecError, match=r"resources\.memory\.limit"):
         validate_spec({"root": {"path": "/x"}, "resources": {"memory": {"limit": value}}})
 
 

@@ -17,10 +17,21 @@ from pathlib import Path
 import pytest
 
 from execdriver.errors import StepFailed
-from execdriver.kernel.cgroups import (STATS_KEYS, manager_from_record, open_manager, poll,
-                                       read_file, write_file)
-from execdriver.kernel.cgroups.devices import (DEFAULT_ALLOWED, DeviceEmulator, container_rules,
-                                               parse_devices_list, v1_writes)
+from execdriver.kernel.cgroups import (
+    STATS_KEYS,
+    manager_from_record,
+    open_manager,
+    poll,
+    read_file,
+    write_file,
+)
+from execdriver.kernel.cgroups.devices import (
+    DEFAULT_ALLOWED,
+    DeviceEmulator,
+    container_rules,
+    parse_devices_list,
+    v1_writes,
+)
 from execdriver.kernel.cgroups.v1 import CgroupV1Manager
 from execdriver.kernel.cgroups.v2 import CgroupV2Manager
 from execdriver.spec import DeviceRule, Resources
@@ -77,7 +88,7 @@ def join(mgr: CgroupV1Manager):
 
 
 def spawn_in(mgr: CgroupV1Manager, procs: list, args: list[str], **kw: object) -> subprocess.Popen:
-    p = subprocess.Popen(args, preexec_fn=join(mgr), **kw)
+    p = subprocess.Popen(args, preexec_fn=join(mgr), **kw)  # noqa: PLW1509 - no threads here
     procs.append(p)
     return p
 
@@ -247,7 +258,10 @@ def test_add_freeze_thaw(cg: CgroupV1Manager, procs: list, tmp_path: Path) -> No
     lines = Path(f"/proc/{p.pid}/cgroup").read_text().splitlines()
     for controller in ALL_V1:
         assert any(line.endswith(f":{controller}:/{cg.name}") for line in lines), controller
-    count = lambda: int(counter.read_text() or 0) if counter.exists() else 0
+
+    def count() -> int:
+        return int(counter.read_text() or 0) if counter.exists() else 0
+
     assert poll(lambda: count() > 3, 5)
     cg.freeze()
     assert cg.is_frozen() and cgfile(cg, "freezer", "freezer.state") == "FROZEN"

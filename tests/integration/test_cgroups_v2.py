@@ -29,8 +29,16 @@ import pytest
 
 from execdriver.errors import StepFailed
 from execdriver.kernel import syscalls
-from execdriver.kernel.cgroups import (STATS_KEYS, manager_from_record, open_manager, poll,
-                                       read_file, read_procs, remove_tree, write_file)
+from execdriver.kernel.cgroups import (
+    STATS_KEYS,
+    manager_from_record,
+    open_manager,
+    poll,
+    read_file,
+    read_procs,
+    remove_tree,
+    write_file,
+)
 from execdriver.kernel.cgroups.bpf_devices import query_programs
 from execdriver.kernel.cgroups.v2 import CgroupV2Manager
 from execdriver.spec import Resources
@@ -109,7 +117,7 @@ def _spawn_in(mgr: CgroupV2Manager, args: list[str]) -> subprocess.Popen:
         for path in mgr.procs_paths():
             with open(path, "w") as f:
                 f.write("0")
-    return subprocess.Popen(args, preexec_fn=join)
+    return subprocess.Popen(args, preexec_fn=join)  # noqa: PLW1509 - no threads here
 
 
 def _open_in(mgr: CgroupV2Manager, checks: list[tuple[str, str]]) -> list[str]:
@@ -131,7 +139,8 @@ def scenario_lifecycle(mnt: str) -> None:
     name = f"execdriver-test/{uuid.uuid4().hex[:12]}"
     mgr = open_manager(name, root=mnt)
     _check(isinstance(mgr, CgroupV2Manager), f"cgroup2 at root must give v2, got {mgr!r}")
-    counter = tempfile.mktemp(prefix="counter-")
+    fd, counter = tempfile.mkstemp(prefix="counter-")     # the counter rewrites it; removed below
+    os.close(fd)
     procs: list[subprocess.Popen] = []
     try:
         mgr.create()

@@ -69,9 +69,10 @@ def test_cli_allow_devices(tmp_path: Path) -> None:
     src = tarball(tmp_path / "img.tar.gz")
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECDRIVER")}
     argv = [sys.executable, "-m", "execdriver", "rootfs", "import"]
-    r = subprocess.run(argv + [str(src), str(tmp_path / "a")], capture_output=True, text=True, env=env)
+    r = subprocess.run(argv + [str(src), str(tmp_path / "a")], capture_output=True, text=True, env=env,
+                       check=False)
     assert r.returncode == 125 and r.stderr.count("\n") == 1 and "--allow-devices" in r.stderr
     r = subprocess.run(argv + ["--allow-devices", str(src), str(tmp_path / "b")],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env, check=False)
     assert r.returncode == 0, r.stderr
     assert stat.S_ISCHR((tmp_path / "b/dev/null").lstat().st_mode)

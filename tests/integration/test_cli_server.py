@@ -64,7 +64,7 @@ class Server:
     def status(self) -> dict[str, Any]:
         r = subprocess.run([sys.executable, "-m", "execdriver", "server", "status", "--socket",
                             self.socket, "--format", "json"], capture_output=True, text=True,
-                           env=self.env)
+                           env=self.env, check=False)
         return json.loads(r.stdout)
 
     def served(self) -> int:
@@ -163,7 +163,7 @@ def test_run_is_served_with_exit_code_stdio_cwd_and_environment(
                                 "echo out; echo err >&2; cat; exit 3") if a != str(cli.root)]
     argv.remove("--root")
     r = subprocess.run(argv, cwd=work, env=env, input="from stdin\n", capture_output=True,
-                       text=True, timeout=60)
+                       text=True, timeout=60, check=False)
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\nfrom stdin\n", "err\n")
     assert server.served() == before + 1
     assert cli.ok("list", "-q") == ""
@@ -180,7 +180,7 @@ def test_the_container_inherits_the_clients_ulimits_and_oom_score_adj(
     r = subprocess.run(cli.argv("run", "--rootfs", busybox_rootfs, "--", "/bin/sh", "-c",
                                 "ulimit -n; ulimit -Hn; cat /proc/self/oom_score_adj"),
                        env=cli.env, capture_output=True, text=True, timeout=60,
-                       preexec_fn=lower)
+                       preexec_fn=lower, check=False)
     assert (r.returncode, r.stdout) == (0, "321\n512\n345\n"), r.stderr
     assert server.served() == before + 1
 
@@ -237,7 +237,7 @@ def test_signals_to_the_client_reach_the_container(server: Server, cli: Cli, bus
     proc = subprocess.Popen(cli.argv("run", "--rootfs", busybox_rootfs, "--", "/bin/sh", "-c",
                                      script),
                             env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         proc.send_signal(sig)
@@ -275,7 +275,7 @@ def test_client_in_another_network_namespace_runs_locally(server: Server, cli: C
                                                      busybox_rootfs, "--", "/bin/cat",
                                                      "/proc/net/dev")],
                        env={**cli.env, "EXECDRIVER_DEBUG": "1"}, capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert "other namespaces" in r.stderr
     # host network = the client's own namespace, which has only lo
@@ -294,7 +294,7 @@ def test_a_client_with_other_privileges_runs_locally(server: Server, cli: Cli,
     argv = cli.argv("list", "-q")
     cmd = [*wrap, "-c", " ".join(argv)] if wrap[0] == "capsh" else [*wrap, *argv]
     r = subprocess.run(cmd, env={**cli.env, "EXECDRIVER_DEBUG": "1"}, capture_output=True,
-                       text=True, timeout=60)
+                       text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert "other privileges" in r.stderr
     assert server.served() == before
@@ -313,7 +313,7 @@ def test_changed_code_makes_the_server_step_aside(server: Server, cli: Cli) -> N
     try:
         os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         r = subprocess.run(cli.argv("list", "-q"), env={**cli.env, "EXECDRIVER_DEBUG": "1"},
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=60, check=False)
     finally:
         os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert r.returncode == 0 and "stale" in r.stderr, r.stderr
@@ -330,7 +330,7 @@ def test_oci_create_is_never_served_but_state_is(server: Server, tmp_path: Path,
 
     def oci(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*front, "--root", str(tmp_path / "oci"), *args], env=env,
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
     before = server.served()
     r = oci("state", "nosuch")
     assert r.returncode == 1 and "nosuch" in r.stderr
@@ -409,7 +409,7 @@ def test_start_status_stop(tmp_path: Path) -> None:
 
     def server_cmd(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "execdriver", "server", *args, "--socket",
-                               sock], env=env, capture_output=True, text=True, timeout=60)
+                               sock], env=env, capture_output=True, text=True, timeout=60, check=False)
     r = server_cmd("start")
     assert r.returncode == 0 and r.stdout.startswith("started pid "), r.stderr
     pid = int(r.stdout.split()[2].rstrip(","))
@@ -446,7 +446,7 @@ def test_server_needs_root(tmp_path: Path) -> None:
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                         sys.executable, "-m", "execdriver", "server", "run", "--socket",
                         str(tmp_path / "u.sock")], env=cli_env(tmp_path), capture_output=True,
-                       text=True, timeout=60, cwd="/")
+                       text=True, timeout=60, cwd="/", check=False)
     assert r.returncode == 125 and "needs root" in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1
 
@@ -469,7 +469,7 @@ def test_compiled_client_with_undecodable_environment_falls_back(
     env[b"ODD"] = b"\xff\xfe"
     r = subprocess.run([compiled_client("execdriver"), "--root", str(tmp_path / "state"), "run",
                         "--rootfs", str(busybox_rootfs), "--", "/bin/true"], env=env,
-                       capture_output=True, timeout=60)
+                       capture_output=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert server.served() == before      # the server refused it; Python ran it
 
@@ -485,7 +485,7 @@ def test_bad_server_input_is_one_line_and_125(tmp_path: Path, args: list[str],
                                               message: str) -> None:
     env = {**cli_env(tmp_path), "EXECDRIVER_SERVER_SOCKET": str(tmp_path / "s.sock")}
     r = subprocess.run([sys.executable, "-m", "execdriver", "server", *args], env=env,
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 125 and message in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1
     assert not any(n.endswith((".sock", ".tmp")) for n in os.listdir(tmp_path))

@@ -126,7 +126,8 @@ status = d.run("low-oom", spec, stdio=Stdio(stdout=w))
 os.close(w)
 print(status.exit_code, os.read(r, 100).decode().strip())
 """
-    r = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True,
+                       timeout=60)
     assert r.stdout.split() == ["0", "100"], r.stderr
 
 

@@ -460,10 +460,9 @@ def test_a_forged_state_record_is_never_acted_on(driver, busybox_rootfs, victim,
     import json
     import uuid
 
-    from execdriver_lxc import host
-
     from execdriver.errors import StateCorrupt
     from execdriver.state import pid_start_time
+    from execdriver_lxc import host
     proc, cgroup = victim
     forged = f"/execdriver-forged-{uuid.uuid4().hex[:8]}"
     os.makedirs(host.run_dir(forged))
@@ -541,7 +540,7 @@ def test_missing_command_is_a_start_error(driver, busybox_rootfs):
 def test_unsupported_spec_is_refused_before_anything_exists(driver, busybox_rootfs):
     spec = spec_for(driver, busybox_rootfs, "true")
     spec.process.terminal = True
-    with pytest.raises(UnsupportedFeature, match="process.terminal"):
+    with pytest.raises(UnsupportedFeature, match=r"process\.terminal"):
         driver.start("c1", spec)
     spec = spec_for(driver, busybox_rootfs, "true")
     spec.sysctls = {"vm.swappiness": "10"}
@@ -652,9 +651,8 @@ def test_user_namespace_with_idmap(tmp_path):
     The mapped root must reach the lxcpath and the rootfs, so both live under a
     directory others may traverse (pytest's own tmp dir is 0700).
     """
-    from execdriver_lxc.driver import LXCDriver
-
     from execdriver.rootfs import build_busybox
+    from execdriver_lxc.driver import LXCDriver
     base = Path(tempfile.mkdtemp(prefix="execdriver-lxc-userns-", dir="/tmp"))
     try:
         base.chmod(0o711)

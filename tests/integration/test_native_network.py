@@ -90,7 +90,7 @@ def _published(state: str, rootfs: str) -> tuple[int, str]:
         deadline = time.monotonic() + 10
         while True:
             p = subprocess.run(["busybox", "wget", "-qO-", "http://127.0.0.1:9090/"],
-                               capture_output=True, text=True, timeout=10)
+                               capture_output=True, text=True, timeout=10, check=False)
             if p.returncode == 0 or time.monotonic() > deadline:
                 return p.returncode, p.stdout + p.stderr
             time.sleep(0.1)
@@ -122,7 +122,7 @@ def _published_from_client_ns(state: str, rootfs: str, client_ns: str) -> tuple[
         deadline = time.monotonic() + 10
         while True:
             p = subprocess.run(cli + ["busybox", "wget", "-qO-", "http://192.0.2.1:9191/"],
-                               capture_output=True, text=True, timeout=10)
+                               capture_output=True, text=True, timeout=10, check=False)
             if p.returncode == 0 or time.monotonic() > deadline:
                 return p.returncode, p.stdout + p.stderr
             time.sleep(0.1)
@@ -146,7 +146,7 @@ def _isolated(state: str, rootfs: str) -> tuple[int, str]:
         # Control: the server is up and reachable from the host side.
         deadline = time.monotonic() + 10
         while subprocess.run(["busybox", "wget", "-qO-", f"http://{addr}:8080/"],
-                             capture_output=True, timeout=10).returncode != 0:
+                             capture_output=True, timeout=10, check=False).returncode != 0:
             assert time.monotonic() < deadline, "server never came up"
             time.sleep(0.1)
         script = f"for i in 1 2 3; do wget -qO- http://{addr}:8080/ && exit 0; sleep 0.2; done; exit 9"

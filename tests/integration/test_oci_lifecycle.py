@@ -346,7 +346,7 @@ def test_concurrent_creates_of_one_id(oci: Oci, tmp_path: Path, busybox_rootfs: 
     errs = [tmp_path / f"err{i}" for i in range(4)]
     procs = [subprocess.Popen(oci.argv("create", "--bundle", str(b), c), stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=e.open("w")) for e in errs]
-    results = [(p.wait(60), e.read_text()) for p, e in zip(procs, errs)]
+    results = [(p.wait(60), e.read_text()) for p, e in zip(procs, errs, strict=True)]
     assert sorted(code for code, _ in results) == [0, 1, 1, 1], results
     assert all("already exists" in err for code, err in results if code)
     assert oci.status(c) == "created"

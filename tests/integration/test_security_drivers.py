@@ -655,8 +655,8 @@ def test_masked_paths_read_empty(box: Box) -> None:
         content = parts.get(p, "").strip()
         assert content == "" or "Permission denied" in content, f"{p} not masked: {content[:80]}"
     # the host's are not empty, so the check could fail
-    assert any(Path(p).is_file() and Path(p).read_bytes()[:1] or Path(p).is_dir()
-               and os.listdir(p) for p in present)
+    assert any((Path(p).is_file() and Path(p).read_bytes()[:1]) or (Path(p).is_dir()
+               and os.listdir(p)) for p in present)
 
 
 def test_readonly_paths_are_erofs(box: Box) -> None:

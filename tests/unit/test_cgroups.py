@@ -9,15 +9,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from execdriver.errors import InvalidArgument, StateCorrupt, StepFailed
-from execdriver.kernel.cgroups import (check_name, manager_from_record, read_keyed,
-                                       required_controllers)
 from execdriver.kernel.cgroups import bpf_devices as bd
-from execdriver.kernel.cgroups.devices import (DEFAULT_ALLOWED, DeviceEmulator, container_rules,
-                                               rule_line, v1_writes)
-from execdriver.kernel.cgroups.mountinfo import (is_unified, parse_mountinfo, v1_hierarchies)
+from execdriver.kernel.cgroups import check_name, manager_from_record, read_keyed, required_controllers
+from execdriver.kernel.cgroups.devices import (
+    DEFAULT_ALLOWED,
+    DeviceEmulator,
+    container_rules,
+    rule_line,
+    v1_writes,
+)
+from execdriver.kernel.cgroups.mountinfo import is_unified, parse_mountinfo, v1_hierarchies
 from execdriver.kernel.cgroups.v1 import CgroupV1Manager, blkio_bytes, v1_memory_writes
-from execdriver.kernel.cgroups.v2 import (CgroupV2Manager, blkio_to_io_weight, cpu_max, io_bytes,
-                                          shares_to_weight, swap_max)
+from execdriver.kernel.cgroups.v2 import (
+    CgroupV2Manager,
+    blkio_to_io_weight,
+    cpu_max,
+    io_bytes,
+    shares_to_weight,
+    swap_max,
+)
 from execdriver.spec import DeviceRule, Resources
 
 M = 1 << 20

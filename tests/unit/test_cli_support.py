@@ -168,7 +168,7 @@ class Cli:
                  cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         text = not isinstance(input, bytes)
         return subprocess.run(self.argv(*args), input=input, capture_output=True, text=text,
-                              env=self.env, timeout=timeout, cwd=cwd)
+                              env=self.env, timeout=timeout, cwd=cwd, check=False)
 
     def popen(self, *args: Any, **kw: Any) -> subprocess.Popen[str]:
         kw.setdefault("stdout", subprocess.PIPE)

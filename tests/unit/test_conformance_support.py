@@ -102,7 +102,7 @@ def test_make_spec_skips_undeclared_tweaks(tweak: dict[str, Any], missing: str) 
 def test_make_spec_fails_when_default_spec_overreaches() -> None:
     class Overreach(StubDriver):
         features = StubDriver.features - {"seccomp.default"}
-    with pytest.raises(pytest.fail.Exception, match="seccomp.default"):
+    with pytest.raises(pytest.fail.Exception, match=r"seccomp\.default"):
         make_spec(Overreach("/tmp/unused"), "/r", ["/bin/true"])
 
 

@@ -117,7 +117,7 @@ def test_start_errors_name_the_state() -> None:
 
 def test_start_of_a_running_container_is_refused(tmp_path: Path, live: tuple[int, int]) -> None:
     c = record(tmp_path, status="running", pid=live[0], pid_start=live[1])
-    with pytest.raises(InvalidState, match="^cannot start an already running container$"):
+    with pytest.raises(InvalidState, match=r"^cannot start an already running container$"):
         c.start()
 
 

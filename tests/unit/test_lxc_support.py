@@ -11,12 +11,12 @@ import textwrap
 import time
 
 import pytest
-from execdriver_lxc import lxclog, monitor
-from execdriver_lxc.driver import LXCDriver, exec_unsupported
-from execdriver_lxc.translate import UNSUPPORTED
 
 from execdriver.driver import ExitStatus
 from execdriver.spec import ALL_FEATURES, Spec, features_used
+from execdriver_lxc import lxclog, monitor
+from execdriver_lxc.driver import LXCDriver, exec_unsupported
+from execdriver_lxc.translate import UNSUPPORTED
 
 P = "lxc c1 20260101120000.123"
 ROOTFS_NOT_A_DIR = f"""\
@@ -29,22 +29,23 @@ ROOTFS_NOT_A_DIR = f"""\
 {P} ERROR    sync - ../src/lxc/sync.c:sync_wait:34 - An error occurred in another process (expected sequence number 3)
 {P} ERROR    start - ../src/lxc/start.c:__lxc_start:2107 - Failed to spawn container "c1"
 {P} WARN     start - ../src/lxc/start.c:lxc_abort:1036 - No such process - Failed to send SIGKILL via pidfd 42 for process 13418
-"""
+"""  # noqa: E501 - liblxc's log, verbatim
 OPTIONAL_THEN_EXEC = f"""\
 {P} ERROR    utils - ../src/lxc/utils.c:safe_mount:1220 - Not a directory - Failed to mount "/dev/null" onto "/r/proc/acpi"
 {P} INFO     conf - ../src/lxc/conf.c:mount_entry:2443 - Not a directory - Failed to mount "/dev/null" on "/r/proc/acpi" (optional)
 {P} ERROR    start - ../src/lxc/start.c:start:2197 - No such file or directory - Failed to exec "/nope"
 {P} ERROR    sync - ../src/lxc/sync.c:sync_wait:34 - An error occurred in another process (expected sequence number 7)
-"""
+"""  # noqa: E501 - liblxc's log, verbatim
 NOTICE_LEVEL_MOUNT = f"""\
 {P} ERROR    utils - ../src/lxc/utils.c:safe_mount:1220 - Not a directory - Failed to mount "/dev/null" onto "/r/proc/acpi"
 {P} ERROR    utils - ../src/lxc/utils.c:safe_mount:1220 - No such file or directory - Failed to mount "/a" onto "/r/b"
 {P} ERROR    conf - ../src/lxc/conf.c:mount_entry:2440 - No such file or directory - Failed to mount "/a" on "/r/b"
-"""
+"""  # noqa: E501 - liblxc's log, verbatim
 ONLY_SAFE_MOUNT = f"""\
 {P} ERROR    utils - ../src/lxc/utils.c:safe_mount:1220 - Permission denied - Failed to mount "/a" onto "/r/b"
 """
-ONLY_GENERIC = f"{P} ERROR    start - ../src/lxc/start.c:__lxc_start:2107 - Failed to spawn container \"c1\"\n"
+ONLY_GENERIC = (f"{P} ERROR    start - ../src/lxc/start.c:__lxc_start:2107 - "
+                'Failed to spawn container "c1"\n')
 
 
 @pytest.mark.parametrize("log,reason", [
@@ -249,7 +250,7 @@ def test_check_spec_refuses_up_front(tmp_path):
     d = LXCDriver(state_root=tmp_path / "state")
     spec = d.default_spec(str(tmp_path), ["true"])
     spec.process.terminal = True
-    with pytest.raises(UnsupportedFeature, match="process.terminal"):
+    with pytest.raises(UnsupportedFeature, match=r"process\.terminal"):
         d.start("c1", spec)
     assert not (tmp_path / "state" / "c1").exists()
 

@@ -8,6 +8,8 @@ import subprocess
 from typing import Any
 
 import pytest
+
+from execdriver.spec import DEFAULT_PATH, Spec, validate_spec
 from execdriver_lxc.paths import cwd_problem, mount_targets, resolve_in_root
 from execdriver_lxc.translate import (
     HostFacts,
@@ -20,8 +22,6 @@ from execdriver_lxc.translate import (
     spec_to_config,
     unsupported,
 )
-
-from execdriver.spec import DEFAULT_PATH, Spec, validate_spec
 
 LXCPATH = "/run/state/c1/lxc"
 CDIR = LXCPATH + "/c1"

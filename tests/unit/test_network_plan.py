@@ -195,7 +195,7 @@ NET_DEV = """Inter-|   Receive                                                | 
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:     140       2    0    0    0     0          0         0      140       2    0    0    0     0       0          0
   eth0: 1234567    890    1    2    0     0          0         3   765432     456    4    5    0     0       0          0
-"""
+"""  # noqa: E501 - /proc/net/dev verbatim
 
 
 def test_parse_net_dev() -> None:

@@ -173,7 +173,7 @@ def test_update_changes() -> None:
                                          "cpu": {"shares": 100}, "pids": {"limit": 5}}
     with pytest.raises(Exception, match="removing a limit is not supported"):
         resource_changes({"pids": {"limit": -1}}, {})
-    with pytest.raises(Exception, match="memory.swappiness"):
+    with pytest.raises(Exception, match=r"memory\.swappiness"):
         resource_changes({"memory": {"swappiness": 1}}, {})
     with pytest.raises(Exception, match="devices"):
         resource_changes({"devices": [{"allow": True}]}, {})

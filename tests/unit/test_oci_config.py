@@ -346,7 +346,7 @@ def test_process_for_exec() -> None:
     assert proc["user"] == {"uid": 5, "gid": 6, "additional_gids": [7]}
     assert proc["capabilities"]["bounding"] == ["CAP_KILL"]
     assert proc["oom_score_adj"] == 100 and proc["no_new_privileges"]
-    with pytest.raises(SpecError, match="process.env\\[0\\]"):
+    with pytest.raises(SpecError, match=r"process\.env\[0\]"):
         convert_process({"args": ["sh"], "env": ["NOEQUALS"]})
 
 

@@ -56,7 +56,7 @@ def test_deep_config_is_a_typed_error(tmp_path: Path, brackets: tuple[str, str])
 def test_depth_at_the_limit_is_fine_and_one_more_is_not() -> None:
     assert config.parse_json(deep(config.MAX_JSON_DEPTH).encode(), "x") == \
         json.loads(deep(config.MAX_JSON_DEPTH))
-    with pytest.raises(ExecDriverError, match="^x: nesting deeper than"):
+    with pytest.raises(ExecDriverError, match=r"^x: nesting deeper than"):
         config.parse_json(deep(config.MAX_JSON_DEPTH + 1).encode(), "x")
 
 
@@ -96,7 +96,7 @@ def test_a_100mb_annotation_is_refused_as_too_large(tmp_path: Path) -> None:
     cfg = default_config()
     cfg["annotations"] = {"big": "x" * (100 << 20)}
     write_config(tmp_path, json.dumps(cfg))
-    with pytest.raises(SpecError, match="config.json: larger than"):
+    with pytest.raises(SpecError, match=r"config\.json: larger than"):
         load_bundle(str(tmp_path))
 
 

@@ -138,7 +138,7 @@ def test_cli_import_of_a_busybox_rootfs(cli: Cli, tmp_path: Path, busybox_rootfs
     with tarfile.open(tarball, "w:xz") as tar:
         tar.add(busybox_rootfs, arcname=".")
     cli.ok("rootfs", "import", tarball, tmp_path / "bb")
-    r = subprocess.run([str(tmp_path / "bb/bin/busybox"), "true"])
+    r = subprocess.run([str(tmp_path / "bb/bin/busybox"), "true"], check=False)
     assert r.returncode == 0
     assert os.readlink(tmp_path / "bb/bin/sh") == "/bin/busybox"
     assert sorted(os.listdir(tmp_path / "bb")) == sorted(os.listdir(busybox_rootfs))

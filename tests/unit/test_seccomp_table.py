@@ -20,9 +20,9 @@ HEADER = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 
 def test_running_arch_table() -> None:
     arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine(), platform.machine())
-    assert syscall_table.ARCH == arch
+    assert arch == syscall_table.ARCH
     assert syscall_table.SYSCALLS is syscall_table.TABLES[arch]
-    assert syscall_table.AUDIT_ARCH == {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}[arch]
+    assert {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}[arch] == syscall_table.AUDIT_ARCH
     assert syscall_table.MAX_KNOWN == max(syscall_table.SYSCALLS.values()) >= 470
 
 

@@ -118,7 +118,7 @@ def test_nul_in_names_is_refused_by_their_own_checks(doc: dict[str, Any], field:
 def test_load_spec_with_nul_in_a_relative_root_is_a_spec_error(tmp_path: Path) -> None:
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({"root": {"path": "root" + NUL}}))
-    with pytest.raises(SpecError, match="root.path: must not contain a NUL byte"):
+    with pytest.raises(SpecError, match=r"root\.path: must not contain a NUL byte"):
         load_spec(path)
 
 

@@ -9,14 +9,13 @@ BPF_F_ALLOW_MULTI, then detaches the programs that were there before (an update)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import ctypes
 import os
 import struct
+from collections.abc import Sequence
 
-from ...errors import StepFailed
 from ...config import DeviceRule
+from ...errors import StepFailed
 from .. import syscalls
 from .devices import DeviceEmulator
 

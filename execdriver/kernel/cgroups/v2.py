@@ -8,9 +8,20 @@ import signal as _signal
 from typing import TYPE_CHECKING, Any
 
 from ...errors import StepFailed
-from . import (DEFAULT_ROOT, CgroupManager, poll, read_file, read_int, read_keyed, read_procs,
-               remove_empty_parents, remove_tree, required_controllers, rmdir_if_empty,
-               write_file)
+from . import (
+    DEFAULT_ROOT,
+    CgroupManager,
+    poll,
+    read_file,
+    read_int,
+    read_keyed,
+    read_procs,
+    remove_empty_parents,
+    remove_tree,
+    required_controllers,
+    rmdir_if_empty,
+    write_file,
+)
 
 if TYPE_CHECKING:
     from ...config import Resources

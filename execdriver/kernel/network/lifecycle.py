@@ -171,7 +171,7 @@ def reclaim_orphans(state_root: str | os.PathLike[str]) -> list[str]:
 def leftovers(state_root: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
     """What of ours exists in the caller's netns (and the state root's IPAM):
     veths, bridges we made, nftables tables, leases. Empty lists mean clean."""
-    from pyroute2 import IPRoute  # type: ignore[import-untyped]
+    from pyroute2 import IPRoute
     with IPRoute() as ipr:
         all_links = [(lk.get("ifname"), lk.get("ifalias")) for lk in ipr.get_links()]
     out = {

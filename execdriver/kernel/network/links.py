@@ -42,7 +42,7 @@ def fail(step: str, exc: BaseException, **context: Any) -> StepFailed:
 
 
 def _iproute() -> Any:
-    from pyroute2 import IPRoute  # type: ignore[import-untyped]  # heavy: import only when networking is used
+    from pyroute2 import IPRoute  # heavy: import only when networking is used
     return IPRoute()
 
 
@@ -52,7 +52,7 @@ def _netlink_code(exc: BaseException) -> int | None:
 
 def _errors() -> tuple[type[BaseException], ...]:
     """What a pyroute2 request raises: NetlinkError (with .code = errno) or OSError."""
-    from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
+    from pyroute2.netlink.exceptions import NetlinkError
     return (NetlinkError, OSError)
 
 

@@ -26,7 +26,8 @@ def parse_net_dev(text: str) -> dict[str, dict[str, int]]:
         if not name or len(fields) < 16 or not all(f.isdigit() for f in fields[:16]):
             continue
         keys = [f"rx_{k}" for k in _RX] + [f"tx_{k}" for k in _TX]
-        out[name] = {k: int(v) for k, v in zip(keys, fields) if k in _KEEP}
+        # (a line may carry more columns than the 16 named: the rest are not ours)
+        out[name] = {k: int(v) for k, v in zip(keys, fields, strict=False) if k in _KEEP}
     return out
 
 

@@ -37,7 +37,7 @@ class NetnsCallError(Exception):
 
 
 def _loopback_up() -> None:
-    from pyroute2 import IPRoute  # type: ignore[import-untyped]
+    from pyroute2 import IPRoute
     with IPRoute() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
@@ -48,7 +48,7 @@ def _ns_inode(path: str) -> int:
 
 class ScratchNetns:
     def __init__(self, prefix: str = "edtest") -> None:
-        from pyroute2 import netns  # type: ignore[import-untyped]  # forks a helper that unshares and bind-mounts
+        from pyroute2 import netns  # forks a helper that unshares and bind-mounts
         self.name = f"{prefix}-{secrets.token_hex(4)}"
         self.path = f"{NETNS_DIR}/{self.name}"
         netns.create(self.name)
@@ -107,7 +107,7 @@ class ScratchNetns:
         data = b"".join(chunks)
         if not data:
             raise RuntimeError(f"child in netns {self.name} died (status {status})")
-        ok, value = pickle.loads(data)
+        ok, value = pickle.loads(data)  # noqa: S301 - our own forked child's answer, on a private pipe
         if ok:
             return value
         raise NetnsCallError(*value)
@@ -190,7 +190,7 @@ class ScratchNetns:
         for proc in reversed(self.procs):
             self.kill(proc)
         self.procs.clear()
-        from pyroute2 import netns  # type: ignore[import-untyped]
+        from pyroute2 import netns
         if os.path.exists(self.path):
             netns.remove(self.name)
 

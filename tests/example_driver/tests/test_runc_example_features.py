@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from execdriver_runc_example.driver import RuncExampleDriver
 
 from execdriver.driver import ExecDriver, Stdio
 from execdriver.spec import validate_spec
 from execdriver.testing.helpers import Output, new_id
+from execdriver_runc_example.driver import RuncExampleDriver
 
 pytestmark = pytest.mark.root
 
@@ -186,7 +186,7 @@ def test_namespaces(conformance_driver: ExecDriver, conformance_rootfs: Path) ->
     inside = out.text().split()
     host = [os.readlink(f"/proc/self/ns/{n}") for n in HOST_NS.values()]
     assert len(inside) == len(host)
-    same = [n for n, a, b in zip(HOST_NS, inside, host) if a == b]
+    same = [n for n, a, b in zip(HOST_NS, inside, host, strict=True) if a == b]
     assert not same, f"shares the host's namespaces: {same}"
 
 

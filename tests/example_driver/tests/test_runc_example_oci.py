@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from execdriver_runc_example.oci import to_oci_config
 
 from execdriver.spec import Spec, validate_spec
+from execdriver_runc_example.oci import to_oci_config
 
 
 def spec_with(**changes: Any) -> Spec:
