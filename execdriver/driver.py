@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import abc
+import builtins
 import dataclasses
 import enum
 import os
 import signal as _signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import UnsupportedFeature
 from .signals import parse_signal  # noqa: F401 - part of the public API
@@ -39,7 +41,7 @@ class ExitStatus:
         return 128 + self.signal if self.signal else self.code
 
     @classmethod
-    def from_wait_status(cls, status: int, oom_killed: bool = False) -> "ExitStatus":
+    def from_wait_status(cls, status: int, oom_killed: bool = False) -> ExitStatus:
         if os.WIFSIGNALED(status):
             return cls(code=128 + os.WTERMSIG(status), signal=os.WTERMSIG(status),
                        oom_killed=oom_killed)
@@ -50,7 +52,7 @@ class ExitStatus:
                 "exit_code": self.exit_code}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExitStatus":
+    def from_dict(cls, d: dict[str, Any]) -> ExitStatus:
         return cls(code=int(d.get("code", 0)), signal=d.get("signal"),
                    oom_killed=bool(d.get("oom_killed", False)))
 
@@ -147,7 +149,11 @@ class Handle:
             pidfd = -1
         if pidfd >= 0:
             done = loop.create_future()
-            loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+
+            def ready() -> None:
+                if not done.done():
+                    done.set_result(None)
+            loop.add_reader(pidfd, ready)
             try:
                 await done
             finally:
@@ -275,12 +281,13 @@ class ExecDriver(abc.ABC):
             if st is not None and st.driver == self.name:
                 try:
                     out.append(self.info(cid))
-                except Exception:  # noqa: BLE001 - a vanished container is simply not listed
+                except Exception:  # noqa: BLE001, S112 - a vanished container is simply not listed
                     continue
         return out
 
     # -- helpers for subclasses ----------------------------------------------
-    def process_for_exec(self, container_id: str, args: list[str], **overrides: Any) -> Process:
+    def process_for_exec(self, container_id: str, args: builtins.list[str],
+                         **overrides: Any) -> Process:
         """The container's process settings with other args (what ``exec`` runs)."""
         spec = self.state.read_spec(container_id)
         proc = spec.process.model_copy(deep=True)

@@ -18,9 +18,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .errors import ContainerExists, ContainerNotFound, InvalidArgument, StateCorrupt
 from .kernel.fileio import write_atomic  # public here too: the one atomic write
@@ -130,7 +131,7 @@ class ContainerState:
             return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ContainerState":
+    def from_dict(cls, d: dict[str, Any]) -> ContainerState:
         """The state in ``d``; TypeError naming the first field of the wrong type."""
         if not isinstance(d, dict):
             raise TypeError("not a JSON object")
@@ -196,8 +197,8 @@ class StateStore:
         return sorted(n for n in names if ID_RE.match(n) and (self.root / n).is_dir())
 
     # -- lifecycle -----------------------------------------------------------
-    def create(self, container_id: str, driver: str, spec: "Spec | None" = None, *,
-               config: "Config | None" = None, files: dict[str, str] | None = None,
+    def create(self, container_id: str, driver: str, spec: Spec | None = None, *,
+               config: Config | None = None, files: dict[str, str] | None = None,
                **fields: Any) -> ContainerState:
         """Claim the id (atomically) and write the first state. ContainerExists if taken.
 
@@ -274,7 +275,7 @@ class StateStore:
         except (ContainerNotFound, StateCorrupt, InvalidArgument):
             return None
 
-    def read_spec(self, container_id: str) -> "Spec":
+    def read_spec(self, container_id: str) -> Spec:
         from .spec import Spec
         path = self.dir(container_id) / SPEC_FILE
         try:
@@ -286,7 +287,7 @@ class StateStore:
         """Replace a file of the container's directory atomically (config.json, spec.json)."""
         write_atomic(self.dir(container_id) / name, text)
 
-    def read_config(self, container_id: str) -> "Config":
+    def read_config(self, container_id: str) -> Config:
         """The container's Config (StateCorrupt if unreadable; no pydantic)."""
         from .config import Config
         path = self.dir(container_id) / CONFIG_FILE

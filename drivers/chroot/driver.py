@@ -45,7 +45,7 @@ class ChrootDriver(LinuxContainerDriver):
             return Availability(False, "needs root")
         return Availability(True)
 
-    def default_spec(self, rootfs: str, args: list[str] | None = None) -> "Spec":
+    def default_spec(self, rootfs: str, args: list[str] | None = None) -> Spec:
         from execdriver.spec import Namespace
         spec = super().default_spec(rootfs, args)
         spec.network.mode = "host"
@@ -59,7 +59,7 @@ class ChrootDriver(LinuxContainerDriver):
         spec.process.capabilities = caps.with_changes([], ["CAP_SYS_CHROOT"])
         return spec
 
-    def check_spec(self, spec: "Spec") -> None:
+    def check_spec(self, spec: Spec) -> None:
         super().check_spec(spec)
         caps = spec.process.capabilities
         if "CAP_SYS_CHROOT" in caps.bounding or "CAP_SYS_CHROOT" in caps.permitted:

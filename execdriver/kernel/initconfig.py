@@ -10,6 +10,7 @@ capability masks, mount option parsing) happen here, once, in the parent.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,7 @@ class InitConfig:
     pause_before_pivot: bool = False
 
 
-def _idmap(mappings: list[Any]) -> str:
+def _idmap(mappings: Sequence[Any]) -> str:
     return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
 
 
@@ -105,7 +106,8 @@ def process_config(proc: Process) -> ProcessConfig:
 
 
 def build(container_id: str, spec: Config, *,
-          cgroup_procs: list[str] | None = None, monitor_cgroup_procs: list[str] | None = None, cgroup_dirs: dict[str, str] | None = None,
+          cgroup_procs: list[str] | None = None, monitor_cgroup_procs: list[str] | None = None,
+          cgroup_dirs: dict[str, str] | None = None,
           extra_binds: list[tuple[str, str]] | None = None, exec_fifo: str | None = None,
           exit_file: str | None = None, detach: bool = False) -> InitConfig:
     """Translate a Config into an InitConfig (pure apart from host checks)."""

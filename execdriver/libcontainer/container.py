@@ -130,7 +130,7 @@ class Container:
         except BaseException as exc:
             try:
                 self._cleanup()
-            except Exception:  # noqa: BLE001 - the original error matters more
+            except Exception:  # noqa: BLE001, S110 - the original error matters more
                 pass
             if self.pty_master is not None:
                 os.close(self.pty_master)
@@ -521,7 +521,7 @@ class Container:
                 raise StepFailed("terminate", "; ".join(errors), id=cid)
             if "poststop" in st.hooks:
                 try:
-                    self.config        # read before the directory goes
+                    _ = self.config    # read before the directory goes
                 except ExecDriverError:
                     pass
             store.remove(cid)
@@ -531,7 +531,7 @@ class Container:
                                f"its own: {'; '.join(untrusted)}", container_id=cid)
 
     def _run_hooks_warn(self, step: str, status: str) -> None:
-        if step not in self.state.hooks or self._config is None and not self.store.exists(self.id):
+        if step not in self.state.hooks or (self._config is None and not self.store.exists(self.id)):
             return
         try:
             hooks = self.config.hooks_of(step)

@@ -253,8 +253,7 @@ def convert_console_size(value: Any, where: str, p: _Problems) -> tuple[int, int
 # --- mounts -----------------------------------------------------------------
 
 def convert_mount(m: dict[str, Any], where: str, bundle: str, p: _Problems) -> dict[str, Any] | None:
-    p.check_keys(m, where, _MOUNT, {k: "id-mapped mounts are not supported"
-                                    for k in _MOUNT_UNSUPPORTED})
+    p.check_keys(m, where, _MOUNT, dict.fromkeys(_MOUNT_UNSUPPORTED, "id-mapped mounts are not supported"))
     dest = m.get("destination")
     if not isinstance(dest, str) or not dest:
         p.add(f"{where}.destination", "required")
@@ -365,7 +364,7 @@ def convert_resources(res: dict[str, Any], where: str, p: _Problems) -> dict[str
     limit = _int(pids.get("limit"), f"{where}.pids.limit", p)
     out["pids"] = {"limit": limit} if limit is not None and limit > 0 else {}
     blkio = _obj(res.get("blockIO"), f"{where}.blockIO", p)
-    p.check_keys(blkio, f"{where}.blockIO", _BLKIO, {k: "not supported" for k in _BLKIO - {"weight"}})
+    p.check_keys(blkio, f"{where}.blockIO", _BLKIO, dict.fromkeys(_BLKIO - {"weight"}, "not supported"))
     weight = _int(blkio.get("weight"), f"{where}.blockIO.weight", p)
     out["block_io"] = {"weight": weight} if weight else {}
     return out
@@ -467,7 +466,7 @@ def convert_cgroups_path(value: Any, where: str, p: _Problems) -> str | None:
 
 
 def convert_linux(linux: dict[str, Any], p: _Problems) -> tuple[dict[str, Any], str | None]:
-    p.check_keys(linux, "linux", _LINUX, {k: "not supported" for k in _LINUX_UNSUPPORTED})
+    p.check_keys(linux, "linux", _LINUX, dict.fromkeys(_LINUX_UNSUPPORTED, "not supported"))
     out: dict[str, Any] = {}
     out["namespaces"], out["network"] = convert_namespaces(linux.get("namespaces"),
                                                            "linux.namespaces", p)

@@ -36,7 +36,8 @@ def format_list(states: list[dict[str, Any]], fmt: str, quiet: bool) -> str:
     rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"] or "root")
              for s in states]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n" for r in rows)
+    return "".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
+                   for r in rows)
 
 
 def container_pids(root: str, container_id: str) -> list[int]:
@@ -120,10 +121,10 @@ def events(root: str, container_id: str, stats_once: bool, interval: float) -> N
 def features() -> dict[str, Any]:
     """What this runtime supports, in runc's ``features`` format."""
     from .. import __version__
+    from ..hooks import STEPS
     from ..kernel import syscall_table
     from ..spec import CAPABILITIES
     from .config import MOUNT_FLAGS, NAMESPACES, SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS
-    from ..hooks import STEPS
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",
@@ -173,7 +174,7 @@ def default_config() -> dict[str, Any]:
             {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
                          "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",  # noqa: S108 - a container path
              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
             {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
              "options": ["nosuid", "noexec", "nodev"]},

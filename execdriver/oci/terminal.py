@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+
 from ..errors import StepFailed
 
 

@@ -8,7 +8,6 @@ exactly like v1 does for the same rule list.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from dataclasses import dataclass
 
 from ...config import DeviceRule
