@@ -1,8 +1,8 @@
 """Capabilities: plan in the parent, apply in the forked container init.
 
 ``prepare`` turns the spec's capability lists into bit masks, reads the kernel's
-last capability and builds the capset(2) structs, so the child's ``apply`` /
-``apply_user`` only make prctl/capset/set*id calls (no imports, no parsing).
+last capability and builds the capset(2) structs, so the child's ``apply_user``
+only make prctl/capset/set*id calls (no imports, no parsing).
 
 Order in the child (as runc): drop the bounding set while still root (needs
 CAP_SETPCAP), switch ids with PR_SET_KEEPCAPS so the permitted set survives,
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import StepFailed
-from . import syscalls
+from . import syscalls as sc
 from .capnames import CAP_NUMBERS, CAPABILITIES, normalize_capability
+from .syscalls import LIBC, Syscalls
 
 if TYPE_CHECKING:
     from ..config import Capabilities
@@ -109,44 +109,26 @@ def prepare(caps: Capabilities, kernel_last_cap: int | None = None) -> CapPlan:
 
 # --- child side: only prctl/capset/set*id below ------------------------------
 
-def drop_bounding(plan: CapPlan) -> None:
-    """Drop every capability not in the plan's bounding set (needs CAP_SETPCAP)."""
-    for cap in plan.drop_bounding:
-        syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
-
-
-def set_caps(plan: CapPlan) -> None:
-    """capset(2) v3 for effective/permitted/inheritable, then the ambient set."""
-    res = syscalls.libc.syscall(ctypes.c_long(syscalls.NR["capset"]),
-                                ctypes.byref(plan._header), ctypes.byref(plan._data))
-    if res == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, "capset: " + os.strerror(err))
-    syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
-    for cap in plan.raise_ambient:
-        syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, cap)
-
-
-def apply(plan: CapPlan) -> None:
-    """Child side, as root: bounding set, then capset, then ambient."""
-    drop_bounding(plan)
-    set_caps(plan)
-
-
 def apply_user(uid: int, gid: int, additional_gids: list[int] | tuple[int, ...],
-               plan: CapPlan) -> None:
-    """Child side: drop bounding, switch to uid/gid keeping caps, then set the plan's caps.
+               plan: CapPlan, syscalls: Syscalls = LIBC) -> None:
+    """Child side: switch to uid/gid keeping the planned capabilities.
 
-    PR_SET_KEEPCAPS keeps the permitted set across setresuid; the effective set
-    is emptied by the switch and capset restores it from the plan.
+    Drop the bounding set while root (CAP_SETPCAP); PR_SET_KEEPCAPS keeps the
+    permitted set across the id change; groups, then gid, then uid (after
+    setresuid we could no longer change groups or gid); capset restores the
+    effective/permitted/inheritable sets the switch emptied; then the ambient set.
     """
-    drop_bounding(plan)
-    syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1)
-    os.setgroups(additional_gids)
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-    set_caps(plan)
-    syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 0)
+    for cap in plan.drop_bounding:
+        syscalls.prctl(sc.PR_CAPBSET_DROP, cap)
+    syscalls.prctl(sc.PR_SET_KEEPCAPS, 1)
+    syscalls.setgroups(additional_gids)
+    syscalls.setresgid(gid, gid, gid)
+    syscalls.setresuid(uid, uid, uid)
+    syscalls.capset(plan._header, plan._data)
+    syscalls.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in plan.raise_ambient:
+        syscalls.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, cap)
+    syscalls.prctl(sc.PR_SET_KEEPCAPS, 0)
 
 
 # --- inspection ---------------------------------------------------------------

@@ -7,6 +7,7 @@ import stat
 
 from . import mounts
 from . import syscalls as sc
+from .syscalls import LIBC, Syscalls
 
 # name, major, minor, mode
 DEFAULT_DEVICES = (
@@ -19,39 +20,39 @@ DEFAULT_LINKS = (
 )
 
 
-def populate_dev(root_fd: int, use_bind: bool) -> None:
+def populate_dev(root_fd: int, use_bind: bool, syscalls: Syscalls = LIBC) -> None:
     """Create the default nodes in the rootfs's /dev (a fresh tmpfs by then).
 
     ``use_bind`` (user namespaces, where mknod is not allowed) bind-mounts the
     host's nodes onto empty files instead.
     """
-    dev = mounts.open_in_root(root_fd, "/dev", os.O_RDONLY | os.O_DIRECTORY)
+    dev = mounts.open_in_root(root_fd, "/dev", os.O_RDONLY | os.O_DIRECTORY, syscalls)
     try:
-        old = os.umask(0)
+        old = syscalls.umask(0)
         try:
             for name, major, minor, mode in DEFAULT_DEVICES:
                 if use_bind:
                     try:
-                        fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644, dir_fd=dev)
-                        os.close(fd)
+                        syscalls.close(syscalls.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW,
+                                                     0o644, dir_fd=dev))
                     except FileExistsError:
                         pass
-                    target = mounts.open_in_root(root_fd, f"/dev/{name}")
+                    target = mounts.open_in_root(root_fd, f"/dev/{name}", syscalls=syscalls)
                     try:
-                        sc.mount(f"/dev/{name}", mounts.fd_path(target), None, sc.MS_BIND)
+                        syscalls.mount(f"/dev/{name}", mounts.fd_path(target), None, sc.MS_BIND)
                     finally:
-                        os.close(target)
+                        syscalls.close(target)
                 else:
                     try:
-                        os.mknod(name, stat.S_IFCHR | mode, os.makedev(major, minor), dir_fd=dev)
+                        syscalls.mknod(name, stat.S_IFCHR | mode, os.makedev(major, minor), dir_fd=dev)
                     except FileExistsError:
                         pass
             for name, target_path in DEFAULT_LINKS:
                 try:
-                    os.symlink(target_path, name, dir_fd=dev)
+                    syscalls.symlink(target_path, name, dir_fd=dev)
                 except FileExistsError:
                     pass
         finally:
-            os.umask(old)
+            syscalls.umask(old)
     finally:
-        os.close(dev)
+        syscalls.close(dev)

@@ -38,10 +38,9 @@ import signal
 import socket
 import struct
 import termios
-from typing import Any
 
 from ..config import RootMode
-from . import devices, mounts, rlimits, sync
+from . import capabilities, devices, mounts, rlimits, sync
 from . import syscalls as sc
 from .initconfig import InitConfig, ProcessConfig
 from .syscalls import Syscalls
@@ -333,8 +332,7 @@ def mount_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
                 finally:
                     syscalls.close(target)
         if cfg.populate_dev:
-            # (devices.populate_dev does not take the seam yet: it makes its own calls)
-            devices.populate_dev(root_fd, use_bind=cfg.new_userns)
+            devices.populate_dev(root_fd, use_bind=cfg.new_userns, syscalls=syscalls)
         if cfg.cgroup_mount:
             mount_cgroups(root_fd, cfg, syscalls)
         for dest, src in cfg.extra_binds:
@@ -455,29 +453,6 @@ def find_executable(name: str, env: list[str], syscalls: Syscalls = LIBC) -> str
     raise OSError(errno.ENOENT, "executable file not found in $PATH", name)
 
 
-def apply_user(uid: int, gid: int, additional_gids: list[int] | tuple[int, ...], plan: Any,
-               syscalls: Syscalls = LIBC) -> None:
-    """Switch to uid/gid keeping the planned capabilities (a capabilities.CapPlan).
-
-    capabilities.apply_user's sequence, made through the seam (that module does
-    not take it yet): drop the bounding set while root (CAP_SETPCAP), keep the
-    permitted set across the id change (PR_SET_KEEPCAPS), groups then gid then
-    uid (after setresuid we could no longer change groups or gid), capset
-    restores effective/permitted/inheritable, then the ambient set.
-    """
-    for cap in plan.drop_bounding:
-        syscalls.prctl(sc.PR_CAPBSET_DROP, cap)
-    syscalls.prctl(sc.PR_SET_KEEPCAPS, 1)
-    syscalls.setgroups(additional_gids)
-    syscalls.setresgid(gid, gid, gid)
-    syscalls.setresuid(uid, uid, uid)
-    syscalls.capset(plan._header, plan._data)
-    syscalls.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
-    for cap in plan.raise_ambient:
-        syscalls.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, cap)
-    syscalls.prctl(sc.PR_SET_KEEPCAPS, 0)
-
-
 def finish_process(p: ProcessConfig, sock: socket.socket, watch_fd: int = -1,
                    syscalls: Syscalls = LIBC) -> None:
     """Drop to the process's identity and exec it. Shared by init and exec.
@@ -490,8 +465,7 @@ def finish_process(p: ProcessConfig, sock: socket.socket, watch_fd: int = -1,
     step = "rlimits"
     filtered = False
     try:
-        # (rlimits.apply does not take the seam yet: setrlimit on ourselves)
-        rlimits.apply(p.rlimits)
+        rlimits.apply(p.rlimits, syscalls)
         # Close every fd we did not mean to pass *before* chdir, so that a cwd
         # like /proc/self/fd/7 cannot reach a leaked host directory (CVE-2024-21626).
         step = "close fds"
@@ -502,7 +476,7 @@ def finish_process(p: ProcessConfig, sock: socket.socket, watch_fd: int = -1,
             syscalls.install_seccomp(p.seccomp_filter)
             filtered = True
         step = "user"
-        apply_user(p.uid, p.gid, p.additional_gids, p.cap_plan, syscalls)
+        capabilities.apply_user(p.uid, p.gid, p.additional_gids, p.cap_plan, syscalls)
         if p.die_with_parent:
             # The uid change cleared the parent-death signal: arm it again, then
             # make sure the parent did not die in between.

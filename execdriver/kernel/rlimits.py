@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..errors import StepFailed
 from .capabilities import read_status_caps
 from .capnames import CAP_NUMBERS
+from .syscalls import LIBC, Syscalls
 
 if TYPE_CHECKING:
     from ..config import Rlimit
@@ -85,11 +86,11 @@ def prepare(rlimits: Sequence[Rlimit]) -> list[tuple[int, int, int]]:
     return out
 
 
-def apply(prepared: list[tuple[int, int, int]]) -> None:
+def apply(prepared: list[tuple[int, int, int]], syscalls: Syscalls = LIBC) -> None:
     """Child side: set each limit (soft and hard at once)."""
     for res, soft, hard in prepared:
         try:
-            resource.setrlimit(res, (soft, hard))
+            syscalls.setrlimit(res, soft, hard)
         except (ValueError, OSError) as exc:
             raise StepFailed("rlimit", str(exc), type=_NAMES.get(res, res),
                              hard=_fmt(hard)) from None

@@ -34,14 +34,14 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import functools
-import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config
 from ..config import Seccomp, SeccompProfile
-from . import syscall_table, syscalls
+from . import syscall_table
+from .syscalls import LIBC, Syscalls
 
 # BPF opcodes
 LD_W_ABS, ALU_AND_K, RET_K = 0x20, 0x54, 0x06
@@ -53,7 +53,6 @@ RET_ERRNO, RET_TRACE, RET_LOG, RET_ALLOW = 0x00050000, 0x7FF00000, 0x7FFC0000, 0
 X32_SYSCALL_BIT = 0x40000000
 MAX_INSNS = 4096
 OFF_NR, OFF_ARCH, OFF_ARGS = 0, 4, 16  # offsetof(struct seccomp_data, ...)
-SECCOMP_SET_MODE_FILTER, SECCOMP_MODE_FILTER, PR_SET_SECCOMP = 1, 2, 22
 ALWAYS_ALLOWED = ("exit", "exit_group")   # a profile can never make a process unable to die
 
 
@@ -355,18 +354,6 @@ def prepare(seccomp: Seccomp) -> PreparedFilter | None:
     return PreparedFilter(prog, risk)
 
 
-def install(filt: bytes | PreparedFilter) -> None:
-    """Child side: install the filter (needs no_new_privs or CAP_SYS_ADMIN).
-
-    Uses seccomp(2) with flags 0, falling back to prctl(PR_SET_SECCOMP).
-    """
-    prepared = filt if isinstance(filt, PreparedFilter) else PreparedFilter(filt)
-    ptr = ctypes.addressof(prepared.fprog)
-    res = syscalls.libc.syscall(ctypes.c_long(syscalls.NR["seccomp"]),
-                                ctypes.c_long(SECCOMP_SET_MODE_FILTER), ctypes.c_long(0),
-                                ctypes.c_void_p(ptr))
-    if res == -1:
-        err = ctypes.get_errno()
-        if err != _errno.ENOSYS:
-            raise OSError(err, "seccomp(SECCOMP_SET_MODE_FILTER): " + os.strerror(err))
-        syscalls.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ptr)
+def install(filt: bytes | PreparedFilter, syscalls: Syscalls = LIBC) -> None:
+    """Child side: install the filter (needs no_new_privs or CAP_SYS_ADMIN), through the seam."""
+    syscalls.install_seccomp(filt if isinstance(filt, PreparedFilter) else PreparedFilter(filt))

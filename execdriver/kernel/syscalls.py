@@ -19,6 +19,7 @@ import ctypes
 import errno as _errno
 import fcntl
 import os
+import resource as _resource
 import socket
 import struct
 from typing import Any, NoReturn, Protocol
@@ -169,6 +170,8 @@ class Syscalls(Protocol):
     def getcwd(self) -> str: ...
     def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int: ...
     def mkdir(self, path: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None: ...
+    def mknod(self, path: str, mode: int, device: int, *, dir_fd: int | None = None) -> None: ...
+    def symlink(self, target: str, path: str, *, dir_fd: int | None = None) -> None: ...
     def statfs_type(self, path: str) -> int | None: ...
 
     # --- namespaces and what they hold ----------------------------------------
@@ -208,6 +211,7 @@ class Syscalls(Protocol):
     def getppid(self) -> int: ...
     def setsid(self) -> None: ...
     def umask(self, mask: int) -> int: ...
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None: ...
 
     # --- prctl, credentials, capabilities, seccomp ----------------------------
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int: ...
@@ -246,6 +250,12 @@ class LibcSyscalls:
                       ctypes.sizeof(how), path=path)
 
     mkdir = staticmethod(os.mkdir)
+
+    def mknod(self, path: str, mode: int, device: int, *, dir_fd: int | None = None) -> None:
+        os.mknod(path, mode, device, dir_fd=dir_fd)
+
+    def symlink(self, target: str, path: str, *, dir_fd: int | None = None) -> None:
+        os.symlink(target, path, dir_fd=dir_fd)
 
     def statfs_type(self, path: str) -> int | None:
         """The filesystem's magic number (f_type), None when statfs fails."""
@@ -334,6 +344,9 @@ class LibcSyscalls:
     getppid = staticmethod(os.getppid)
     setsid = staticmethod(os.setsid)
     umask = staticmethod(os.umask)
+
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None:
+        _resource.setrlimit(resource, (soft, hard))
 
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
         return _retry(libc.prctl, option, arg2, arg3, arg4, arg5)

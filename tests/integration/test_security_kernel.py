@@ -164,7 +164,7 @@ def test_install_without_no_new_privs_needs_cap_sys_admin() -> None:
     no_admin = caps.prepare(spec.Capabilities())     # default caps: no CAP_SYS_ADMIN
 
     def child() -> str:
-        caps.apply(no_admin)
+        caps.apply_user(0, 0, [], no_admin)   # as root: the path the init takes for uid 0
         try:
             seccomp.install(prog)
         except OSError as exc:
@@ -208,7 +208,7 @@ def test_apply_only_chown_and_kill() -> None:
                                           permitted=["CAP_CHOWN", "CAP_KILL"]))
 
     def child() -> dict[str, Any]:
-        caps.apply(plan)
+        caps.apply_user(0, 0, [], plan)   # as root: the path the init takes for uid 0
         return caps_state()
 
     st = in_child(child)
@@ -224,7 +224,7 @@ def test_apply_ambient() -> None:
                                           inheritable=names, ambient=["CAP_NET_BIND_SERVICE"]))
 
     def child() -> dict[str, Any]:
-        caps.apply(plan)
+        caps.apply_user(0, 0, [], plan)   # as root: the path the init takes for uid 0
         return caps_state()
 
     st = in_child(child)
@@ -277,7 +277,7 @@ def test_lower_nofile_in_a_child() -> None:
 
     def child() -> dict[str, Any]:
         rlimits.apply(prepared)
-        caps.apply(no_resource)
+        caps.apply_user(0, 0, [], no_resource)   # as root: the path the init takes for uid 0
         opened = 0
         try:
             while opened < 100:

@@ -235,6 +235,20 @@ class FakeSyscalls:
             raise FileExistsError(errno_.EEXIST, os.strerror(errno_.EEXIST), path)
         self.files[full] = "dir"
 
+    def mknod(self, path: str, mode: int, device: int, *, dir_fd: int | None = None) -> None:
+        self._call("mknod", path, mode, device, dir_fd)
+        full = self._abs(path, dir_fd)
+        if full in self.files:
+            raise FileExistsError(errno_.EEXIST, os.strerror(errno_.EEXIST), path)
+        self.files[full] = "file"
+
+    def symlink(self, target: str, path: str, *, dir_fd: int | None = None) -> None:
+        self._call("symlink", target, path, dir_fd)
+        full = self._abs(path, dir_fd)
+        if full in self.files:
+            raise FileExistsError(errno_.EEXIST, os.strerror(errno_.EEXIST), path)
+        self.files[full] = "file"
+
     def statfs_type(self, path: str) -> int | None:
         self._call("statfs_type", path)
         resolved = self.resolve(path)
@@ -409,6 +423,9 @@ class FakeSyscalls:
     def umask(self, mask: int) -> int:
         self._call("umask", mask)
         return 0o022
+
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None:
+        self._call("setrlimit", resource, soft, hard)
 
     # --- prctl, credentials, capabilities, seccomp ------------------------------------
 

@@ -277,3 +277,19 @@ def test_a_parent_that_goes_away_before_continue_stops_the_init() -> None:
     status, calls = it.finish()
     assert status == init.EXIT_SETUP_FAILED
     assert "mount" not in names(calls)
+
+
+def test_rlimits_are_set_first_through_the_seam_and_a_refused_one_names_itself() -> None:
+    import resource
+    limits = [(resource.RLIMIT_NOFILE, 64, 128), (resource.RLIMIT_NPROC, 10, 20)]
+    fin = Finish(process_config(rlimits=limits))
+    assert fin.status == 0
+    assert fin.calls[:2] == [("setrlimit", (resource.RLIMIT_NOFILE, 64, 128)),
+                             ("setrlimit", (resource.RLIMIT_NPROC, 10, 20))]
+    assert index(fin.calls, "setrlimit") < index(fin.calls, "close_range")
+    fake = FakeSyscalls(files=INSIDE)
+    fake.fail("setrlimit", errno.EPERM)
+    fin = Finish(process_config(rlimits=limits), fake)
+    assert fin.status == init.EXIT_SETUP_FAILED and "close_range" not in names(fin.calls)
+    assert fin.msg["step"] == "rlimit"
+    assert fin.msg["message"].startswith("rlimit type=nofile hard=128: [Errno 1]")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 import pytest
 from fake_syscalls import IMAGE, INSIDE, ROOTFS, Call, FakeSyscalls, index, init_config
 
-from execdriver.kernel import init, mounts
+from execdriver.kernel import devices, init, mounts
 from execdriver.kernel import syscalls as sc
 
 IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
@@ -249,3 +250,31 @@ def test_readonly_path_that_is_missing_is_skipped() -> None:
     fake.fail("mount", errno.ENOENT)
     mounts.readonly_path("/proc/bus", fake)
     assert fake.names() == ["mount"]            # no remount of what is not there
+
+
+@pytest.mark.parametrize("userns", [False, True])
+def test_the_default_devices_are_made_in_the_new_dev_before_the_pivot(userns: bool) -> None:
+    """mknod in the rootfs's /dev (opened in the root); in a user namespace, where
+    mknod is refused, the host's nodes are bind-mounted onto empty files instead."""
+    fake = FakeSyscalls(files=FILES)
+    run_setup(fake, mounts=[PROC, DEV], populate_dev=True, new_userns=userns)
+    calls = fake.calls
+    pivot = index(calls, "pivot_root")
+    dev_fd = max(fd for fd, (name, args) in fake.opened_by.items()    # the last /dev opened
+                 if name == "openat2" and args[1] == "dev" and args[3] == IN_ROOT)
+    made = [c for c in calls[:pivot] if c[0] in ("mknod", "symlink")]
+    nodes = [name for name, *_ in devices.DEFAULT_DEVICES]
+    if userns:
+        assert not any(c[0] == "mknod" for c in calls)
+        binds = [(src, fake.resolve(target)) for _, (src, target, _, flags, _) in mount_calls(calls[:pivot])
+                 if flags == sc.MS_BIND and src.startswith("/dev/")]
+        assert binds == [(f"/dev/{n}", f"{ROOTFS}/dev/{n}") for n in nodes]
+    else:
+        mknods = [c for c in made if c[0] == "mknod"]
+        assert [(path, fd) for _, (path, _, _, fd) in mknods] == [(n, dev_fd) for n in nodes]
+        assert ("mknod", ("null", stat.S_IFCHR | 0o666, os.makedev(1, 3), dev_fd)) in mknods
+    links = [args for name, args in made if name == "symlink"]
+    assert links == [(target, name, dev_fd) for name, target in devices.DEFAULT_LINKS]
+    # the umask is cleared for the nodes and put back; the /dev fd is closed before the pivot
+    assert ("umask", (0,)) in calls[:pivot] and index(calls, "close", dev_fd) < pivot
+    assert fake.open_fds == set()
