@@ -19,8 +19,6 @@ from .errors import UsageError
 from .log import Log
 from .state import DEFAULT_ROOT, OCI_VERSION
 
-VERBS = ("create", "start", "state", "kill", "delete", "run", "exec", "pause", "resume", "ps",
-         "list", "features", "spec", "update", "events")
 EXIT_ERROR = 1
 EXIT_EXEC_ERROR = 255
 

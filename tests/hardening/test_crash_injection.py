@@ -400,7 +400,7 @@ def test_chroot_start_killed_at_line_point(k: int, chroot_cal: dict[str, Any], r
 
 @pytest.fixture(scope="module")
 def scratch() -> Any:
-    from execdriver.kernel.network.testns import ScratchNetns
+    from scratch_netns import ScratchNetns
     with ScratchNetns("edhard") as ns:
         yield ns
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 from netns_helpers import host_ours
-
-from execdriver.kernel.network.testns import ScratchNetns
+from scratch_netns import ScratchNetns
 
 
 @pytest.fixture(scope="module")

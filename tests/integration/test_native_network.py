@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from execdriver.kernel.network.testns import ScratchNetns
+from scratch_netns import ScratchNetns
 
 pytestmark = pytest.mark.root
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 from netns_helpers import plan_and_setup
+from scratch_netns import ScratchNetns
 
 from execdriver.kernel import network
 from execdriver.kernel.network import links
-from execdriver.kernel.network.testns import ScratchNetns
 from execdriver.spec import Network, PortMapping, Route
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_netns_untouched")]

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
+from scratch_netns import ScratchNetns
 
 from execdriver.kernel import network
 from execdriver.kernel.network import links
-from execdriver.kernel.network.testns import ScratchNetns
 from execdriver.spec import Network, PortMapping
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_netns_untouched")]

@@ -156,12 +156,11 @@ def _globals(p: argparse.ArgumentParser) -> tuple[set[str], set[str], set[str]]:
 
 
 def test_the_oci_table_matches_the_oci_parser() -> None:
-    from execdriver.oci.cli import VERBS
     from execdriver.oci.parser import build_parser
     served, values, flags, bare = warm.CLASSIFICATION["execdriver-oci"]
     p_values, p_flags, p_verbs = _globals(build_parser())
     assert (set(values), set(flags)) == (p_values, p_flags)
-    assert p_verbs == set(VERBS) and served <= p_verbs
+    assert served <= p_verbs
     assert not served & {"create", "run", "exec"}
     assert not bare
 

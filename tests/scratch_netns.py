@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Self
 
-from .. import syscalls
+from execdriver.kernel import syscalls
 
 NETNS_DIR = "/run/netns"
 
@@ -163,17 +163,17 @@ class ScratchNetns:
 
     def leftovers(self, state_root: Any = None) -> dict[str, list[str]]:
         """Our veths, bridges, tables and leases in this netns (see lifecycle.leftovers)."""
-        from .lifecycle import leftovers
+        from execdriver.kernel.network.lifecycle import leftovers
         return self.call(leftovers, state_root)
 
     def ruleset(self) -> list[dict[str, Any]]:
-        from .nft import list_ruleset
+        from execdriver.kernel.network.nft import list_ruleset
         return self.call(list_ruleset)
 
     def assert_clean(self, state_root: Any = None, links: tuple[str, ...] = ("lo",)) -> None:
         """Raise AssertionError unless nothing of ours is left: no veth, bridge, table,
         lease, no nftables ruleset at all, and only ``links`` in ``ip link``."""
-        from .links import link_names
+        from execdriver.kernel.network.links import link_names
         left = self.leftovers(state_root)
         problems: dict[str, Any] = {k: v for k, v in left.items() if v}
         names = self.call(link_names)
