@@ -722,7 +722,7 @@ class LXCDriver(ExecDriver):
     def kill(self, container_id: str, signal: int = _signal.SIGTERM, all: bool = False) -> None:
         st = self._running(container_id, (Status.RUNNING, Status.PAUSED))
         if all:
-            from execdriver.kernel.cgroups import signal_pids
+            from execdriver.host import signal_pids
             signal_pids(self.pids(container_id), signal)
             return
         pid = st.pid if st.pid and pid_alive(st.pid, st.pid_start) else self._container(
@@ -775,7 +775,7 @@ class LXCDriver(ExecDriver):
                    process.cwd, report_w)
         # The attached process is a fork of this (host) Python inside the container until
         # it execs: it inherits non-dumpable, so no container process can open its exe.
-        from execdriver.kernel.syscalls import prctl, set_dumpable
+        from execdriver.host import prctl, set_dumpable
         dumpable = prctl(PR_GET_DUMPABLE)
         set_dumpable(False)
         try:
@@ -816,7 +816,7 @@ class LXCDriver(ExecDriver):
         return cgroup_names(st.id, str(self._lxcpath(st.id))).container
 
     def pids(self, container_id: str) -> list[int]:
-        from execdriver.kernel.cgroups import read_procs
+        from execdriver.host import read_procs
         st = self._own(container_id)
         name = self._cgroup(st)
         for controller in ("pids", "freezer", "memory", "cpu"):
@@ -914,7 +914,7 @@ class LXCDriver(ExecDriver):
         """Kill what is in the container's and the monitor's cgroups and remove them, again
         and again until they are gone: liblxc may still move a process in after a sweep
         (a monitor nobody recorded, an init being set up)."""
-        from execdriver.kernel import cgroups as cg
+        from execdriver import host as cg
         paths = list(st.resources.get("cgroup", []))
         deadline = time.monotonic() + STOP_TIMEOUT
         delay = 0.002
@@ -1016,7 +1016,7 @@ def _exec_in_container(payload: Any) -> int:
 
 def read_cgroup_stats(container_id: str, name: str, version: int) -> Stats:
     """Stats from the container's cgroup files (v1 or v2)."""
-    from execdriver.kernel.cgroups import read_int, read_keyed
+    from execdriver.host import read_int, read_keyed
 
     def path(controller: str, file: str) -> str:
         return os.path.join(host.controller_path(controller, name) or "/nonexistent", file)
@@ -1025,8 +1025,7 @@ def read_cgroup_stats(container_id: str, name: str, version: int) -> Stats:
         return None if n is None or n >= 2**62 else n
     out = Stats(id=container_id)
     if version == 1:
-        from execdriver.kernel.cgroups import read_file
-        from execdriver.kernel.cgroups.v1 import blkio_bytes
+        from execdriver.host import blkio_bytes, read_file
         out.cpu_usage_ns = read_int(path("cpuacct", "cpuacct.usage"))
         out.memory_usage = read_int(path("memory", "memory.usage_in_bytes"))
         out.memory_max_usage = read_int(path("memory", "memory.max_usage_in_bytes"))
@@ -1041,7 +1040,7 @@ def read_cgroup_stats(container_id: str, name: str, version: int) -> Stats:
         out.memory_max_usage = read_int(path("memory", "memory.peak"))
         out.memory_limit = limit(read_int(path("memory", "memory.max")))
         rd = wr = 0
-        from execdriver.kernel.cgroups import read_file
+        from execdriver.host import read_file
         for line in (read_file(path("io", "io.stat")) or "").splitlines():
             for field in line.split()[1:]:
                 key, _, val = field.partition("=")

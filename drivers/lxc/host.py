@@ -6,7 +6,7 @@ import functools
 import os
 import shutil
 
-from execdriver.kernel.cgroups.mountinfo import is_unified, read_mountinfo, v1_hierarchies
+from execdriver.host import is_unified, read_mountinfo, v1_hierarchies
 
 from .translate import HostFacts
 

@@ -342,7 +342,7 @@ def _detached(go_r: int, caller: int) -> None:
 
 def _foreground(parent: int, go_r: int, die_with_caller: bool) -> None:
     if die_with_caller:
-        from execdriver.kernel.syscalls import set_pdeathsig
+        from execdriver.host import set_pdeathsig
         set_pdeathsig(signal.SIGKILL)
     caller = _pidfd_of_parent(parent)      # (after PDEATHSIG: no window where it is lost)
     go = wait_for_go(go_r, caller, detach=False)
@@ -498,7 +498,7 @@ def run_child(prepare: Callable[[], None], body: Callable[[], int],
     # A collection would walk (and so copy) every object we share with the runtime.
     gc.disable()
     try:
-        from execdriver.kernel.syscalls import set_dumpable
+        from execdriver.host import set_dumpable
         # The monitor and the container's init until it execs are the host's Python:
         # nobody may open /proc/<pid>/exe of them (CVE-2019-5736).
         set_dumpable(False)

@@ -192,7 +192,7 @@ def make_targets(spec: Spec, targets: Sequence[MountTarget],
     source) with openat2(RESOLVE_IN_ROOT): nothing is made outside it, whatever changed
     since the targets were resolved (then liblxc refuses the symlink). Returns the index
     of a mount whose target could not be made and why, or None."""
-    from execdriver.kernel import mounts as kmounts
+    from execdriver.host import make_target
     for i, (m, t) in enumerate(zip(spec.mounts, targets, strict=True)):
         if t.base is None:
             continue
@@ -204,7 +204,7 @@ def make_targets(spec: Spec, targets: Sequence[MountTarget],
                 return None         # liblxc says what is wrong with the rootfs, naming it
             return i, f"cannot open {where}: {exc.strerror}"
         try:
-            os.close(kmounts.make_target(base, t.sub, target_is_dir(m, source_is_dir)))
+            os.close(make_target(base, t.sub, target_is_dir(m, source_is_dir)))
         except OSError as exc:
             return i, f"cannot make the target {t.path} in {where}: {exc.strerror}"
         finally:

@@ -156,7 +156,7 @@ class _Spare:
 
 
 def main(caller_pid: int) -> None:
-    from execdriver.kernel.syscalls import set_dumpable
+    from execdriver.host import set_dumpable
     set_dumpable(False)
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)      # a ^C meant for the runtime is not for us
@@ -299,7 +299,7 @@ def _monitor(request: dict[str, Any], fds: list[int], caller: int) -> None:
             os.setsid()
         else:
             # should the server die first (it stays for its foreground monitors)
-            from execdriver.kernel.syscalls import set_pdeathsig
+            from execdriver.host import set_pdeathsig
             set_pdeathsig(signal.SIGKILL)
         import lxc
         lxc_module: Any = lxc      # no type information
@@ -326,7 +326,7 @@ def _reap(mon: _Monitor) -> None:
 
 def _sweep_foreground(monitors: dict[int, _Monitor]) -> None:
     """The runtime died: kill its foreground containers until their monitors are gone."""
-    from execdriver.kernel.cgroups import read_procs, signal_pids
+    from execdriver.host import read_procs, signal_pids
     for fd in [fd for fd, m in monitors.items() if not m.foreground]:
         os.close(monitors.pop(fd).pidfd)        # detached: not ours to end
     while monitors:

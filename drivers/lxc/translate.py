@@ -392,7 +392,7 @@ def cgroup_items(spec: Spec, container_id: str, lxcpath: str,
                  cgroup_version: int) -> list[tuple[str, str]]:
     """Cgroup placement, limits and device rules (v1 keys or cgroup2 keys)."""
     from execdriver.config import DeviceRule
-    from execdriver.kernel.cgroups.devices import container_rules, rule_line
+    from execdriver.host import container_rules, rule_line
 
     names = cgroup_names(container_id, lxcpath)
     items = [("lxc.cgroup.dir.container", names.container),
@@ -417,7 +417,7 @@ def cgroup_items(spec: Spec, container_id: str, lxcpath: str,
         if r.block_io.weight:
             items.append((pre + "blkio.weight", str(r.block_io.weight)))
     else:
-        from execdriver.kernel.cgroups.v2 import blkio_to_io_weight, shares_to_weight, swap_max
+        from execdriver.host import blkio_to_io_weight, shares_to_weight, swap_max
         pre = "lxc.cgroup2."
         if mem.limit:
             items.append((pre + "memory.max", str(mem.limit)))
@@ -629,14 +629,14 @@ def seccomp_profile(spec: Spec, table: Mapping[str, int] | None = None) -> str |
         return None
     profile: SeccompProfile | config.SeccompProfile      # the default one is Config data
     if spec.seccomp.mode == "default":
-        from execdriver.kernel.seccomp_default import DEFAULT_PROFILE
-        profile = DEFAULT_PROFILE
+        from execdriver.host import DEFAULT_SECCOMP_PROFILE
+        profile = DEFAULT_SECCOMP_PROFILE
     else:
         assert spec.seccomp.profile is not None
         profile = spec.seccomp.profile
     if table is None:
-        from execdriver.kernel.syscall_table import SYSCALLS
-        table = SYSCALLS
+        from execdriver.host import SYSCALL_NUMBERS
+        table = SYSCALL_NUMBERS
     lines = ["2", f"allowlist {ENOSYS_ACTION}"]
     decided: set[str] = set()                       # by an unconditional rule
     compared: dict[str, list[SeccompArg | config.SeccompArg]] = {}   # the conditions of a name's rules
