@@ -212,10 +212,6 @@ def test_interface_stats_of_self_and_missing_pid() -> None:
         network.interface_stats(999999999)
 
 
-def test_join_path() -> None:
-    assert network.join_container_netns_path(42) == "/proc/42/ns/net"
-
-
 def test_importing_network_does_not_import_pyroute2() -> None:
     code = ("import sys; import execdriver.kernel.network as n; "
             "n.plan; print('pyroute2' in sys.modules)")

@@ -27,7 +27,6 @@ from .stats import interface_stats, parse_net_dev
 __all__ = [
     "NetworkPlan",
     "interface_stats",
-    "join_container_netns_path",
     "leftovers",
     "parse_net_dev",
     "plan",
@@ -52,6 +51,3 @@ def write_etc_files(plan: NetworkPlan | dict[str, Any], dest_dir: Path, hostname
                         list(dns) or list(p.dns))
 
 
-def join_container_netns_path(pid: int) -> str:
-    """The netns file a ``container:<id>`` container joins (its target's init pid)."""
-    return f"/proc/{pid}/ns/net"
