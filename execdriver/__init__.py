@@ -28,7 +28,7 @@ _EXPORTS = {
     "ExecDriverError": "errors", "SpecError": "errors", "UnsupportedFeature": "errors",
     "DriverNotFound": "errors", "DriverLoadError": "errors", "DriverUnavailable": "errors",
     "ContainerNotFound": "errors", "ContainerExists": "errors", "InvalidArgument": "errors",
-    "InvalidState": "errors", "StepFailed": "errors",
+    "InvalidState": "errors", "StepFailed": "errors", "ExitStatusLost": "errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]  # noqa: PLE0605 - one table: _EXPORTS

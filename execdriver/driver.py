@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import UnsupportedFeature
+from .errors import ContainerNotFound, ExitStatusLost, UnsupportedFeature
 from .signals import parse_signal  # noqa: F401 - part of the public API
 
 if TYPE_CHECKING:  # pydantic is heavy: imported where a spec is really needed
@@ -119,23 +119,40 @@ class Stdio:
 class Handle:
     """A started container (or exec'd process) that can be waited on.
 
-    ``waiter`` returns the ExitStatus, blocking; drivers supply it. ``pid`` is
-    the process to watch for asyncio waits (via a pidfd).
+    ``waiter`` returns the ExitStatus, blocking (None when its timeout expired);
+    drivers supply it. ``pid`` is the process to watch for asyncio waits (via a
+    pidfd). Any number of threads and tasks may wait on one handle: one of them
+    waits on the process, the others on it, and all get the same status.
     """
 
     def __init__(self, container_id: str, pid: int, waiter: Callable[[float | None], ExitStatus | None]):
+        import threading
         self.id = container_id
         self.pid = pid
         self._waiter = waiter
         self._status: ExitStatus | None = None
+        self._lock = threading.Lock()
         #: with a terminal: the pty master (the caller relays it, see execdriver.console)
         self.pty_master: int | None = None
 
     def wait(self, timeout: float | None = None) -> ExitStatus | None:
-        """Block until the process ends (None when ``timeout`` expired first)."""
-        if self._status is None:
-            self._status = self._waiter(timeout)
-        return self._status
+        """Block until the process ends; None only when ``timeout`` expired first.
+
+        A process that ended with no recorded status raises ExitStatusLost.
+        """
+        if self._status is not None:
+            return self._status
+        import time
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            return None                 # another thread is waiting and it has not ended
+        try:
+            if self._status is None:
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                self._status = self._waiter(left)
+            return self._status
+        finally:
+            self._lock.release()
 
     async def wait_async(self) -> ExitStatus:
         """Await the end without blocking the event loop."""
@@ -160,7 +177,8 @@ class Handle:
                 loop.remove_reader(pidfd)
                 os.close(pidfd)
         status = await loop.run_in_executor(None, self.wait, None)
-        assert status is not None
+        if status is None:      # (wait without a timeout returns a status or raises)
+            raise ExitStatusLost(f"wait id={self.id}: no exit status", container_id=self.id)
         return status
 
 
@@ -254,8 +272,9 @@ class ExecDriver(abc.ABC):
 
     @abc.abstractmethod
     def terminate(self, container_id: str) -> None:
-        """Kill everything in the container and remove all it created. Idempotent
-        for a container whose creation was interrupted at any point."""
+        """Kill everything in the container and remove all it created. Idempotent:
+        a container that is already gone (or whose creation was interrupted at any
+        point) is not an error."""
 
     @abc.abstractmethod
     def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
@@ -272,6 +291,51 @@ class ExecDriver(abc.ABC):
     @abc.abstractmethod
     def pids(self, container_id: str) -> list[int]:
         ...
+
+    def handle(self, container_id: str) -> Handle:
+        """A Handle on an existing container, from any process (a restarted supervisor):
+        its ``wait`` returns the exit status, also for one that already stopped.
+
+        This default polls ``info``; drivers override it with something better.
+        """
+        import time
+        info = self.info(container_id)
+
+        def waiter(timeout: float | None) -> ExitStatus | None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            delay = 0.005
+            while True:
+                try:
+                    now = self.info(container_id)
+                except ContainerNotFound:
+                    raise ExitStatusLost(f"wait id={container_id}: the container was removed "
+                                         "before its exit status was read",
+                                         container_id=container_id) from None
+                if now.status == Status.STOPPED:
+                    if now.exit_status is None:
+                        raise ExitStatusLost(f"wait id={container_id}: the container ended "
+                                             "but its exit status was not recorded",
+                                             container_id=container_id)
+                    return now.exit_status
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        return Handle(container_id, info.pid or 0, waiter)
+
+    def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus | None:
+        """Wait for a container to stop, from any process; None when ``timeout`` expired."""
+        return self.handle(container_id).wait(timeout)
+
+    def logs(self, container_id: str) -> bytes:
+        """What a detached container started without stdio wrote (stdout and stderr,
+        interleaved), kept until the container is removed."""
+        from .state import LOG_FILE
+        self.info(container_id)     # ContainerNotFound for what is not ours
+        try:
+            return (self.state.dir(container_id) / LOG_FILE).read_bytes()
+        except FileNotFoundError:
+            return b""
 
     def list(self) -> list[ContainerInfo]:
         """Every container of this driver in the state store."""

@@ -79,6 +79,11 @@ class InvalidState(ExecDriverError):
     """The operation does not fit the container's current status."""
 
 
+class ExitStatusLost(ExecDriverError):
+    """The container (or exec'd process) ended, but its exit status was not recorded:
+    its monitor was killed, or it was removed before anyone held its record."""
+
+
 class UnsupportedHost(ExecDriverError):
     """This machine lacks what the runtime needs (an architecture, a kernel feature)."""
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import RootMode
 from .driver import ContainerInfo, ExecDriver, ExitStatus, Handle, NetworkStats, Stats, Status, Stdio
-from .errors import InvalidState
+from .errors import ContainerNotFound, InvalidState
 from .libcontainer.container import Container
 
 if TYPE_CHECKING:
@@ -77,6 +77,13 @@ class LinuxContainerDriver(ExecDriver):
             status = c.wait(timeout)
             return None if status is None else _exit(status)
         return Handle(c.id, c.state.pid or 0, waiter)
+
+    def handle(self, container_id: str) -> Handle:
+        """A Handle on an existing container, from any process: waits on the init with
+        a pidfd and holds its exit record, so the status survives a terminate."""
+        c = self._container(container_id)
+        c.hold_exit_record()
+        return self._handle(c)
 
     # -- queries --------------------------------------------------------------
     def _container(self, container_id: str) -> Container:
@@ -145,7 +152,11 @@ class LinuxContainerDriver(ExecDriver):
 
     # -- terminate ----------------------------------------------------------
     def terminate(self, container_id: str) -> None:
-        Container.load(self.state, container_id).destroy()
+        try:
+            c = Container.load(self.state, container_id)
+        except ContainerNotFound:
+            return                      # idempotent: already gone
+        c.destroy()
 
 
 def _exit(status: tuple[int, bool]) -> ExitStatus:

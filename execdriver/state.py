@@ -36,6 +36,8 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 STATE_FILE = "state.json"
 SPEC_FILE = "spec.json"
 CONFIG_FILE = "config.json"
+#: a detached container's stdout and stderr when it was started without stdio
+LOG_FILE = "output.log"
 
 
 def default_root() -> Path:

@@ -837,7 +837,7 @@ class LXCDriver(ExecDriver):
     def terminate(self, container_id: str) -> None:
         if not self.state.exists(container_id):
             self.state.sweep(container_id)     # what a create killed before its rename left
-            raise ContainerNotFound(container_id)
+            return                             # idempotent: already gone
         st = self.state.read_or_none(container_id)
         if st is not None and st.driver and st.driver != self.name:
             raise InvalidArgument(f"container {container_id}: belongs to driver {st.driver}, not lxc")

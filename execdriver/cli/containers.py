@@ -7,6 +7,7 @@ loaded by name, so these verbs work for every driver, third-party ones too.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .output import print_json, print_table
@@ -52,6 +53,32 @@ def cmd_pause(args: argparse.Namespace) -> int:
 def cmd_unpause(args: argparse.Namespace) -> int:
     driver, _ = driver_for(args.root, args.id)
     driver.unpause(args.id)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    driver, _ = driver_for(args.root, args.id)
+    data = driver.logs(args.id)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    from execdriver.errors import InvalidArgument, InvalidState
+
+    if args.timeout is not None and not args.timeout >= 0:
+        raise InvalidArgument(f"--timeout {args.timeout}: must be a number of seconds >= 0")
+    driver, _ = driver_for(args.root, args.id)
+    status = driver.wait(args.id, args.timeout)
+    if status is None:
+        raise InvalidState(f"wait id={args.id}: still running after {args.timeout:g} s",
+                           container_id=args.id)
+    if args.format == "json":
+        print_json(status.to_dict())
+    else:
+        print(status.exit_code, flush=True)
     return 0
 
 

@@ -219,6 +219,23 @@ examples:
               epilog="examples:\n  execdriver list\n  execdriver ls -q\n  execdriver list --format json")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
     _format(p)
+    p = _verb(sub, "logs", "containers:cmd_logs", common,
+              help="print what a detached container wrote",
+              description="Print the stdout and stderr (interleaved) of a container started "
+                          "with --detach and no other output; kept until it is removed.",
+              epilog="example:\n  execdriver logs web1")
+    _id(p)
+    p = _verb(sub, "wait", "containers:cmd_wait", common,
+              help="wait for a container to stop and print its exit code",
+              description="Block until the container stops, then print its exit code "
+                          "(128+N when killed by signal N). Works from any shell, for a "
+                          "container another process started.",
+              epilog="examples:\n  execdriver wait web1\n  execdriver wait --timeout 30 "
+                     "--format json web1")
+    _id(p)
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up after SECONDS (an error, exit 125)")
+    _format(p)
     p = _verb(sub, "ps", "containers:cmd_ps", common, help="list the processes in a container",
               epilog="example:\n  execdriver ps web1")
     _id(p)

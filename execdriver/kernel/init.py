@@ -190,6 +190,9 @@ def monitor(exit_fd: int, init_pid: int, waiter: str | None = None,
 
     With the compiled waiter, exec it (same job, a fraction of the memory).
     """
+    # Hold only our own fds: whatever the caller left inheritable (a pipe's write
+    # end, a listening socket) must not live as long as the container.
+    close_fds(3, {exit_fd} - {-1}, syscalls)
     try:
         fd = syscalls.open("/dev/null", os.O_RDWR)
         for target in (0, 1, 2):

@@ -306,6 +306,10 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
             syscalls.set_pdeathsig(signal.SIGKILL)
         initmod.reset_signals()
         initmod.setup_stdio(stdio, syscalls)
+        # Nothing of the caller's but stdio and the preserved fds goes along (a
+        # pipe's write end kept here would never let the process see EOF).
+        initmod.close_fds(3 + proc.preserve_fds,
+                          {sock.fileno(), root_fd, *(fd for fd, _ in ns_fds)}, syscalls)
         # Only the exec'd process joins the cgroup (the helper must not count
         # against its pids/memory limits): open the files now, while the
         # host's paths are still visible, and let the child write itself in.
@@ -352,6 +356,8 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
             syscalls.close(watch_w)
         for fd in procs_fds:
             syscalls.close(fd)
+        # The process has what it needs; the helper keeps only the sync socket.
+        initmod.close_fds(3, {sock.fileno(), watch_r} - {-1}, syscalls)
         if proc.oom_score_adj is not None:
             sync.send(sock, {"type": "pid", "pid": child})
         if watch_r >= 0:

@@ -24,6 +24,7 @@ import json
 import os
 import select
 import signal as _signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,17 +33,24 @@ from ..config import Config, IDMapping, Namespace, Process, RootMode
 from ..errors import (
     ContainerNotFound,
     ExecDriverError,
+    ExitStatusLost,
     InvalidState,
     StateCorrupt,
     StepFailed,
     step_error,
 )
 from ..hooks import run_hooks, run_hooks_warn
-from ..state import ContainerState, StateStore, default_cgroup_name, pid_alive, pid_start_time
+from ..state import (
+    LOG_FILE,
+    ContainerState,
+    StateStore,
+    default_cgroup_name,
+    pid_alive,
+    pid_start_time,
+)
 
 EXIT_FILE = "exit.json"
 FIFO_FILE = "exec.fifo"
-LOG_FILE = "output.log"
 OCI_VERSION = "1.0.2"
 FIFO_TIMEOUT = 10.0
 
@@ -70,6 +78,15 @@ class Container:
         #: created here with keep_exec_channel: the init's sync socket, so that start()
         #: reports what fails between start and exec (cwd, execve) instead of losing it
         self.exec_channel: Any = None
+        # The exit record, held open (hold_exit_record) so that it can be read after
+        # destroy removed the directory; and the status once read.
+        self._exit_fd: int | None = None
+        self._exit: tuple[int, bool] | None = None
+        #: whether the monitor is our child (made here, not detached): wait reaps it
+        self._monitor_is_child = False
+
+    def __del__(self) -> None:
+        self.release_exit_record()
 
     @property
     def id(self) -> str:
@@ -205,6 +222,8 @@ class Container:
         if config.caller_reaps and monitor:
             _release_init(monitor, pid_start_time(monitor))
             monitor = 0
+        self._monitor_is_child = bool(monitor) and not detach
+        self.hold_exit_record()
 
         def started(s: ContainerState) -> None:
             s.status = CREATED if use_fifo else RUNNING
@@ -377,33 +396,77 @@ class Container:
             values["networks"] = network.interface_stats(self.state.pid or 0)
         return values
 
-    def exit_status(self) -> tuple[int, bool] | None:
-        """(wait status, OOM-killed) as the monitor recorded it; None if not recorded."""
+    def hold_exit_record(self) -> None:
+        """Keep the exit record open: the status stays readable through this object
+        after ``destroy`` (by anyone) removed the state directory."""
+        if self._exit_fd is None:
+            try:
+                self._exit_fd = os.open(self.dir / EXIT_FILE, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+
+    def release_exit_record(self) -> None:
+        fd, self._exit_fd = self._exit_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _read_exit_record(self) -> dict[str, Any] | None:
         try:
-            data = json.loads((self.dir / EXIT_FILE).read_text())
+            if self._exit_fd is not None:
+                text = os.pread(self._exit_fd, 4096, 0)
+            else:
+                text = (self.dir / EXIT_FILE).read_bytes()
+            data = json.loads(text)
+            return data if isinstance(data, dict) and "wait_status" in data else None
         except (OSError, ValueError):
             return None
-        oom = False
+
+    def _oom_killed(self) -> bool:
         cg = self._cgroup_or_none()
-        if cg is not None:
-            try:
-                oom = cg.exists() and cg.oom_killed()
-            except Exception:  # noqa: BLE001 - a missing counter is not an OOM kill
-                oom = False
-        return int(data["wait_status"]), oom
+        try:
+            return cg is not None and cg.exists() and cg.oom_killed()
+        except Exception:  # noqa: BLE001 - a missing counter is not an OOM kill
+            return False
+
+    def exit_status(self) -> tuple[int, bool] | None:
+        """(wait status, OOM-killed) as the monitor recorded it; None if not recorded."""
+        if self._exit is not None:
+            return self._exit
+        data = self._read_exit_record()
+        if data is None:
+            return None
+        oom = data["oom_killed"] if "oom_killed" in data else self._oom_killed()
+        self._exit = (int(data["wait_status"]), bool(oom))
+        self.release_exit_record()
+        return self._exit
 
     def wait(self, timeout: float | None = None) -> tuple[int, bool] | None:
-        """Wait for the init to end: (wait status, OOM-killed); None on timeout."""
+        """Wait for the init to end: (wait status, OOM-killed); None on timeout.
+
+        ExitStatusLost when it ended with no status recorded (its monitor was
+        killed, or the container was removed before this object held its record).
+        """
+        if self._exit is not None:
+            return self._exit
         st = self.state
-        if not st.detached and st.monitor_pid:
+        if self._monitor_is_child and st.monitor_pid:
             from ..kernel import launch
             if launch.wait_monitor(st.monitor_pid, timeout) is None:
                 return None
-        else:
-            if not wait_pid_exit(st.pid, st.pid_start, timeout):
-                return None
-            wait_pid_exit(st.monitor_pid, st.monitor_start, 2.0)
-        return self.exit_status()
+            self._monitor_is_child = False          # reaped
+        elif not wait_pid_exit(st.pid, st.pid_start, timeout):
+            return None
+        # The monitor records the status as it reaps the init: give it a moment.
+        deadline = time.monotonic() + 2.0
+        while (status := self.exit_status()) is None and time.monotonic() < deadline \
+                and pid_alive(st.monitor_pid, st.monitor_start):
+            time.sleep(0.005)
+        if status is None:
+            status = self.exit_status()
+        if status is None:
+            raise ExitStatusLost(f"wait id={self.id}: the container ended but its exit status "
+                                 "was not recorded", container_id=self.id)
+        return status
 
     def recorded_exit(self) -> tuple[int, bool] | None:
         """The exit status of a stopped container (waiting briefly for its monitor)."""
@@ -496,6 +559,7 @@ class Container:
             try:
                 cg = self.cgroup()
                 if cg is not None:
+                    self._seal_exit_record()
                     cg.destroy()
             except StateCorrupt as exc:
                 untrusted.append(str(exc))      # never act on what cannot be verified
@@ -529,6 +593,29 @@ class Container:
         if untrusted:
             raise StateCorrupt(f"terminate id={cid}: removed; its state named what is not "
                                f"its own: {'; '.join(untrusted)}", container_id=cid)
+
+    def _seal_exit_record(self) -> None:
+        """Add the OOM verdict to a recorded exit while the cgroup can still tell, so a
+        holder of the record (hold_exit_record) has it after the cgroup is gone. The
+        same file, rewritten in place from offset 0 and only growing: a reader never
+        sees it empty."""
+        path = self.dir / EXIT_FILE
+        data = None
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return
+        if not isinstance(data, dict) or "wait_status" not in data or "oom_killed" in data:
+            return
+        data["oom_killed"] = self._oom_killed()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            os.pwrite(fd, json.dumps(data).encode(), 0)
+        finally:
+            os.close(fd)
 
     def _run_hooks_warn(self, step: str, status: str) -> None:
         if step not in self.state.hooks or (self._config is None and not self.store.exists(self.id)):

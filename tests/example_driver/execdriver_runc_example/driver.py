@@ -362,6 +362,9 @@ class RuncExampleDriver(ExecDriver):
         return status
 
     def terminate(self, container_id: str) -> None:
+        validate_id(container_id)
+        if not self.state.exists(container_id):
+            return                      # idempotent: already gone
         st = self._read("terminate", container_id)
         # A frozen container cannot die; then let runc kill and remove it (and its
         # cgroups). Both fail harmlessly when runc never got to create it.

@@ -1,0 +1,196 @@
+"""What an embedding program relies on (issue #19), on the real kernel (root).
+
+Waiting never loses a status (after terminate, from several threads, from another
+process), a lost status is a typed error, terminate is idempotent, a detached
+container's output can be read back, and the runtime's helpers hold none of the
+caller's fds (a pipe fed to an exec reaches EOF; the monitor keeps nothing open).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import helpers_native
+import pytest
+from helpers_native import Box
+from test_cli_chroot import Cli, cli_env
+
+from execdriver.driver import ExitStatus, Status, Stdio
+from execdriver.errors import ContainerNotFound, ExitStatusLost
+from execdriver.state import StateStore, pid_alive
+from execdriver.testing.helpers import wait_until
+
+native = helpers_native.native
+anybox = helpers_native.anybox
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
+
+SLEEP = "sleep 30"
+
+
+def stopped(box: Box, cid: str) -> bool:
+    return box.driver.info(cid).status == Status.STOPPED
+
+
+def eof_within(fd: int, timeout: float) -> bool:
+    """Whether reading ``fd`` reaches EOF (every write end closed) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready and os.read(fd, 4096) == b"":
+            return True
+    return False
+
+
+# --- waiting ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_the_status_survives_terminate(anybox: Box, detach: bool) -> None:
+    cid, handle, _ = anybox.start(anybox.spec("exit 7"), detach=detach)
+    wait_until(lambda: stopped(anybox, cid), 10, what="the container to stop")
+    anybox.driver.terminate(cid)
+    assert handle.wait(10) == ExitStatus(7)
+    assert handle.wait() == ExitStatus(7)            # and again, from the handle's memory
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_terminate_of_a_running_container_gives_its_kill_to_the_waiter(anybox: Box,
+                                                                       detach: bool) -> None:
+    cid, handle, _ = anybox.start(anybox.spec(SLEEP), detach=detach)
+    anybox.driver.terminate(cid)
+    status = handle.wait(10)
+    assert status is not None and status.signal == signal.SIGKILL, status
+
+
+def test_one_handle_waited_on_by_several_threads(native: Box) -> None:
+    _, handle, _ = native.start(native.spec("sleep 0.5; exit 5"), detach=False)
+    results: list[object] = []
+
+    def waiter() -> None:
+        try:
+            results.append(handle.wait(20))
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            results.append(exc)
+    threads = [threading.Thread(target=waiter) for _ in range(4)]
+    for t in threads:
+        t.start()
+    assert handle.wait(0.05) is None                 # a timed-out wait is None, nothing else
+    for t in threads:
+        t.join(30)
+    assert results == [ExitStatus(5)] * 4
+
+
+def test_wait_async_and_a_lost_status_is_a_typed_error(native: Box) -> None:
+    import asyncio
+    cid, handle, _ = native.start(native.spec("exit 4"))
+    assert asyncio.run(handle.wait_async()) == ExitStatus(4)
+    # A monitor killed before the init ends records nothing: the waiter says so.
+    cid, handle, _ = native.start(native.spec(SLEEP))
+    st = StateStore(native.state_root).read(cid)
+    assert st.monitor_pid and pid_alive(st.monitor_pid, st.monitor_start)
+    os.kill(st.monitor_pid, signal.SIGKILL)          # (ours: this test started it)
+    wait_until(lambda: not pid_alive(st.monitor_pid, st.monitor_start), 10, what="monitor gone")
+    native.driver.kill(cid, signal.SIGKILL)
+    with pytest.raises(ExitStatusLost, match=rf"^wait id={cid}: the container ended but its "
+                                             "exit status was not recorded"):
+        handle.wait(10)
+    with pytest.raises(ExitStatusLost):
+        native.driver.wait(cid, 10)
+    with pytest.raises(ExitStatusLost):
+        asyncio.run(native.driver.handle(cid).wait_async())
+
+
+def test_another_process_waits_for_a_container_it_did_not_start(native: Box) -> None:
+    cid, _, _ = native.start(native.spec("sleep 0.5; exit 3"))
+    code = ("import sys, execdriver\n"
+            "d = execdriver.load_driver('native', state_root=sys.argv[1])\n"
+            "print(d.wait(sys.argv[2], 0.01), d.wait(sys.argv[2], 20).exit_code)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(native.state_root), cid],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "None 3\n"
+    # a handle taken before terminate keeps the status; the container is gone after it
+    handle = native.driver.handle(cid)
+    native.driver.terminate(cid)
+    assert handle.wait(5) == ExitStatus(3)
+    with pytest.raises(ContainerNotFound):
+        native.driver.handle(cid)
+
+
+def test_terminate_is_idempotent(anybox: Box) -> None:
+    cid, handle, _ = anybox.start(anybox.spec("true"))
+    anybox.driver.terminate(cid)
+    anybox.driver.terminate(cid)
+    assert handle.wait(5) == ExitStatus(0)
+
+
+# --- logs ---------------------------------------------------------------------------------
+
+def test_a_detached_containers_output_is_kept_until_it_is_removed(native: Box) -> None:
+    cid = helpers_native.new_id("log")
+    native.ids.append(cid)
+    native.driver.start(cid, native.spec("echo out; echo err >&2; echo more"), detach=True)
+    assert native.driver.wait(cid, 10) == ExitStatus(0)
+    assert native.driver.logs(cid) == b"out\nerr\nmore\n"
+    native.driver.terminate(cid)
+    with pytest.raises(ContainerNotFound):
+        native.driver.logs(cid)
+
+
+def test_cli_wait_and_logs(tmp_path: Path, busybox_rootfs: Path) -> None:
+    cli = Cli(tmp_path / "state", cli_env(tmp_path))
+    try:
+        r = cli("run", "--detach", "--name", "w1", "--rootfs", busybox_rootfs, "--",
+                "/bin/sh", "-c", "echo hello; sleep 0.3; exit 6")
+        assert r.returncode == 0, r.stderr
+        assert cli.ok("wait", "w1") == "6\n"
+        assert cli.ok("logs", "w1") == "hello\n"
+        r = cli("wait", "--format", "json", "w1")
+        assert r.returncode == 0 and '"exit_code": 6' in r.stdout
+        r = cli("wait", "--timeout", "-1", "w1")
+        assert r.returncode == 125 and r.stderr.count("\n") == 1 and "--timeout" in r.stderr
+        r = cli("wait", "nosuch")
+        assert r.returncode != 0 and "nosuch" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        if (tmp_path / "state").exists():
+            for cid in os.listdir(tmp_path / "state"):
+                cli("rm", "--force", cid)
+
+
+# --- fds ----------------------------------------------------------------------------------
+
+def test_a_pipe_fed_to_an_exec_reaches_eof(anybox: Box) -> None:
+    cid, _, _ = anybox.start(anybox.spec(SLEEP))
+    stdin_r, stdin_w = os.pipe()
+    out = anybox.output()
+    proc = anybox.driver.process_for_exec(cid, ["cat"])
+    handle = anybox.driver.exec(cid, proc, stdio=Stdio(stdin=stdin_r, stdout=out.fd), detach=True)
+    os.close(stdin_r)
+    os.write(stdin_w, b"through the pipe\n")
+    os.close(stdin_w)
+    assert not isinstance(handle, ExitStatus)
+    assert handle.wait(10) == ExitStatus(0), "cat never saw EOF: a helper kept the write end"
+    assert out.text() == "through the pipe\n"
+
+
+def test_the_monitor_and_the_exec_helper_hold_none_of_the_callers_fds(anybox: Box) -> None:
+    r, w = os.pipe()
+    os.set_inheritable(w, True)         # what an embedding program may well leave open
+    try:
+        cid, _, _ = anybox.start(anybox.spec(SLEEP))
+        proc = anybox.driver.process_for_exec(cid, ["sleep", "30"])
+        anybox.driver.exec(cid, proc, detach=True)
+        os.close(w)
+        w = -1
+        assert eof_within(r, 5), "a monitor or helper still holds the caller's pipe"
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
