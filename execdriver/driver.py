@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .arguments import checked
 from .errors import ContainerNotFound, ExitStatusLost, UnsupportedFeature
 from .signals import parse_signal  # noqa: F401 - part of the public API
 
@@ -201,6 +202,19 @@ class ExecDriver(abc.ABC):
     features: ClassVar[frozenset[str]] = frozenset()
     description: ClassVar[str] = ""
 
+    #: the public verbs: their arguments are checked (execdriver.arguments) in every
+    #: subclass that defines them, before the driver's code runs
+    CHECKED_VERBS: ClassVar[tuple[str, ...]] = (
+        "run", "start", "kill", "pause", "unpause", "info", "terminate", "exec", "stats",
+        "pids", "handle", "wait", "logs")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ExecDriver.CHECKED_VERBS:
+            func = cls.__dict__.get(name)
+            if callable(func):
+                setattr(cls, name, checked(func))
+
     def __init__(self, state_root: str | os.PathLike[str] | None = None) -> None:
         from .state import StateStore
         self.state = StateStore(state_root)
@@ -361,3 +375,7 @@ class ExecDriver(abc.ABC):
             if value is not None:
                 setattr(proc, key, value)
         return proc
+
+
+for _name in ("run", "handle", "wait", "logs"):     # the verbs the base class implements
+    setattr(ExecDriver, _name, checked(ExecDriver.__dict__[_name]))

@@ -121,7 +121,7 @@ def check_exec(pid: int, proc: ProcessConfig, container_id: str | None = None) -
     if status is None:
         return
     risk = getattr(proc.seccomp_filter, "risk", None)
-    raise sync.SyncError("exec", "the process died before exec without reporting why "
+    raise StepFailed("exec", "the process died before exec without reporting why "
                          f"({describe_status(status)})" + (f": {risk}" if risk else ""),
                          container_id=container_id, args=proc.args[0])
 
@@ -168,7 +168,7 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
             if cfg.pause_before_pivot:
                 msg, _ = sync.expect(parent_sock, "hooks", container_id=cfg.container_id)
                 if msg.get("step") != "createContainer":
-                    raise sync.SyncError("sync", "expected the createContainer pause, got "
+                    raise StepFailed("sync", "expected the createContainer pause, got "
                                          f"{msg.get('step')!r}", container_id=cfg.container_id)
                 if on_before_pivot is not None:
                     on_before_pivot(init_pid)
@@ -203,7 +203,7 @@ def wait_exec_of(sock: socket.socket, init_pid: int, proc: ProcessConfig | None 
     """
     last = sync.recv(sock)[0] or {}
     if last.get("type") == "error":
-        raise sync.SyncError(last.get("step") or "exec", last.get("message") or "failed",
+        raise StepFailed(last.get("step") or "exec", last.get("message") or "failed",
                              errno=last.get("errno"), container_id=container_id)
     if last.get("type") == "exec" and proc is not None:
         check_exec(init_pid, proc, container_id)
@@ -277,7 +277,7 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
                     pty_master = fds[0]
                     continue
                 if kind == "error":
-                    raise sync.SyncError(msg.get("step") or "exec", msg.get("message") or "failed",
+                    raise StepFailed(msg.get("step") or "exec", msg.get("message") or "failed",
                                          errno=msg.get("errno"))
                 if kind == "pid" and proc.oom_score_adj is not None:
                     set_oom_score_adj(int(msg["pid"]), proc.oom_score_adj, syscalls)

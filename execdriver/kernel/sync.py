@@ -51,10 +51,6 @@ from .syscalls import Syscalls
 MAX_MSG = 65536
 
 
-class SyncError(StepFailed):
-    pass
-
-
 def socketpair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
@@ -100,13 +96,13 @@ def expect(sock: socket.socket, want: str, *, container_id: str | None = None,
     """Receive the next message; raise StepFailed on an error message, EOF or surprise."""
     msg, fds = recv(sock, with_fds)
     if msg is None:
-        raise SyncError("init", f"container process exited before sending {want!r}",
+        raise StepFailed("init", f"container process exited before sending {want!r}",
                         container_id=container_id)
     if msg.get("type") == "error":
-        raise SyncError(msg.get("step") or "init", msg.get("message") or "failed",
+        raise StepFailed(msg.get("step") or "init", msg.get("message") or "failed",
                         errno=msg.get("errno"), container_id=container_id)
     if msg.get("type") != want:
-        raise SyncError("sync", f"expected {want!r}, got {msg.get('type')!r}",
+        raise StepFailed("sync", f"expected {want!r}, got {msg.get('type')!r}",
                         container_id=container_id)
     return msg, fds
 

@@ -126,6 +126,7 @@ def test_another_process_waits_for_a_container_it_did_not_start(native: Box) -> 
 
 def test_terminate_is_idempotent(anybox: Box) -> None:
     cid, handle, _ = anybox.start(anybox.spec("true"))
+    wait_until(lambda: stopped(anybox, cid), 10, what="the container to stop")
     anybox.driver.terminate(cid)
     anybox.driver.terminate(cid)
     assert handle.wait(5) == ExitStatus(0)

@@ -160,7 +160,7 @@ def test_deny_all_profile_fails_fast_embedded_with_faulthandler(native: Box) -> 
                        check=False, capture_output=True, text=True, timeout=30)
     lines = p.stdout.splitlines()
     assert len(lines) == 2, (p.stdout, p.stderr)
-    assert lines[0].startswith("SyncError exec exec args=/bin/true: the process died before exec"), lines
+    assert lines[0].startswith("StepFailed exec exec args=/bin/true: the process died before exec"), lines
     assert "exit status 126" in lines[0] and "execve (errno)" in lines[0], lines
     assert float(lines[1]) < 5
     assert not leftovers(native.state_root, cid, native.rootfs)

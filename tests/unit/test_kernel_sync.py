@@ -31,6 +31,7 @@ from fake_syscalls import (
     process_config,
 )
 
+from execdriver.errors import StepFailed
 from execdriver.kernel import init, launch, mounts, sync
 from execdriver.kernel import syscalls as sc
 from execdriver.kernel.initconfig import InitConfig
@@ -112,7 +113,7 @@ def test_an_init_error_names_the_step_errno_and_file() -> None:
     fake.fail("mount", errno.EPERM, match=lambda a: a[2] == "proc")
     it = Init(init_config(mounts=[PROC]), fake)
     sync.send(it.sock, {"type": "continue"})
-    with pytest.raises(sync.SyncError) as err:
+    with pytest.raises(StepFailed) as err:
         sync.expect(it.sock, "ready", container_id="c1")
     assert (err.value.step, err.value.errno) == ("mount /proc", errno.EPERM)
     assert it.run.wait() == init.EXIT_SETUP_FAILED
@@ -225,7 +226,7 @@ def test_spawn_refuses_a_pause_out_of_protocol(pause: bool, step: str, expected:
     c = Container(pause=True, pause_step=step)
     fake = FakeSyscalls(fork=[(MONITOR_PID, c)])
     called: list[int] = []
-    with pytest.raises(sync.SyncError, match=expected):
+    with pytest.raises(StepFailed, match=expected):
         spawn(init_config(pause_before_pivot=pause), c, fake, on_before_pivot=called.append)
     assert called == []
     assert ("waitpid", (MONITOR_PID, 0)) in fake.calls
@@ -256,7 +257,7 @@ def test_spawn_raises_the_init_s_error_by_step_and_errno_and_reaps() -> None:
     c = Container(fail={"type": "error", "step": "mount /proc", "errno": errno.EINVAL,
                         "message": "mounted /proc is not procfs"})
     fake = FakeSyscalls(fork=[(MONITOR_PID, c)])
-    with pytest.raises(sync.SyncError) as err:
+    with pytest.raises(StepFailed) as err:
         spawn(init_config(), c, fake)
     assert (err.value.step, err.value.errno) == ("mount /proc", errno.EINVAL)
     assert fake.calls[-3:] == [("kill", (INIT_PID, 9)), ("kill", (MONITOR_PID, 9)),
