@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .kernel.cgroups.mountinfo import is_unified, read_mountinfo, v1_hierarchies
     from .kernel.cgroups.v1 import blkio_bytes
     from .kernel.cgroups.v2 import blkio_to_io_weight, shares_to_weight, swap_max
+    from .kernel.lifetime import call as call_from_lifetime_thread
     from .kernel.mounts import make_target
     from .kernel.seccomp_default import DEFAULT_PROFILE as DEFAULT_SECCOMP_PROFILE
     from .kernel.syscall_table import SYSCALLS as SYSCALL_NUMBERS
@@ -55,6 +56,8 @@ _EXPORTS = {
     "prctl": ("syscalls", "prctl"),
     "set_dumpable": ("syscalls", "set_dumpable"),
     "set_pdeathsig": ("syscalls", "set_pdeathsig"),
+    # forks whose parent-death signal must follow the process, not the calling thread
+    "call_from_lifetime_thread": ("lifetime", "call"),
     # paths inside a rootfs
     "make_target": ("mounts", "make_target"),
     # seccomp: the default profile (plain Config data) and this architecture's numbers
@@ -63,9 +66,10 @@ _EXPORTS = {
 }
 __all__ = [
     "DEFAULT_SECCOMP_PROFILE", "SYSCALL_NUMBERS", "blkio_bytes", "blkio_to_io_weight",
-    "container_rules", "is_unified", "make_target", "prctl", "read_file", "read_int",
-    "read_keyed", "read_mountinfo", "read_procs", "remove_tree", "rule_line", "set_dumpable",
-    "set_pdeathsig", "shares_to_weight", "signal_pids", "swap_max", "v1_hierarchies",
+    "call_from_lifetime_thread", "container_rules", "is_unified", "make_target", "prctl",
+    "read_file", "read_int", "read_keyed", "read_mountinfo", "read_procs", "remove_tree",
+    "rule_line", "set_dumpable", "set_pdeathsig", "shares_to_weight", "signal_pids",
+    "swap_max", "v1_hierarchies",
 ]
 
 

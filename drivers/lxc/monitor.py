@@ -269,12 +269,17 @@ def spawn(body: Callable[[], int], *, detach: bool, stdio: tuple[int, int, int] 
     go_r, go_w = os.pipe()
     try:
         if not detach:
-            pid = os.fork()
-            if pid == 0:
-                for fd in (go_w, *close):
-                    os.close(fd)
-                run_child(lambda: _foreground(parent, go_r, die_with_caller), body, stdio)
-            return Monitor(pid, go_w)
+            from execdriver.host import call_from_lifetime_thread
+
+            def fork_foreground() -> int:
+                pid = os.fork()
+                if pid == 0:
+                    for fd in (go_w, *close):
+                        os.close(fd)
+                    run_child(lambda: _foreground(parent, go_r, die_with_caller), body, stdio)
+                return pid
+            # (its parent-death signal must follow this process, not this thread)
+            return Monitor(call_from_lifetime_thread(fork_foreground), go_w)
         return Monitor(_spawn_detached(parent, go_r, go_w, body, stdio, close), go_w)
     except BaseException:
         os.close(go_w)

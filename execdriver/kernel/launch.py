@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from ..errors import StepFailed
 from . import init as initmod
-from . import sync
+from . import lifetime, sync
 from . import syscalls as sc
 from .initconfig import InitConfig, ProcessConfig
 from .syscalls import Syscalls
@@ -140,13 +140,18 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
     sync socket comes back in ``Spawned.exec_channel``, for a caller that starts
     the container itself and wants to hear what fails before exec."""
     parent_sock, child_sock = syscalls.socketpair()
-    pid = syscalls.fork()
-    if pid == 0:
-        parent_sock.close()
-        try:
-            initmod.stage1(cfg, child_sock, stdio, syscalls)
-        finally:
-            syscalls._exit(initmod.EXIT_SETUP_FAILED)
+
+    def fork_stage1() -> int:
+        pid = syscalls.fork()
+        if pid == 0:
+            parent_sock.close()
+            try:
+                initmod.stage1(cfg, child_sock, stdio, syscalls)
+            finally:
+                syscalls._exit(initmod.EXIT_SETUP_FAILED)
+        return pid
+    # (stage-1's parent-death signal must follow this process, not this thread)
+    pid = lifetime.call(fork_stage1)
     child_sock.close()
     init_pid = 0
     pty_master = None
@@ -257,11 +262,14 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
     parent_sock, child_sock = syscalls.socketpair()
     root_fd = syscalls.open(f"/proc/{init_pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     ns_fds = join_fds(init_pid, ns_types, syscalls)
-    pid = syscalls.fork()
-    if pid == 0:
-        parent_sock.close()
-        _exec_helper(root_fd, ns_fds, cgroup_procs, proc, stdio, child_sock, chroot_root, detach,
-                     syscalls)
+    def fork_helper() -> int:
+        pid = syscalls.fork()
+        if pid == 0:
+            parent_sock.close()
+            _exec_helper(root_fd, ns_fds, cgroup_procs, proc, stdio, child_sock, chroot_root,
+                         detach, syscalls)
+        return pid
+    pid = lifetime.call(fork_helper)
     child_sock.close()
     syscalls.close(root_fd)
     for fd, _ in ns_fds:

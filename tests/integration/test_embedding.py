@@ -195,3 +195,35 @@ def test_the_monitor_and_the_exec_helper_hold_none_of_the_callers_fds(anybox: Bo
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+# --- lifetime: the process's, not the thread's --------------------------------------------
+
+@pytest.mark.parametrize("how", ["thread", "pool", "asyncio"])
+def test_a_foreground_container_outlives_the_thread_that_started_it(anybox: Box, how: str) -> None:
+    """The parent-death signal follows the thread that forked: a container started from a
+    worker thread used to be SIGKILLed the moment that thread ended."""
+    import asyncio
+    import concurrent.futures
+    spec = anybox.spec("sleep 1; exit 3")
+    cid = helpers_native.new_id("thr")
+    anybox.ids.append(cid)
+
+    def start() -> object:
+        return anybox.driver.start(cid, spec)
+    if how == "thread":
+        box: list[object] = []
+        t = threading.Thread(target=lambda: box.append(start()))
+        t.start()
+        t.join()
+        handle = box[0]
+    elif how == "pool":
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            handle = pool.submit(start).result()
+    else:
+        async def main() -> object:
+            return await asyncio.to_thread(start)
+        handle = asyncio.run(main())
+    time.sleep(0.3)             # the thread is gone (a pool's worker too, after shutdown)
+    assert anybox.driver.info(cid).status == Status.RUNNING
+    assert handle.wait(20) == ExitStatus(3)     # type: ignore[attr-defined]

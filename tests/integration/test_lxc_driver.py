@@ -898,3 +898,18 @@ def test_a_fork_of_the_runtime_does_not_use_its_monitor_server(served, busybox_r
     assert os.waitstatus_to_exitcode(status) == 6
     assert served._monitor_server() is server       # ours still answers us
     assert sh(served, busybox_rootfs, "exit 2")[0] == ExitStatus(code=2)
+
+
+@pytest.mark.parametrize("served_monitors", [False, True])
+def test_a_foreground_run_outlives_the_thread_that_started_it(driver, busybox_rootfs, request,
+                                                             served_monitors):
+    """Its monitor's parent-death signal follows the process, not the starting thread."""
+    import concurrent.futures
+    if served_monitors:
+        driver = request.getfixturevalue("served")
+    spec = spec_for(driver, busybox_rootfs, "sleep 1; exit 3")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        handle = pool.submit(driver.start, "t1", spec).result()
+    time.sleep(0.3)                 # the pool's worker thread is gone
+    assert driver.info("t1").status == Status.RUNNING
+    assert handle.wait(20) == ExitStatus(code=3)
