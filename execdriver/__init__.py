@@ -29,6 +29,7 @@ _EXPORTS = {
     "DriverNotFound": "errors", "DriverLoadError": "errors", "DriverUnavailable": "errors",
     "ContainerNotFound": "errors", "ContainerExists": "errors", "InvalidArgument": "errors",
     "InvalidState": "errors", "StepFailed": "errors", "ExitStatusLost": "errors",
+    "ExecTimeout": "errors", "ExecResult": "driver",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]  # noqa: PLE0605 - one table: _EXPORTS

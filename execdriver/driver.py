@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .arguments import checked
-from .errors import ContainerNotFound, ExitStatusLost, UnsupportedFeature
+from .errors import (
+    ContainerNotFound,
+    ExecTimeout,
+    ExitStatusLost,
+    InvalidArgument,
+    InvalidState,
+    UnsupportedFeature,
+)
 from .signals import parse_signal  # noqa: F401 - part of the public API
 
 if TYPE_CHECKING:  # pydantic is heavy: imported where a spec is really needed
@@ -103,6 +110,15 @@ class Stats:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """What ``exec_capture`` returns: how the process ended and all it wrote."""
+
+    status: ExitStatus
+    stdout: bytes
+    stderr: bytes
+
+
 @dataclass
 class Stdio:
     """File descriptors for a container's stdin, stdout and stderr (None: inherit)."""
@@ -135,6 +151,32 @@ class Handle:
         self._lock = threading.Lock()
         #: with a terminal: the pty master (the caller relays it, see execdriver.console)
         self.pty_master: int | None = None
+
+    @classmethod
+    def reaping(cls, container_id: str, child: int, pid: int | None = None) -> Handle:
+        """A handle on our child process ``child``, reaped by a daemon thread as soon as
+        it ends (no zombie, whether anyone waits or not). ``pid``: the process to
+        signal and to watch, if not the child itself (an exec helper's process)."""
+        import threading
+        done = threading.Event()
+        box: list[int] = []
+
+        def reap() -> None:
+            try:
+                box.append(os.waitpid(child, 0)[1])
+            except ChildProcessError:
+                pass
+            done.set()
+        threading.Thread(target=reap, name=f"execdriver-reap-{child}", daemon=True).start()
+
+        def waiter(timeout: float | None) -> ExitStatus | None:
+            if not done.wait(timeout):
+                return None
+            if not box:
+                raise ExitStatusLost(f"wait id={container_id}: process {child} was reaped "
+                                     "by someone else", container_id=container_id)
+            return ExitStatus.from_wait_status(box[0])
+        return cls(container_id, pid or child, waiter)
 
     def wait(self, timeout: float | None = None) -> ExitStatus | None:
         """Block until the process ends; None only when ``timeout`` expired first.
@@ -206,7 +248,7 @@ class ExecDriver(abc.ABC):
     #: subclass that defines them, before the driver's code runs
     CHECKED_VERBS: ClassVar[tuple[str, ...]] = (
         "run", "start", "kill", "pause", "unpause", "info", "terminate", "exec", "stats",
-        "pids", "handle", "wait", "logs")
+        "pids", "handle", "wait", "logs", "exec_start", "exec_capture")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -351,6 +393,104 @@ class ExecDriver(abc.ABC):
         except FileNotFoundError:
             return b""
 
+    def exec_start(self, container_id: str, process: Process, *,
+                   stdio: Stdio | None = None) -> Handle:
+        """Start ``process`` in a running container and return at once with a Handle
+        (its ``pid`` is the process: signal it to stop it; ``wait`` for its status).
+        The process outlives the caller, like a detached exec."""
+        handle = self.exec(container_id, process, stdio=stdio, detach=True)
+        if not isinstance(handle, Handle):      # (a driver that ignored detach)
+            raise InvalidState(f"exec id={container_id}: driver {self.name} did not detach",
+                               container_id=container_id)
+        return handle
+
+    def exec_capture(self, container_id: str, command: builtins.list[str] | Process, *,
+                     input: bytes | None = None, timeout: float | None = None) -> ExecResult:
+        """Run a command in a running container, as subprocess.run(capture_output=True):
+        feed it ``input`` (else /dev/null), collect stdout and stderr, return them with
+        its status. After ``timeout`` seconds the process is killed and ExecTimeout
+        (with what it wrote so far) is raised."""
+        import selectors
+        import time
+
+        from .spec import Process as SpecProcess
+        if isinstance(command, SpecProcess):
+            process = command.model_copy(update={"terminal": False})
+        elif isinstance(command, builtins.list) and command and all(isinstance(a, str) for a in command):
+            process = self.process_for_exec(container_id, command)
+        else:
+            raise InvalidArgument("exec_capture command: expected a non-empty list of str or an "
+                                  f"execdriver.Process, got {command!r}")
+        if input is not None and not isinstance(input, (bytes, bytearray, memoryview)):
+            raise InvalidArgument(f"exec_capture input: expected bytes or None, got "
+                                  f"{type(input).__name__}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ours: builtins.list[int] = []       # what we read from / write to
+        theirs: builtins.list[int] = []     # the process's ends, closed once it has them
+        try:
+            if input is None:
+                stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                theirs.append(stdin)
+                in_w = -1
+            else:
+                stdin, in_w = os.pipe()
+                theirs.append(stdin)
+                ours.append(in_w)
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            ours += [out_r, err_r]
+            theirs += [out_w, err_w]
+            handle = self.exec_start(container_id, process,
+                                     stdio=Stdio(stdin=stdin, stdout=out_w, stderr=err_w))
+            for fd in theirs:
+                os.close(fd)
+            theirs.clear()
+            chunks: dict[int, builtins.list[bytes]] = {out_r: [], err_r: []}
+            pending = memoryview(bytes(input or b""))
+            with selectors.DefaultSelector() as sel:
+                for fd in (out_r, err_r):
+                    sel.register(fd, selectors.EVENT_READ)
+                if in_w >= 0:
+                    os.set_blocking(in_w, False)
+                    sel.register(in_w, selectors.EVENT_WRITE)
+                while sel.get_map():
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    for key, _ in sel.select(left):
+                        fd = int(key.fd)
+                        if fd == in_w:
+                            try:
+                                pending = pending[os.write(fd, pending[:65536]):]
+                            except BrokenPipeError:
+                                pending = pending[:0]
+                            if not pending:
+                                sel.unregister(fd)
+                                os.close(fd)
+                                ours.remove(fd)
+                        else:
+                            data = os.read(fd, 65536)
+                            if data:
+                                chunks[fd].append(data)
+                            else:
+                                sel.unregister(fd)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            status = handle.wait(left)
+            stdout, stderr = b"".join(chunks[out_r]), b"".join(chunks[err_r])
+            if status is None:
+                try:
+                    os.kill(handle.pid, _signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                handle.wait(10)
+                raise ExecTimeout(f"exec id={container_id} args={process.args[0]}: still running "
+                                  f"after {timeout:g} s: killed", stdout=stdout, stderr=stderr,
+                                  container_id=container_id)
+            return ExecResult(status, stdout, stderr)
+        finally:
+            for fd in ours + theirs:
+                os.close(fd)
+
     def list(self) -> list[ContainerInfo]:
         """Every container of this driver in the state store."""
         out = []
@@ -377,5 +517,6 @@ class ExecDriver(abc.ABC):
         return proc
 
 
-for _name in ("run", "handle", "wait", "logs"):     # the verbs the base class implements
+# the verbs the base class implements
+for _name in ("run", "handle", "wait", "logs", "exec_start", "exec_capture"):
     setattr(ExecDriver, _name, checked(ExecDriver.__dict__[_name]))

@@ -84,6 +84,16 @@ class ExitStatusLost(ExecDriverError):
     its monitor was killed, or it was removed before anyone held its record."""
 
 
+class ExecTimeout(ExecDriverError):
+    """exec_capture's process ran past its timeout and was killed; ``stdout`` and
+    ``stderr`` hold what it wrote until then."""
+
+    def __init__(self, message: str, *, stdout: bytes = b"", stderr: bytes = b"",
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.stdout, self.stderr = stdout, stderr
+
+
 class UnsupportedHost(ExecDriverError):
     """This machine lacks what the runtime needs (an architecture, a kernel feature)."""
 

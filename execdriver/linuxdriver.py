@@ -137,18 +137,15 @@ class LinuxContainerDriver(ExecDriver):
         from .kernel import launch
         c = self._container(container_id)
         proc = decode(ProcessConfig, process.model_dump(), "process")
-        pid, pty_master = c.exec(proc, stdio.fds() if stdio else (0, 1, 2), detach=detach)
-
-        def waiter(timeout: float | None) -> ExitStatus | None:
-            status = launch.wait_monitor(pid, timeout)
-            return None if status is None else ExitStatus.from_wait_status(status)
-        handle = Handle(container_id, pid, waiter)
-        handle.pty_master = pty_master
-        if detach or pty_master is not None:
+        started = c.exec(proc, stdio.fds() if stdio else (0, 1, 2), detach=detach)
+        if detach or started.pty_master is not None:
+            # The helper is reaped as soon as it ends; the handle's pid is the process.
+            handle = Handle.reaping(container_id, started.helper_pid, started.pid)
+            handle.pty_master = started.pty_master
             return handle
-        result = handle.wait()
-        assert result is not None
-        return result
+        status = launch.wait_monitor(started.helper_pid)
+        assert status is not None
+        return ExitStatus.from_wait_status(status)
 
     # -- terminate ----------------------------------------------------------
     def terminate(self, container_id: str) -> None:

@@ -27,6 +27,7 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import StepFailed
 from . import init as initmod
@@ -240,6 +241,12 @@ def wait_monitor(pid: int, timeout: float | None = None) -> int | None:
 
 # --- exec into a running container -----------------------------------------
 
+class ExecStarted(NamedTuple):
+    helper_pid: int
+    pid: int
+    pty_master: int | None
+
+
 NS_ORDER = ("user", "mount", "cgroup", "ipc", "uts", "network", "pid", "time")
 
 
@@ -251,8 +258,12 @@ def join_fds(init_pid: int, ns_types: set[str], syscalls: Syscalls = LIBC) -> li
 def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
                  proc: ProcessConfig, stdio: tuple[int, int, int], *,
                  chroot_root: bool, detach: bool = False,
-                 syscalls: Syscalls = LIBC) -> tuple[int, int | None]:
-    """Start ``proc`` inside the container of ``init_pid``; return the helper's pid.
+                 syscalls: Syscalls = LIBC) -> ExecStarted:
+    """Start ``proc`` inside the container of ``init_pid``.
+
+    Returns the helper's pid (our child: wait on it with wait_monitor; its exit
+    code mirrors the process's), the process's pid (to signal it) and with a
+    terminal the pty master.
 
     The helper joins the cgroup and namespaces, forks (to enter the pid
     namespace), and its child drops privileges and execs. The helper's exit
@@ -275,6 +286,7 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
     for fd, _ in ns_fds:
         syscalls.close(fd)
     pty_master = None
+    process_pid = 0
     with parent_sock:
         try:
             while True:
@@ -287,9 +299,11 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
                 if kind == "error":
                     raise StepFailed(msg.get("step") or "exec", msg.get("message") or "failed",
                                          errno=msg.get("errno"))
-                if kind == "pid" and proc.oom_score_adj is not None:
-                    set_oom_score_adj(int(msg["pid"]), proc.oom_score_adj, syscalls)
-                    sync.send(parent_sock, {"type": "continue"})
+                if kind == "pid":
+                    process_pid = int(msg["pid"])
+                    if proc.oom_score_adj is not None:
+                        set_oom_score_adj(process_pid, proc.oom_score_adj, syscalls)
+                        sync.send(parent_sock, {"type": "continue"})
                     continue
                 if kind == "exec":
                     check_exec(int(msg["pid"]), proc)
@@ -299,7 +313,7 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
                 syscalls.close(pty_master)
             _kill_and_reap(pid, syscalls)
             raise
-    return pid, pty_master
+    return ExecStarted(pid, process_pid or pid, pty_master)
 
 
 def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list[str],
@@ -366,8 +380,9 @@ def _exec_helper(root_fd: int, ns_fds: list[tuple[int, int]], cgroup_procs: list
             syscalls.close(fd)
         # The process has what it needs; the helper keeps only the sync socket.
         initmod.close_fds(3, {sock.fileno(), watch_r} - {-1}, syscalls)
-        if proc.oom_score_adj is not None:
-            sync.send(sock, {"type": "pid", "pid": child})
+        # The parent learns the process's pid (to signal it; and to write its
+        # oom_score_adj, which the process waits for).
+        sync.send(sock, {"type": "pid", "pid": child})
         if watch_r >= 0:
             step = "exec watch"
             sync.watch_exec(sock, watch_r, child, syscalls)

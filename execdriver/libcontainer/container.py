@@ -518,10 +518,12 @@ class Container:
         return cg
 
     def exec(self, process: Process, stdio: tuple[int, int, int] = (0, 1, 2), *,
-             detach: bool = False, allow_paused: bool = False) -> tuple[int, int | None]:
-        """Start ``process`` in the running container: (pid, pty master or None).
+             detach: bool = False, allow_paused: bool = False) -> Any:
+        """Start ``process`` in the running container: a launch.ExecStarted (the
+        helper's pid, the process's pid, the pty master or None).
 
-        Not detached, the pid is our child's (wait for it with launch.wait_monitor).
+        The helper is our child (wait for it with launch.wait_monitor); its exit
+        code mirrors the process's.
         ``allow_paused``: join a frozen container too (the process freezes with it).
         """
         from ..kernel import initconfig, launch, seccomp

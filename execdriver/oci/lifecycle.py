@@ -366,8 +366,9 @@ def exec_(ctx: Context, container_id: str, opts: ExecOptions) -> int:
     # With a pid file the helper must outlive us: our caller reaps it (its exit
     # code is the process's).
     detached = opts.detach or bool(opts.pid_file)
-    pid, master = c.exec(decode(ProcessConfig, proc.model_dump(), "process"), detach=detached,
-                         allow_paused=opts.ignore_paused)
+    started = c.exec(decode(ProcessConfig, proc.model_dump(), "process"), detach=detached,
+                     allow_paused=opts.ignore_paused)
+    pid, master = started.helper_pid, started.pty_master
     if master is not None:
         try:
             if opts.console_socket:

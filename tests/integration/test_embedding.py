@@ -23,7 +23,7 @@ from helpers_native import Box
 from test_cli_chroot import Cli, cli_env
 
 from execdriver.driver import ExitStatus, Status, Stdio
-from execdriver.errors import ContainerNotFound, ExitStatusLost
+from execdriver.errors import ContainerNotFound, ExecTimeout, ExitStatusLost
 from execdriver.state import StateStore, pid_alive
 from execdriver.testing.helpers import wait_until
 
@@ -227,3 +227,55 @@ def test_a_foreground_container_outlives_the_thread_that_started_it(anybox: Box,
     time.sleep(0.3)             # the thread is gone (a pool's worker too, after shutdown)
     assert anybox.driver.info(cid).status == Status.RUNNING
     assert handle.wait(20) == ExitStatus(3)     # type: ignore[attr-defined]
+
+
+# --- exec like subprocess -------------------------------------------------------------------
+
+def zombies_of(pid: int) -> list[int]:
+    """Our children that are zombies (<defunct>)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                data = Path(f"/proc/{entry}/stat").read_bytes()
+            except OSError:
+                continue
+            fields = data[data.rfind(b")") + 2:].split()
+            if fields[0] == b"Z" and int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def test_exec_capture_is_subprocess_run(anybox: Box) -> None:
+    cid, _, _ = anybox.start(anybox.spec(SLEEP))
+    r = anybox.driver.exec_capture(cid, ["sh", "-c", "cat; echo err >&2; exit 4"], input=b"in\n")
+    assert (r.status, r.stdout, r.stderr) == (ExitStatus(4), b"in\n", b"err\n")
+    big = os.urandom(1 << 20)        # more than a pipe holds, both ways at once
+    r = anybox.driver.exec_capture(cid, ["cat"], input=big)
+    assert r.status == ExitStatus(0) and r.stdout == big
+    r = anybox.driver.exec_capture(cid, ["sh", "-c", "read x || echo eof"])
+    assert r.stdout == b"eof\n"                       # no input: /dev/null, not our stdin
+    t0 = time.monotonic()
+    with pytest.raises(ExecTimeout, match=rf"^exec id={cid} args=sh: still running after 0.5 s"
+                                          ": killed") as err:
+        anybox.driver.exec_capture(cid, ["sh", "-c", "echo started; exec sleep 30"], timeout=0.5)
+    assert err.value.stdout == b"started\n" and time.monotonic() - t0 < 10
+    wait_until(lambda: len(anybox.driver.pids(cid)) == 1, 10,
+               what="the timed-out process to be gone (only the init left)")
+
+
+def test_an_exec_handle_signals_the_process_and_detached_helpers_leave_no_zombie(
+        anybox: Box) -> None:
+    cid, _, _ = anybox.start(anybox.spec(SLEEP))
+    proc = anybox.driver.process_for_exec(cid, ["sleep", "30"])
+    handles = [anybox.driver.exec_start(cid, proc) for _ in range(5)]
+    # the handle's pid is the process in the container, not a helper outside it
+    assert all(h.pid in anybox.driver.pids(cid) for h in handles)
+    os.kill(handles[0].pid, signal.SIGKILL)
+    status = handles[0].wait(10)
+    assert status is not None and status.signal == signal.SIGKILL
+    for h in handles[1:]:
+        os.kill(h.pid, signal.SIGTERM)
+    # nobody waits on these four: they must be reaped anyway
+    wait_until(lambda: not zombies_of(os.getpid()), 10, what="no <defunct> child")
+    assert all(h.pid not in anybox.driver.pids(cid) for h in handles)
