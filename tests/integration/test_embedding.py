@@ -279,3 +279,21 @@ def test_an_exec_handle_signals_the_process_and_detached_helpers_leave_no_zombie
     # nobody waits on these four: they must be reaped anyway
     wait_until(lambda: not zombies_of(os.getpid()), 10, what="no <defunct> child")
     assert all(h.pid not in anybox.driver.pids(cid) for h in handles)
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+def test_runs_from_four_threads_at_once(anybox: Box) -> None:
+    """Concurrent creates and destroys share the parent cgroup level: one's destroy used to
+    remove it under another's create (ENODEV reading cpuset.cpus, ENOSPC joining a cpuset
+    made anew and not yet set)."""
+    import concurrent.futures
+    spec = anybox.spec(args=["/bin/true"])
+
+    def one(i: int) -> ExitStatus:
+        cid = helpers_native.new_id(f"par{i}")
+        anybox.ids.append(cid)
+        return anybox.driver.run(cid, spec)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(one, range(48)))
+    assert statuses == [ExitStatus(0)] * 48

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from ...errors import StepFailed
@@ -98,13 +99,14 @@ class CgroupV1Manager(CgroupManager):
     def create(self) -> None:
         cpuset_mount = self.mounts.get("cpuset")
         for mount, _path in self._dirs():
-            for attempt in range(5):
+            for attempt in range(20):
                 try:
                     self._make_levels(mount, init_cpuset=(mount == cpuset_mount))
                     break
                 except FileNotFoundError:
-                    if attempt == 4:   # a parent vanished under a concurrent destroy: retry
+                    if attempt == 19:   # a parent vanished under a concurrent destroy: retry
                         raise
+                    time.sleep(0.001 * attempt)
         for _mount, path in self._dirs():
             if not os.path.isdir(path):
                 raise StepFailed("cgroup create", "directory missing after mkdir", path=path)
@@ -125,14 +127,20 @@ class CgroupV1Manager(CgroupManager):
             if init_cpuset:
                 # a new v1 cpuset is empty and takes no task until cpus and mems are set
                 for f in ("cpuset.cpus", "cpuset.mems"):
-                    if not (read_file(os.path.join(current, f)) or "").strip():
-                        try:
-                            write_file(os.path.join(current, f),
-                                       (read_file(os.path.join(parent, f)) or "").strip())
-                        except StepFailed as exc:
-                            if exc.errno == _errno.ENOENT:
-                                raise FileNotFoundError(exc.errno, os.strerror(exc.errno), current) from None
-                            raise
+                    try:
+                        if not (read_file(os.path.join(current, f)) or "").strip():
+                            value = (read_file(os.path.join(parent, f)) or "").strip()
+                            if not value:
+                                # The parent was made anew by a concurrent create that has
+                                # not set it yet (after a concurrent destroy removed it).
+                                raise FileNotFoundError(_errno.ENOENT, "parent cpuset not set",
+                                                        parent)
+                            write_file(os.path.join(current, f), value)
+                    except StepFailed as exc:
+                        # (ENODEV: the files of a directory being removed)
+                        if exc.errno in (_errno.ENOENT, _errno.ENODEV):
+                            raise FileNotFoundError(exc.errno, os.strerror(exc.errno), current) from None
+                        raise
 
     def exists(self) -> bool:
         return any(os.path.isdir(p) for _m, p in self._dirs())

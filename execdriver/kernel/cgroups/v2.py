@@ -107,7 +107,13 @@ class CgroupV2Manager(CgroupManager):
     def _make_levels(self) -> None:
         current = self.root
         for part in self.name.split("/"):
-            enable_controllers(current)
+            try:
+                enable_controllers(current)
+            except StepFailed as exc:
+                # (ENODEV: the files of a directory being removed by a concurrent destroy)
+                if exc.errno in (_errno.ENOENT, _errno.ENODEV):
+                    raise FileNotFoundError(exc.errno, os.strerror(exc.errno), current) from None
+                raise
             current = os.path.join(current, part)
             try:
                 os.mkdir(current, 0o755)
