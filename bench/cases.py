@@ -252,6 +252,54 @@ def latency_cases(ctx: Context) -> list[Latency]:
     return [case_api(ctx), *case_cli(ctx), *case_podman(ctx), case_lxc(ctx), case_chroot(ctx)]
 
 
+# --- throughput from threads ------------------------------------------------------------
+
+THREADS = 4
+THREADS_TARGET = 1.5        # our runs/s must be >= this many times runc's
+
+
+def _runc_threads(ctx: Context, threads: int, n: int) -> float:
+    """``n`` ``runc run`` of /bin/true from ``threads`` threads at once: runs per second."""
+    from concurrent.futures import ThreadPoolExecutor
+    bundle = ctx.ws.runc_bundle("true", TRUE)
+    root = ctx.state_root("runc-threads")
+
+    def one(cid: str) -> int:
+        return subprocess.run(["runc", "--root", root, "run", "-b", str(bundle), cid],
+                              check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode
+    with ThreadPoolExecutor(threads) as pool:
+        t0 = time.perf_counter()
+        codes = list(pool.map(one, [new_id("runct") for _ in range(n)]))
+        dt = time.perf_counter() - t0
+    if any(codes):
+        raise BenchError(f"runc run from {threads} threads: {sum(1 for c in codes if c)} failed")
+    return n / dt
+
+
+def threads(ctx: Context, n: int, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """driver.run(true) from 4 threads of one process against 4 threads spawning runc run,
+    interleaved rounds; runs per second, ratio ours/runc (target >= 1.5)."""
+    why = _runc_missing() or _driver_missing("native")
+    row: dict[str, Any] = {"threads": THREADS, "n": n, "target": THREADS_TARGET}
+    if why:
+        return {**row, "status": "not available", "reason": why}
+    ours: list[float] = []
+    anchor: list[float] = []
+    for r in range(rounds):
+        got = ctx.worker.call(op="threads", driver="native", state_root=ctx.state_root("threads"),
+                              rootfs=str(ctx.ws.rootfs), args=TRUE, n=n, threads=THREADS,
+                              prefix=new_id("thr"))
+        if got.get("failed"):
+            raise BenchError(f"driver.run from {THREADS} threads: {got['failed']} failed")
+        ours.append(float(got["runs_per_second"]))
+        anchor.append(_runc_threads(ctx, THREADS, n))
+        log(f"threads round {r + 1}/{rounds}: ours {ours[-1]:.1f} runs/s, runc {anchor[-1]:.1f}")
+    ratio = statistics.median(ours) / statistics.median(anchor)
+    return {**row, "status": "ok", "ours": ours, "anchor": anchor, "ratio": ratio,
+            "met": ratio >= THREADS_TARGET}
+
+
 # --- density --------------------------------------------------------------------------
 
 def _runc_density(ctx: Context, n: int) -> dict[str, Any]:

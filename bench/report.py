@@ -30,6 +30,16 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         verdict = "met" if c["met"] else f"NOT met (x{c['ratio'] / c['target']:.2f} over)"
         out.append([c["name"], c["title"], _ms(c["ours"]), c["anchor_title"], _ms(c["anchor"]),
                     f"{c['ratio']:.2f}", f"<= {c['target']}", verdict])
+    t = results.get("threads")
+    if t and t.get("status") == "ok":
+        ours, anc = statistics.median(t["ours"]), statistics.median(t["anchor"])
+        out.append(["threads", f"driver.run(true) from {t['threads']} threads (runs/s)",
+                    f"{ours:.1f}", f"runc run from {t['threads']} threads", f"{anc:.1f}",
+                    f"{t['ratio']:.2f}", f">= {t['target']}",
+                    "met" if t["met"] else f"NOT met (x{t['target'] / t['ratio']:.2f} short)"])
+    elif t:
+        out.append(["threads", "driver.run(true) from threads", "-", "runc", "-", "-",
+                    f">= {t.get('target', '-')}", f"{t.get('status')}: {t.get('reason')}"])
     d = results.get("density")
     if d and d.get("status") == "ok":
         n = d["n"]

@@ -23,11 +23,12 @@ if __package__ in (None, ""):          # run as a script: bench/run.py
     __package__ = "bench"
 
 from bench import report
-from bench.cases import Context, density, latency_cases
+from bench.cases import Context, density, latency_cases, threads
 from bench.sides import BenchError, Worker
 from bench.workspace import Workspace, machine_facts
 
-ALL_CASES = ["api", "cli", "cli-server", "podman", "podman-server", "lxc", "chroot", "density"]
+ALL_CASES = ["api", "cli", "cli-server", "podman", "podman-server", "lxc", "chroot", "threads",
+             "density"]
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -129,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             if case.name in args.cases:
                 log(f"{case.name}: {case.title} vs {case.anchor_title}, {args.rounds} rounds")
                 results["cases"].append(run_latency(case, args.rounds, args.warmup))
+        if "threads" in args.cases:
+            try:
+                results["threads"] = threads(ctx, 20 if args.quick else 60,
+                                             3 if args.quick else 5, log)
+            except BenchError as exc:
+                log(f"threads: failed: {exc}")
+                results["threads"] = {"status": "failed", "reason": str(exc)}
         if "density" in args.cases:
             try:
                 results["density"] = density(ctx, args.density, args.density_rounds, log)

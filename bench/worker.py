@@ -60,6 +60,23 @@ def op_run(req: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": dt, "exit": status.exit_code}
 
 
+def op_threads(req: dict[str, Any]) -> dict[str, Any]:
+    """``n`` runs of ``driver.run`` from ``threads`` threads at once: runs per second."""
+    from concurrent.futures import ThreadPoolExecutor
+    d = _driver(req["driver"], req["state_root"])
+    spec = _spec(d, req["rootfs"], req["args"])
+    ids = [f"{req['prefix']}-{i}" for i in range(req["n"])]
+
+    def one(cid: str) -> int:
+        return int(d.run(cid, spec, stdio=_stdio()).exit_code)
+    with ThreadPoolExecutor(req["threads"]) as pool:
+        t0 = time.perf_counter()
+        codes = list(pool.map(one, ids))
+        dt = time.perf_counter() - t0
+    return {"seconds": dt, "runs_per_second": len(ids) / dt,
+            "failed": sum(1 for c in codes if c != 0)}
+
+
 def op_density(req: dict[str, Any]) -> dict[str, Any]:
     """Start N detached containers, list them, stats of each, measure the monitors, terminate."""
     d = _driver(req["driver"], req["state_root"])
@@ -123,6 +140,8 @@ def main() -> int:
                 resp = op_run(req)
             elif req["op"] == "density":
                 resp = op_density(req)
+            elif req["op"] == "threads":
+                resp = op_threads(req)
             elif req["op"] == "quit":
                 break
             else:

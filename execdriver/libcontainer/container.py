@@ -435,7 +435,11 @@ class Container:
         data = self._read_exit_record()
         if data is None:
             return None
-        oom = data["oom_killed"] if "oom_killed" in data else self._oom_killed()
+        if "oom_killed" in data:
+            oom = data["oom_killed"]
+        else:
+            oom = data["oom_killed"] = self._oom_killed()
+            self._write_exit_record(data)       # (destroy need not ask the cgroup again)
         self._exit = (int(data["wait_status"]), bool(oom))
         self.release_exit_record()
         return self._exit
@@ -601,19 +605,20 @@ class Container:
         holder of the record (hold_exit_record) has it after the cgroup is gone. The
         same file, rewritten in place from offset 0 and only growing: a reader never
         sees it empty."""
-        path = self.dir / EXIT_FILE
-        data = None
         try:
-            data = json.loads(path.read_bytes())
+            data = json.loads((self.dir / EXIT_FILE).read_bytes())
         except (OSError, ValueError):
             return
         if not isinstance(data, dict) or "wait_status" not in data or "oom_killed" in data:
             return
         data["oom_killed"] = self._oom_killed()
+        self._write_exit_record(data)
+
+    def _write_exit_record(self, data: dict[str, Any]) -> None:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(self.dir / EXIT_FILE, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
-            return
+            return          # removed already: the holders have what they read
         try:
             os.pwrite(fd, json.dumps(data).encode(), 0)
         finally:

@@ -48,9 +48,18 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
     return entries
 
 
+_last: tuple[str, tuple[MountEntry, ...]] = ("", ())
+
+
 def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """The mount table, parsed again only when its text changed (a run reads it
+    several times and it seldom changes)."""
+    global _last
     with open(path) as f:
-        return parse_mountinfo(f.read())
+        text = f.read()
+    if text != _last[0]:
+        _last = (text, tuple(parse_mountinfo(text)))
+    return list(_last[1])
 
 
 def _under(path: str, root: str) -> bool:
