@@ -352,12 +352,16 @@ class ExecDriver(abc.ABC):
         """A Handle on an existing container, from any process (a restarted supervisor):
         its ``wait`` returns the exit status, also for one that already stopped.
 
-        This default polls ``info``; drivers override it with something better.
+        This default polls ``info`` (a container removed before it was seen stopped
+        is ExitStatusLost); drivers override it with something better.
         """
         import time
         info = self.info(container_id)
+        ended = info.exit_status if info.status == Status.STOPPED else None
 
         def waiter(timeout: float | None) -> ExitStatus | None:
+            if ended is not None:       # read now: it survives a terminate before the wait
+                return ended
             deadline = None if timeout is None else time.monotonic() + timeout
             delay = 0.005
             while True:

@@ -383,6 +383,23 @@ class DriverConformance:
         status = handle.wait(self.wait_timeout)
         assert status is not None and status.exit_code == 4, f"got {status}"
 
+    def test_exec_capture(self) -> None:
+        requires(self.driver, "exec")
+        cid, _, _ = self.start_detached(self.spec(SLEEP))
+        r = self.driver.exec_capture(cid, ["/bin/sh", "-c", "cat; echo e >&2; exit 5"],
+                                     input=b"fed\n", timeout=self.wait_timeout)
+        assert (r.status.exit_code, r.stdout, r.stderr) == (5, b"fed\n", b"e\n"), r
+
+    def test_waiting_from_anywhere(self) -> None:
+        """driver.wait and driver.handle find a container by id; a handle keeps the
+        status after terminate; terminate twice is not an error."""
+        cid, _, _ = self.start_detached(self.spec(["/bin/sh", "-c", "exit 6"]))
+        assert self.driver.wait(cid, self.wait_timeout) == ExitStatus(6)
+        handle = self.driver.handle(cid)
+        self.driver.terminate(cid)
+        self.driver.terminate(cid)
+        assert handle.wait(self.wait_timeout) == ExitStatus(6)
+
     def test_exec_in_stopped_container_refused(self) -> None:
         requires(self.driver, "exec")
         cid, handle, _ = self.start_detached(self.spec(["/bin/true"]))
