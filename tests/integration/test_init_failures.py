@@ -21,7 +21,7 @@ from pathlib import Path
 
 import helpers_native
 import pytest
-from helpers_native import Box, leftovers, new_id, status_fields, userns_spec, wait_until
+from helpers_native import Box, leftovers, new_id, status_fields, userns_spec
 from test_cli_chroot import Cli, cli_env
 
 from execdriver.driver import ExitStatus
@@ -49,10 +49,9 @@ def no_proc(box: Box, args: list[str]):
     return spec
 
 
-def child_of(pid: int) -> int:
-    """The one child of ``pid`` (an exec helper's process)."""
-    path = f"/proc/{pid}/task/{pid}/children"
-    return int(wait_until(lambda: Path(path).read_text().split(), what="a child")[0])
+def parent_of(pid: int) -> int:
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(data[data.rfind(b")") + 2:].split()[1])
 
 
 def oom_of(pid: int) -> int:
@@ -84,11 +83,13 @@ def test_oom_score_adj_without_proc_for_exec(native: Box) -> None:
     proc = native.driver.process_for_exec(cid, ["/bin/sleep", "1000"], oom_score_adj=700)
     handle = native.driver.exec(cid, proc, detach=True)
     try:
-        helper = handle.pid
-        assert oom_of(child_of(helper)) == 700
+        # the handle's pid is the process; the helper (outside the container) is its parent
+        assert oom_of(handle.pid) == 700
+        helper = parent_of(handle.pid)
+        assert handle.pid in native.driver.pids(cid) and helper not in native.driver.pids(cid)
         assert oom_of(helper) == oom_of(os.getpid())     # only the process gets it
     finally:
-        os.kill(child_of(handle.pid), signal.SIGKILL)
+        os.kill(handle.pid, signal.SIGKILL)
         handle.wait(10)
 
 
