@@ -17,6 +17,8 @@ if TYPE_CHECKING:   # argparse only when a command is parsed here, not for the w
 EXIT_ERROR = 125        # execdriver itself failed (docker's convention)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_PIPE = 141         # stdout closed early (128 + SIGPIPE)
+EXIT_NOT_EXECUTABLE = 126   # the command exists but cannot be run (docker, the shells)
+EXIT_NOT_FOUND = 127        # the command was not found
 
 
 def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -137,7 +139,20 @@ def run_main(argv: list[str]) -> int:
         raise  # --help and --version
     except Exception as exc:  # noqa: BLE001 - every error becomes one line and 125
         report(exc, debug)
-        return EXIT_ERROR
+        return exit_code(exc)
+
+
+def exit_code(exc: BaseException) -> int:
+    """125, or as docker and the shells: 127 for a command not found, 126 for one
+    that cannot be executed (the container's process never started)."""
+    import errno
+    step = getattr(exc, "step", None) or ""
+    if step.startswith("exec args="):
+        if getattr(exc, "errno", None) == errno.ENOENT:
+            return EXIT_NOT_FOUND
+        if getattr(exc, "errno", None) in (errno.EACCES, errno.ENOEXEC, errno.EISDIR):
+            return EXIT_NOT_EXECUTABLE
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

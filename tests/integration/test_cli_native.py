@@ -112,3 +112,18 @@ def test_exec_with_tty(cli: Cli, busybox_rootfs: Path) -> None:
     assert rc == 2, out
     assert b"/dev/pts/" in out
     cli.ok("rm", "--force", "t1")
+
+
+@pytest.mark.parametrize("command,code", [("/nonexistent", 127), ("nosuchcmd", 127),
+                                          ("/etc/passwd", 126), ("/etc", 126)])
+def test_a_command_not_found_or_not_executable_exits_127_or_126(
+        cli: Cli, busybox_rootfs: Path, command: str, code: int) -> None:
+    """As docker and the shells do; the error stays one line, and nothing is left."""
+    r = cli("run", "--rootfs", busybox_rootfs, "--", command)
+    assert r.returncode == code, r.stderr
+    assert r.stderr.count("\n") == 1 and f"exec args={command}: " in r.stderr
+    assert cli.ok("run", "-d", "--name", "x127", "--rootfs", busybox_rootfs, "--", "sleep", "30")
+    r = cli("exec", "x127", "--", command)
+    assert r.returncode == code, r.stderr
+    cli.ok("rm", "-f", "x127")
+    assert cli.ok("list", "-q") == ""
