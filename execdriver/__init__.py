@@ -15,6 +15,38 @@ TYPE_CHECKING = False   # (typing costs 3 ms at start-up; mypy treats this as Tr
 if TYPE_CHECKING:
     from typing import Any
 
+    # What __getattr__ hands out, for type checkers (py.typed): the same table.
+    from .driver import (  # noqa: F401 - re-exported (see _EXPORTS)
+        Availability,
+        ContainerInfo,
+        ExecDriver,
+        ExecResult,
+        ExitStatus,
+        Handle,
+        Stats,
+        Status,
+        Stdio,
+        parse_signal,
+    )
+    from .errors import (  # noqa: F401 - re-exported (see _EXPORTS)
+        ContainerExists,
+        ContainerNotFound,
+        DriverLoadError,
+        DriverNotFound,
+        DriverUnavailable,
+        ExecDriverError,
+        ExecTimeout,
+        ExitStatusLost,
+        InvalidArgument,
+        InvalidState,
+        SpecError,
+        StepFailed,
+        UnsupportedFeature,
+    )
+    from .loader import discover, driver_names, load_driver  # noqa: F401 - re-exported (see _EXPORTS)
+    from .spec import ALL_FEATURES, Process, Spec, features_used, load_spec, validate_spec  # noqa: F401 - re-exported (see _EXPORTS)
+    from .state import ContainerState, StateStore, validate_id  # noqa: F401 - re-exported (see _EXPORTS)
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

@@ -9,6 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The conformance fixtures are opt-in (no pytest11 entry point loads them into every
+# pytest run of the environment): a driver's test suite names the plugin.
+pytest_plugins = ["execdriver.testing.plugin"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() != 0:

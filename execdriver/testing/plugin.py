@@ -1,7 +1,7 @@
-"""pytest plugin (entry point ``pytest11: execdriver_conformance``): conformance fixtures.
+"""pytest plugin with the conformance fixtures; opt-in: ``pytest_plugins =
+["execdriver.testing.plugin"]`` in a conftest.py, or ``-p execdriver.testing.plugin``.
 
-Loaded into every pytest run where execdriver is installed, so it imports
-nothing heavy at module level. Fixtures:
+It imports nothing heavy at module level. Fixtures:
 
 - ``conformance_rootfs`` (session): a busybox rootfs, built once; do not modify it.
 - ``conformance_state_root``: a private, empty state root for one test.
