@@ -51,7 +51,7 @@ from ..state import (
 
 EXIT_FILE = "exit.json"
 FIFO_FILE = "exec.fifo"
-OCI_VERSION = "1.0.2"
+OCI_VERSION = "1.1.0"   # the runtime-spec version we implement (state, --version, features)
 FIFO_TIMEOUT = 10.0
 
 # Container statuses (the OCI runtime-spec's names)

@@ -127,7 +127,7 @@ def features() -> dict[str, Any]:
     from .config import MOUNT_FLAGS, NAMESPACES, SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS
     return {
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.1.0",
+        "ociVersionMax": state.OCI_VERSION,
         "hooks": list(STEPS),
         "mountOptions": sorted(MOUNT_FLAGS),
         "linux": {

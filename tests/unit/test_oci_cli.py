@@ -125,6 +125,9 @@ def test_terminal_and_console_socket_must_agree(tmp_path: Path) -> None:
 def test_version() -> None:
     r = run_oci("--version")
     assert r.returncode == 0 and r.stdout.startswith("execdriver-oci version ")
+    # the spec version it names is the one features reports as the highest supported
+    spec_line = r.stdout.splitlines()[1]
+    assert spec_line == f"spec: {json.loads(run_oci('features').stdout)['ociVersionMax']}"
 
 
 def test_features_json() -> None:
