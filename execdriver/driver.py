@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import abc
 import builtins
+import contextlib
 import dataclasses
 import enum
 import os
 import signal as _signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -152,6 +153,18 @@ class Handle:
         #: with a terminal: the pty master (the caller relays it, see execdriver.console)
         self.pty_master: int | None = None
 
+    def close(self) -> None:
+        """Close the pty master, if the caller did not take it."""
+        fd, self.pty_master = self.pty_master, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> Handle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @classmethod
     def reaping(cls, container_id: str, child: int, pid: int | None = None) -> Handle:
         """A handle on our child process ``child``, reaped by a daemon thread as soon as
@@ -248,7 +261,7 @@ class ExecDriver(abc.ABC):
     #: subclass that defines them, before the driver's code runs
     CHECKED_VERBS: ClassVar[tuple[str, ...]] = (
         "run", "start", "kill", "pause", "unpause", "info", "terminate", "exec", "stats",
-        "pids", "handle", "wait", "logs", "exec_start", "exec_capture")
+        "pids", "handle", "wait", "logs", "exec_start", "exec_capture", "started")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -298,6 +311,22 @@ class ExecDriver(abc.ABC):
             status = handle.wait()
             assert status is not None
             return status
+        finally:
+            self.terminate(container_id)
+
+    @contextlib.contextmanager
+    def started(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
+                detach: bool = False) -> Iterator[Handle]:
+        """``start``, as a context manager that terminates the container (and closes a
+        pty master) when the block ends, whatever way it ends::
+
+            with driver.started("job1", spec) as handle:
+                status = handle.wait(60)
+        """
+        handle = self.start(container_id, spec, stdio=stdio, detach=detach)
+        try:
+            with handle:
+                yield handle
         finally:
             self.terminate(container_id)
 
@@ -522,5 +551,5 @@ class ExecDriver(abc.ABC):
 
 
 # the verbs the base class implements
-for _name in ("run", "handle", "wait", "logs", "exec_start", "exec_capture"):
+for _name in ("run", "handle", "wait", "logs", "exec_start", "exec_capture", "started"):
     setattr(ExecDriver, _name, checked(ExecDriver.__dict__[_name]))

@@ -297,3 +297,31 @@ def test_runs_from_four_threads_at_once(anybox: Box) -> None:
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(one, range(48)))
     assert statuses == [ExitStatus(0)] * 48
+
+
+# --- context managers -----------------------------------------------------------------------
+
+def test_started_terminates_whatever_way_the_block_ends(anybox: Box) -> None:
+    cid = helpers_native.new_id("cm")
+    anybox.ids.append(cid)
+    with pytest.raises(RuntimeError, match="the block failed"), \
+            anybox.driver.started(cid, anybox.spec(SLEEP), detach=True) as handle:
+        assert anybox.driver.info(cid).status == Status.RUNNING
+        raise RuntimeError("the block failed")
+    with pytest.raises(ContainerNotFound):
+        anybox.driver.info(cid)
+    status = handle.wait(10)
+    assert status is not None and status.signal == signal.SIGKILL
+
+
+def test_a_terminal_handle_closes_its_pty_master(native: Box) -> None:
+    cid = helpers_native.new_id("pty")
+    native.ids.append(cid)
+    spec = native.spec("sleep 30")
+    spec.process.terminal = True
+    with native.driver.started(cid, spec, detach=True) as handle:
+        master = handle.pty_master
+        assert master is not None and os.isatty(master)
+    assert handle.pty_master is None
+    with pytest.raises(OSError):
+        os.fstat(master)
