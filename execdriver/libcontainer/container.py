@@ -60,8 +60,11 @@ CREATING, CREATED, RUNNING, PAUSED, STOPPED = "creating", "created", "running", 
 Warn = Callable[[str], None]
 
 
-def _no_warning(_message: str) -> None:
-    pass
+def log_warning(message: str) -> None:
+    """The default ``warn``: the ``execdriver`` logger (a failed poststart or poststop
+    hook, a clean-up that failed after another error), so nothing vanishes."""
+    import logging      # (only when there is something to say: it is not cheap to import)
+    logging.getLogger("execdriver").warning("%s", message)
 
 
 class Container:
@@ -71,7 +74,7 @@ class Container:
                  config: Config | None = None) -> None:
         self.store = store
         self.state = state
-        self.warn = warn or _no_warning
+        self.warn = warn or log_warning
         self._config = config
         #: with process.terminal: the pty master, until the caller takes it (pop_pty_master)
         self.pty_master: int | None = None
@@ -147,8 +150,9 @@ class Container:
         except BaseException as exc:
             try:
                 self._cleanup()
-            except Exception:  # noqa: BLE001, S110 - the original error matters more
-                pass
+            except Exception as cleanup:  # noqa: BLE001 - the original error is raised
+                self.warn(f"create id={container_id}: cleaning up after {exc!r} failed too: "
+                          f"{cleanup}")
             if self.pty_master is not None:
                 os.close(self.pty_master)
                 self.pty_master = None

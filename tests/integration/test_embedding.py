@@ -325,3 +325,19 @@ def test_a_terminal_handle_closes_its_pty_master(native: Box) -> None:
     assert handle.pty_master is None
     with pytest.raises(OSError):
         os.fstat(master)
+
+
+# --- logging --------------------------------------------------------------------------------
+
+def test_a_failed_poststart_or_poststop_hook_is_logged_not_lost(
+        native: Box, caplog: pytest.LogCaptureFixture) -> None:
+    from execdriver.spec import Hook
+    spec = native.spec("true")
+    spec.hooks.poststart = [Hook(path="/bin/false")]
+    spec.hooks.poststop = [Hook(path="/bin/sh", args=["sh", "-c", "exit 3"])]
+    with caplog.at_level("WARNING", logger="execdriver"):
+        status, _ = native.run(spec)
+    assert status == ExitStatus(0)          # (runtime-spec: these failures only warn)
+    logged = [r.getMessage() for r in caplog.records if r.name == "execdriver"]
+    assert any(m.startswith("hook poststart") for m in logged), logged
+    assert any(m.startswith("hook poststop") for m in logged), logged
