@@ -62,8 +62,9 @@ Warn = Callable[[str], None]
 
 def log_warning(message: str) -> None:
     """The default ``warn``: the ``execdriver`` logger (a failed poststart or poststop
-    hook, a clean-up that failed after another error), so nothing vanishes."""
-    import logging      # (only when there is something to say: it is not cheap to import)
+    hook, a clean-up that failed after another error), so nothing vanishes. (logging
+    is imported only when there is something to say: it is not cheap to import.)"""
+    import logging
     logging.getLogger("execdriver").warning("%s", message)
 
 
