@@ -213,3 +213,20 @@ def test_console_script_module_is_thin() -> None:
     source = Path(__file__).resolve().parents[2].joinpath("execdriver/cli/oci.py").read_text()
     assert len(source.splitlines()) < 30 and "execdriver.oci.cli" in source
     assert os.access(sys.executable, os.X_OK)
+
+
+def test_every_option_and_argument_has_help() -> None:
+    import argparse
+
+    from execdriver.oci.parser import build_parser
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, where: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{where} {name}")
+            elif action.help is None:
+                missing.append(f"{where} {'/'.join(action.option_strings) or action.dest}")
+    walk(build_parser(), "execdriver-oci")
+    assert not missing, missing
