@@ -280,6 +280,12 @@ class ExecDriver(abc.ABC):
         """Whether the driver can work on this host, and if not, why."""
         return Availability(True)
 
+    @classmethod
+    def details(cls) -> dict[str, str]:
+        """How the driver will run containers on this host, for ``execdriver drivers``
+        (name -> one line); none by default."""
+        return {}
+
     def default_spec(self, rootfs: str, args: list[str] | None = None) -> Spec:
         """A safe default spec this driver can run."""
         from .spec import Spec

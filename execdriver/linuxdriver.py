@@ -32,6 +32,15 @@ class LinuxContainerDriver(ExecDriver):
         # start()/create() hands them out (pop_pty_master).
         self._pty_masters: dict[str, int] = {}
 
+    @classmethod
+    def details(cls) -> dict[str, str]:
+        from .kernel import waiter
+        path = waiter.find()
+        monitor = (f"C waiter {path} (~0.1 MiB per container)" if path else
+                   "Python (~3.5 MiB per container; build the C waiter with "
+                   "python -m execdriver.kernel.waiter)")
+        return {"monitor": monitor}
+
     def pop_pty_master(self, container_id: str) -> int | None:
         """The pty master of a terminal container just created (the caller owns it)."""
         return self._pty_masters.pop(container_id, None)

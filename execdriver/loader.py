@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import DriverLoadError, DriverNotFound, DriverUnavailable
@@ -88,6 +88,7 @@ class DriverReport:
     features: list[str]
     description: str
     module: str
+    details: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -112,9 +113,14 @@ def discover() -> list[DriverReport]:
             available, reason = avail.available, avail.reason
         except Exception as exc:  # noqa: BLE001
             available, reason = False, f"availability check failed: {exc}"
+        try:
+            details = dict(cls.details()) if hasattr(cls, "details") else {}
+        except Exception as exc:  # noqa: BLE001 - a report, not a failure
+            details = {"error": f"details failed: {exc}"}
         reports.append(DriverReport(ext.name, True, available, reason,
                                     sorted(getattr(cls, "features", ())),
-                                    getattr(cls, "description", ""), ext.entry_point.value))
+                                    getattr(cls, "description", ""), ext.entry_point.value,
+                                    details))
     for name, why in failures.items():
         reports.append(DriverReport(name, False, False, f"failed to load: {why}", [], "", ""))
     return sorted(reports, key=lambda r: r.name)

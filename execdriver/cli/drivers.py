@@ -34,6 +34,9 @@ def cmd_drivers(args: argparse.Namespace) -> int:
                                 subsequent_indent="  "))
         if r["module"]:
             print(f"  entry point: {r['module']}")
+        for key, value in sorted((r.get("details") or {}).items()):
+            print(textwrap.fill(value, width, initial_indent=f"  {key}: ",
+                                subsequent_indent="    "))
         if r["features"]:
             print(textwrap.fill(", ".join(r["features"]), width, initial_indent="  features: ",
                                 subsequent_indent="    "))

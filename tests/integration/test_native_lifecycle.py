@@ -285,7 +285,9 @@ def test_container_does_not_outlive_a_killed_foreground_runtime(native: Box, uid
     # uid 1000: the switch to the user clears the parent-death signal, which must be re-armed
     cid, pids = kill_foreground_runtime(native, uid)
     deadline = time.monotonic() + 5
-    while cgroup_procs(cid) and time.monotonic() < deadline:
+    # (a dying process leaves cgroup.procs a moment before it is a zombie: wait for both)
+    while (cgroup_procs(cid) or any(pid_running(p) for p in pids)) \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
     assert cgroup_procs(cid) == [], "container processes outlived run()"
     assert not any(pid_running(p) for p in pids)

@@ -131,13 +131,24 @@ class TestNotInstalled(DriverConformance):
 '''
 
 
-def test_plugin_skips_unavailable_and_errors_on_unknown(tmp_path: Path) -> None:
+def _pytest_suite(tmp_path: Path, *plugin: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_suite.py").write_text(SUITE_FOR_UNAVAILABLE)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir",
-         str(tmp_path), "--basetemp", str(tmp_path / "bt"), "-k", "exit_code_zero or driver_name",
-         "test_suite.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *plugin,
+         "--rootdir", str(tmp_path), "--basetemp", str(tmp_path / "bt"),
+         "-k", "exit_code_zero or driver_name", "test_suite.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
         env={"PYTHONPATH": str(Path(__file__).parent), "PATH": "/usr/bin:/bin"})
+
+
+def test_the_plugin_is_opt_in(tmp_path: Path) -> None:
+    """Not loaded into every pytest run of the environment (no pytest11 entry point)."""
+    out = _pytest_suite(tmp_path).stdout
+    assert "fixture 'conformance_driver' not found" in out, out
+
+
+def test_plugin_skips_unavailable_and_errors_on_unknown(tmp_path: Path) -> None:
+    proc = _pytest_suite(tmp_path, "-p", "execdriver.testing.plugin")
     out = proc.stdout
     assert "stub needs a unicorn" in out, out
     assert "2 skipped" in out and "2 errors" in out, out
