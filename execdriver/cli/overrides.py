@@ -96,11 +96,105 @@ def apply_run_flags(data: dict[str, Any], args: argparse.Namespace, problems: li
             data["network"]["ports"].append(PortMapping.parse(text).model_dump())
         except ValueError as exc:
             problems.append(f"--publish: {_reason(exc)}")
+    apply_docker_flags(data, args, problems)
+
+
+def _flag(args: argparse.Namespace, name: str) -> list[str]:
+    """A repeatable flag's values ([] when the namespace lacks it: built by a caller)."""
+    return list(getattr(args, name, None) or [])
+
+
+def _pairs(items: list[str], flag: str, problems: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            problems.append(f"{flag}: {item!r} is not KEY=VALUE")
+        else:
+            out.append((key, value))
+    return out
+
+
+def apply_docker_flags(data: dict[str, Any], args: argparse.Namespace,
+                       problems: list[str]) -> None:
+    """--tmpfs, --ulimit, --sysctl, --cpuset-cpus, --dns, --annotation, --security-opt."""
+    proc = data["process"]
+    for text in _flag(args, "tmpfs"):
+        dest, _, opts = text.partition(":")
+        if not dest.startswith("/"):
+            problems.append(f"--tmpfs: {text!r}: the destination must be an absolute path")
+            continue
+        options = ["nosuid", "nodev", "noexec"] + [o for o in opts.split(",") if o]
+        data["mounts"] = [m for m in data["mounts"] if m["destination"] != dest]
+        data["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs",
+                               "options": options})
+    for name, value in _pairs(_flag(args, "ulimit"), "--ulimit", problems):
+        soft, _, hard = value.partition(":")
+        try:
+            limit = {"type": name, "soft": int(soft), "hard": int(hard or soft)}
+        except ValueError:
+            problems.append(f"--ulimit: {name}={value}: SOFT and HARD must be numbers")
+            continue
+        def plain(n: str) -> str:
+            return n.strip().lower().removeprefix("rlimit_")
+        proc["rlimits"] = [r for r in proc["rlimits"] if plain(r["type"]) != plain(name)]
+        proc["rlimits"].append(limit)
+    for key, value in _pairs(_flag(args, "sysctl"), "--sysctl", problems):
+        data["sysctls"][key] = value
+    cpuset = getattr(args, "cpuset_cpus", None)
+    if cpuset is not None:
+        data["resources"]["cpu"]["cpus"] = cpuset
+    if _flag(args, "dns"):
+        data["network"]["dns"] = list(_flag(args, "dns"))
+    for key, value in _pairs(_flag(args, "annotation"), "--annotation", problems):
+        data["annotations"][key] = value
+    for opt in _flag(args, "security_opt"):
+        apply_security_opt(data, opt, problems)
+
+
+def apply_security_opt(data: dict[str, Any], opt: str, problems: list[str]) -> None:
+    key, _, value = opt.replace(":", "=", 1).partition("=")
+    if key == "no-new-privileges" and value in ("", "true", "false"):
+        data["process"]["no_new_privileges"] = value != "false"
+    elif key == "seccomp" and value == "unconfined":
+        data["seccomp"] = {"mode": "unconfined", "profile": None}
+    elif key == "seccomp" and value:
+        try:
+            import json
+            profile = json.loads(Path(value).read_text())
+        except (OSError, ValueError) as exc:
+            problems.append(f"--security-opt seccomp={value}: {_reason(exc)}")
+            return
+        data["seccomp"] = {"mode": "profile", "profile": profile}
+    elif key == "apparmor" and value:
+        data["process"]["apparmor_profile"] = None if value == "unconfined" else value
+    else:
+        problems.append(f"--security-opt: {opt!r} is not one of no-new-privileges[=true|false], "
+                        "seccomp=unconfined|FILE, apparmor=PROFILE")
 
 
 def apply_process_flags(proc: dict[str, Any], args: argparse.Namespace, problems: list[str],
                         rootfs: str | None) -> None:
-    """-e, -w, -u, -t, -i (shared by run and exec)."""
+    """--env-file, -e, -w, -u, -t, -i (shared by run and exec); -e after --env-file."""
+    for path in getattr(args, "env_file", None) or []:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"--env-file {path}: {getattr(exc, 'strerror', None) or exc}")
+            continue
+        for n, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            if sep and key:
+                proc["env"][key] = value
+            elif key in os.environ:      # (as -e KEY: the caller's value)
+                proc["env"][key] = os.environ[key]
+            elif not sep:
+                continue
+            else:
+                problems.append(f"--env-file {path}:{n}: {line!r} is not KEY=VALUE")
     for item in args.env:
         key, sep, value = item.partition("=")
         if sep:

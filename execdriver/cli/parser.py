@@ -79,6 +79,8 @@ def _id(p: argparse.ArgumentParser, help: str = "container id") -> None:
 
 def _process_flags(p: argparse.ArgumentParser) -> None:
     """The flags run and exec share."""
+    p.add_argument("--env-file", metavar="FILE", action="append", default=[],
+                   help="read KEY=VAL lines (# comments) into the environment (repeatable)")
     p.add_argument("-e", "--env", metavar="KEY=VAL", action="append", default=[],
                    help="set an environment variable (repeatable); KEY alone copies it "
                         "from the caller's environment")
@@ -169,6 +171,20 @@ examples:
                     help="none, host, bridge, container:<id> or ns:<path>")
     ov.add_argument("-p", "--publish", metavar="[IP:]HOSTPORT:PORT[/PROTO]", action="append",
                     default=[], help="publish a container port (needs --network bridge)")
+    ov.add_argument("--tmpfs", metavar="DST[:OPTIONS]", action="append", default=[],
+                    help="mount a tmpfs at DST, e.g. /run:size=64m,mode=755 (repeatable)")
+    ov.add_argument("--ulimit", metavar="NAME=SOFT[:HARD]", action="append", default=[],
+                    help="resource limit, e.g. nofile=1024:4096 (repeatable)")
+    ov.add_argument("--sysctl", metavar="KEY=VALUE", action="append", default=[],
+                    help="namespaced kernel parameter, e.g. net.ipv4.ip_forward=1 (repeatable)")
+    ov.add_argument("--cpuset-cpus", metavar="LIST", help="CPUs the container may use, e.g. 0-1")
+    ov.add_argument("--dns", metavar="IP", action="append", default=[],
+                    help="nameserver for the container's resolv.conf (repeatable)")
+    ov.add_argument("--annotation", metavar="KEY=VALUE", action="append", default=[],
+                    help="annotation recorded with the container (repeatable)")
+    ov.add_argument("--security-opt", metavar="OPT", action="append", default=[],
+                    help="no-new-privileges[=true|false], seccomp=unconfined|FILE.json, "
+                         "apparmor=PROFILE (repeatable)")
 
     # -- exec -----------------------------------------------------------------
     p = _verb(sub, "exec", "run:cmd_exec", common,

@@ -127,3 +127,46 @@ def test_a_command_not_found_or_not_executable_exits_127_or_126(
     assert r.returncode == code, r.stderr
     cli.ok("rm", "-f", "x127")
     assert cli.ok("list", "-q") == ""
+
+
+def test_docker_flags_reach_the_container(cli: Cli, busybox_rootfs: Path, tmp_path: Path) -> None:
+    envfile = tmp_path / "env"
+    envfile.write_text("# a comment\nFROMFILE=yes\n\nOVERRIDDEN=file\n")
+    script = ("grep ' /scratch ' /proc/mounts; ulimit -n; ulimit -Hn; "
+              "cat /proc/sys/net/ipv4/ip_forward; grep -E '^(Cpus_allowed_list|NoNewPrivs)' "
+              "/proc/self/status; echo $FROMFILE $OVERRIDDEN")
+    r = cli("run", "--rootfs", busybox_rootfs, "--network", "none",
+            "--tmpfs", "/scratch:size=1m,mode=700", "--ulimit", "nofile=100:200",
+            "--sysctl", "net.ipv4.ip_forward=1", "--cpuset-cpus", "0",
+            "--security-opt", "no-new-privileges=false", "--env-file", envfile,
+            "-e", "OVERRIDDEN=flag", "--", "/bin/sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("tmpfs /scratch tmpfs ") and "size=1024k" in lines[0] \
+        and "mode=700" in lines[0] and "noexec" in lines[0], lines
+    assert lines[1:4] == ["100", "200", "1"], lines
+    assert sorted(line.split()[0] for line in lines[4:6]) == ["Cpus_allowed_list:", "NoNewPrivs:"]
+    assert {line.split()[0]: line.split()[1] for line in lines[4:6]} == {
+        "Cpus_allowed_list:": "0", "NoNewPrivs:": "0"}
+    assert lines[6] == "yes flag", lines
+    # annotations are recorded with the container
+    cli.ok("run", "-d", "--name", "ann1", "--annotation", "team=infra", "--rootfs",
+           busybox_rootfs, "--", "sleep", "30")
+    assert cli.json("info", "ann1")["annotations"] == {"team": "infra"}
+    cli.ok("rm", "-f", "ann1")
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--ulimit", "nofile"], "--ulimit: 'nofile' is not KEY=VALUE"),
+    (["--ulimit", "nofile=a:b"], "--ulimit: nofile=a:b: SOFT and HARD must be numbers"),
+    (["--ulimit", "bogus=1"], "unknown rlimit 'bogus'"),
+    (["--tmpfs", "scratch"], "--tmpfs: 'scratch': the destination must be an absolute path"),
+    (["--security-opt", "label=x"], "--security-opt: 'label=x' is not one of"),
+    (["--security-opt", "seccomp=/nonexistent.json"], "--security-opt seccomp=/nonexistent.json:"),
+    (["--env-file", "/nonexistent.env"], "--env-file /nonexistent.env: No such file"),
+])
+def test_bad_docker_flags_are_one_line_errors(cli: Cli, busybox_rootfs: Path, flags: list[str],
+                                              message: str) -> None:
+    r = cli("run", "--rootfs", busybox_rootfs, *flags, "--", "/bin/true")
+    assert r.returncode == 125 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and cli.ok("list", "-q") == ""

@@ -260,3 +260,21 @@ def test_flags_add_the_namespaces_they_need(tmp_path: Path) -> None:
     s = build_run_spec(base, args)
     assert s.namespace_types() == {"mount", "uts", "network"}
     assert (s.hostname, s.network.mode) == ("h", "none")
+
+
+def test_docker_flags_set_their_spec_fields(tmp_path: Path) -> None:
+    profile = tmp_path / "seccomp.json"
+    profile.write_text('{"default_action": "allow", "syscalls": []}')
+    s = spec_with(tmp_path, "--tmpfs", "/run:size=64m", "--ulimit", "nproc=10",
+                  "--ulimit", "RLIMIT_NPROC=20:30", "--sysctl", "kernel.msgmax=1", "--dns",
+                  "192.0.2.1", "--dns", "192.0.2.2", "--annotation", "a=b=c",
+                  "--security-opt", "no-new-privileges:false", "--security-opt",
+                  f"seccomp={profile}", "--security-opt", "apparmor=unconfined")
+    run = [m for m in s.mounts if m.destination == "/run"]
+    assert len(run) == 1 and run[0].type == "tmpfs" and "size=64m" in run[0].options
+    assert [(r.type, r.soft, r.hard) for r in s.process.rlimits] == [("nproc", 20, 30)]
+    assert s.sysctls == {"kernel.msgmax": "1"} and s.network.dns == ["192.0.2.1", "192.0.2.2"]
+    assert s.annotations == {"a": "b=c"} and s.process.no_new_privileges is False
+    assert s.seccomp.mode == "profile" and s.process.apparmor_profile is None
+    assert spec_with(tmp_path, "--security-opt", "seccomp=unconfined").seccomp.mode == "unconfined"
+    assert spec_with(tmp_path, "--cpuset-cpus", "0-1").resources.cpu.cpus == "0-1"
