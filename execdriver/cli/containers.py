@@ -44,6 +44,36 @@ def cmd_kill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stop(args: argparse.Namespace) -> int:
+    """docker stop: the signal, a grace period, then SIGKILL; each failure is one line."""
+    import signal as _signal
+
+    from execdriver.driver import Status, parse_signal
+    from execdriver.errors import ExecDriverError, InvalidArgument
+
+    from .main import report
+    if not args.time >= 0:
+        raise InvalidArgument(f"--time {args.time}: must be a number of seconds >= 0")
+    sig = parse_signal(args.signal)
+    failed = False
+    for cid in args.ids:
+        try:
+            driver, _ = driver_for(args.root, cid)
+            if driver.info(cid).status == Status.PAUSED:
+                driver.unpause(cid)     # a frozen process cannot act on the signal
+            if driver.info(cid).status != Status.STOPPED:
+                driver.kill(cid, sig)
+                if driver.wait(cid, args.time) is None:
+                    driver.kill(cid, _signal.SIGKILL, all=True)
+                    driver.wait(cid, 30)
+        except ExecDriverError as exc:
+            report(exc, args.debug)
+            failed = True
+            continue
+        print(cid, flush=True)
+    return 125 if failed else 0
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
     driver, _ = driver_for(args.root, args.id)
     driver.pause(args.id)

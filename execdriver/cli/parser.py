@@ -217,6 +217,17 @@ examples:
     p.add_argument("-s", "--signal", dest="signal_opt", metavar="SIGNAL", help="same as SIGNAL")
     p.add_argument("-a", "--all", action="store_true", help="signal every process in the container")
 
+    p = _verb(sub, "stop", "containers:cmd_stop", common,
+              help="stop containers: TERM, then KILL after a grace period",
+              description="Send SIGTERM (or --signal) to each container's init; if it has not "
+                          "stopped after --time seconds, SIGKILL everything in it. Prints each "
+                          "id once it stopped. The container is kept (remove it with rm).",
+              epilog="examples:\n  execdriver stop web1\n  execdriver stop -t 0 web1 web2")
+    p.add_argument("ids", metavar="ID", nargs="+", help="container ids")
+    p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",
+                   help="grace period before SIGKILL (default %(default)g)")
+    p.add_argument("-s", "--signal", default="TERM", metavar="SIGNAL",
+                   help="the first signal (default %(default)s)")
     p = _verb(sub, "pause", "containers:cmd_pause", common, help="freeze every process in a container",
               epilog="example:\n  execdriver pause web1")
     _id(p)

@@ -170,3 +170,20 @@ def test_bad_docker_flags_are_one_line_errors(cli: Cli, busybox_rootfs: Path, fl
     r = cli("run", "--rootfs", busybox_rootfs, *flags, "--", "/bin/true")
     assert r.returncode == 125 and message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and cli.ok("list", "-q") == ""
+
+
+def test_stop_signals_then_kills_after_the_grace_period(cli: Cli, busybox_rootfs: Path) -> None:
+    polite = "trap 'exit 3' TERM; while :; do sleep 0.1; done"
+    stubborn = "trap '' TERM; while :; do sleep 0.1; done"
+    for name, script in (("st1", polite), ("st2", stubborn)):
+        cli.ok("run", "-d", "--name", name, "--rootfs", busybox_rootfs, "--", "/bin/sh", "-c", script)
+    time.sleep(0.3)                         # (the traps are set)
+    t0 = time.monotonic()
+    r = cli("stop", "-t", "1", "st1", "st2", "nosuch")
+    assert r.returncode == 125 and r.stdout == "st1\nst2\n", (r.stdout, r.stderr)
+    assert r.stderr == "execdriver: container nosuch does not exist\n"
+    assert time.monotonic() - t0 < 15
+    assert cli.json("info", "st1")["exit_status"]["exit_code"] == 3
+    assert cli.json("info", "st2")["exit_status"]["signal"] == signal.SIGKILL
+    assert cli.ok("stop", "st1") == "st1\n"           # stopped already: nothing to do
+    cli.ok("rm", "st1", "st2")
