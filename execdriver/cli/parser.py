@@ -320,6 +320,15 @@ examples:
               epilog="examples:\n  execdriver drivers\n  execdriver drivers --format json")
     _format(p)
 
+    p = _verb(sub, "completion", "completion:cmd_completion", common,
+              help="print a shell completion script",
+              description="Print a completion script for bash or zsh, generated from this "
+                          "command line's own parser: commands, options, paths and container ids.",
+              epilog="examples:\n  source <(execdriver completion bash)\n"
+                     "  execdriver completion bash > /etc/bash_completion.d/execdriver\n"
+                     "  execdriver completion zsh > \"${fpath[1]}/_execdriver\"")
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell")
+
     p = _verb(sub, "server", "server:cmd_server", common,
               help="a warm server that makes every later command start fast",
               description="""\

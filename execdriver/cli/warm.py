@@ -68,8 +68,8 @@ EXIT_ERROR = 125
 CLASSIFICATION: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str], bool]] = {
     "execdriver": (
         frozenset({"run", "exec", "kill", "pause", "unpause", "resume", "info", "state",
-                   "list", "ls", "ps", "stats", "terminate", "delete", "rm", "spec", "logs", "wait", "stop",
-                   "drivers", "rootfs"}),
+                   "list", "ls", "ps", "stats", "terminate", "delete", "rm", "spec", "logs",
+                   "wait", "stop", "completion", "drivers", "rootfs"}),
         frozenset({"--root"}), frozenset({"--debug", "--version"}), True),
     "execdriver-oci": (
         frozenset({"state", "start", "kill", "delete", "pause", "resume", "list", "ps",
