@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .driver import (  # noqa: F401 - re-exported (see _EXPORTS)
         Availability,
         ContainerInfo,
+        Event,
         ExecDriver,
         ExecResult,
         ExitStatus,
@@ -62,6 +63,7 @@ _EXPORTS = {
     "ContainerNotFound": "errors", "ContainerExists": "errors", "InvalidArgument": "errors",
     "InvalidState": "errors", "StepFailed": "errors", "ExitStatusLost": "errors",
     "ExecTimeout": "errors", "ExecResult": "driver",
+    "Event": "driver",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]  # noqa: PLE0605 - one table: _EXPORTS

@@ -75,6 +75,12 @@ def _timeout(value: object) -> float | None:
     return float(value)
 
 
+def _interval(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise TypeError(f"expected seconds (a number > 0), got {value!r}")
+    return float(value)
+
+
 def _callback(value: object) -> object:
     if value is not None and not callable(value):
         raise TypeError(f"expected a callable or None, got {type(value).__name__}")
@@ -84,7 +90,7 @@ def _callback(value: object) -> object:
 CHECKS: dict[str, Callable[[Any], Any]] = {
     "container_id": _id, "spec": _spec, "process": _process, "stdio": _stdio,
     "signal": _signal, "detach": _flag, "all": _flag, "timeout": _timeout,
-    "on_start": _callback,
+    "on_start": _callback, "interval": _interval,
 }
 
 

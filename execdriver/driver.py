@@ -112,6 +112,22 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class Event:
+    """A container's lifecycle event: ``start`` (seen running), ``pause``, ``resume``,
+    ``oom`` (its processes were OOM-killed), ``exit`` (with ``exit_status``),
+    ``destroy`` (removed)."""
+
+    type: str
+    id: str
+    time: float
+    exit_status: ExitStatus | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "time": self.time,
+                "exit_status": self.exit_status.to_dict() if self.exit_status else None}
+
+
+@dataclass(frozen=True)
 class ExecResult:
     """What ``exec_capture`` returns: how the process ended and all it wrote."""
 
@@ -261,7 +277,7 @@ class ExecDriver(abc.ABC):
     #: subclass that defines them, before the driver's code runs
     CHECKED_VERBS: ClassVar[tuple[str, ...]] = (
         "run", "start", "kill", "pause", "unpause", "info", "terminate", "exec", "stats",
-        "pids", "handle", "wait", "logs", "exec_start", "exec_capture", "started")
+        "pids", "handle", "wait", "logs", "exec_start", "exec_capture", "started", "events")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -422,6 +438,37 @@ class ExecDriver(abc.ABC):
         """Wait for a container to stop, from any process; None when ``timeout`` expired."""
         return self.handle(container_id).wait(timeout)
 
+    def events(self, container_id: str, interval: float = 0.05) -> Iterator[Event]:
+        """The container's lifecycle events as they happen, from any process, until it
+        exits or is removed: first its state when asked (``start`` or ``pause``), then
+        every change. This default watches ``info`` every ``interval`` seconds (a pause
+        and resume between two looks are not seen)."""
+        import time
+        last: Status | None = None
+        while True:
+            try:
+                info = self.info(container_id)
+            except ContainerNotFound:
+                if last is not None:
+                    yield Event("destroy", container_id, time.time())
+                    return
+                raise
+            now = info.status
+            if now != last:
+                if now == Status.STOPPED:
+                    status = info.exit_status
+                    if status is not None and status.oom_killed:
+                        yield Event("oom", container_id, time.time())
+                    yield Event("exit", container_id, time.time(), status)
+                    return
+                if now == Status.PAUSED:
+                    yield Event("pause", container_id, time.time())
+                elif now == Status.RUNNING:
+                    yield Event("resume" if last == Status.PAUSED else "start", container_id,
+                                time.time())
+                last = now
+            time.sleep(interval)
+
     def logs(self, container_id: str) -> bytes:
         """What a detached container started without stdio wrote (stdout and stderr,
         interleaved), kept until the container is removed."""
@@ -557,5 +604,6 @@ class ExecDriver(abc.ABC):
 
 
 # the verbs the base class implements
-for _name in ("run", "handle", "wait", "logs", "exec_start", "exec_capture", "started"):
+for _name in ("run", "handle", "wait", "logs", "exec_start", "exec_capture", "started",
+              "events"):
     setattr(ExecDriver, _name, checked(ExecDriver.__dict__[_name]))

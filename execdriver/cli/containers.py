@@ -95,6 +95,26 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    import time
+
+    from execdriver.errors import InvalidArgument
+    if not args.interval > 0:
+        raise InvalidArgument(f"--interval {args.interval}: must be a number of seconds > 0")
+    driver, _ = driver_for(args.root, args.id)
+    for event in driver.events(args.id, args.interval):
+        if args.format == "json":
+            import json
+            print(json.dumps(event.to_dict(), sort_keys=True), flush=True)   # a line each
+        else:
+            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.time))
+            detail = ""
+            if event.exit_status is not None:
+                detail = f" exit_code={describe_exit(event.exit_status.to_dict())}"
+            print(f"{when} {event.id} {event.type}{detail}", flush=True)
+    return 0
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
     from execdriver.errors import InvalidArgument, InvalidState
 

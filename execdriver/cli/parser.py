@@ -252,6 +252,17 @@ examples:
                           "with --detach and no other output; kept until it is removed.",
               epilog="example:\n  execdriver logs web1")
     _id(p)
+    p = _verb(sub, "events", "containers:cmd_events", common,
+              help="follow a container's lifecycle events until it exits",
+              description="Print the container's state now (start or pause), then each "
+                          "change as it happens -- pause, resume, oom, exit (with its code), "
+                          "destroy -- and return when it has exited or was removed. Works for "
+                          "a container another process started.",
+              epilog="examples:\n  execdriver events web1\n  execdriver events --format json web1")
+    _id(p)
+    p.add_argument("--interval", type=float, default=0.05, metavar="SECONDS",
+                   help="how often to look (default %(default)g)")
+    _format(p)
     p = _verb(sub, "wait", "containers:cmd_wait", common,
               help="wait for a container to stop and print its exit code",
               description="Block until the container stops, then print its exit code "

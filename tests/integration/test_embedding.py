@@ -341,3 +341,53 @@ def test_a_failed_poststart_or_poststop_hook_is_logged_not_lost(
     logged = [r.getMessage() for r in caplog.records if r.name == "execdriver"]
     assert any(m.startswith("hook poststart") for m in logged), logged
     assert any(m.startswith("hook poststop") for m in logged), logged
+
+
+# --- events ---------------------------------------------------------------------------------
+
+def test_events_follow_start_pause_resume_and_exit(native: Box) -> None:
+    cid, _, _ = native.start(native.spec("sleep 2; exit 2"))
+    seen: list[object] = []
+    t = threading.Thread(target=lambda: seen.extend(native.driver.events(cid)))
+    t.start()
+    time.sleep(0.4)
+    native.driver.pause(cid)
+    time.sleep(0.4)
+    native.driver.unpause(cid)
+    t.join(20)
+    types = [e.type for e in seen]          # type: ignore[attr-defined]
+    assert types == ["start", "pause", "resume", "exit"], types
+    assert seen[-1].exit_status == ExitStatus(2)    # type: ignore[attr-defined]
+
+
+def test_events_report_an_oom_kill_and_a_removal(native: Box) -> None:
+    spec = native.spec(args=["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"])
+    spec.resources.memory.limit = 16 << 20
+    cid, handle, _ = native.start(spec)
+    handle.wait(30)
+    events = list(native.driver.events(cid))
+    assert [e.type for e in events] == ["oom", "exit"]
+    assert events[-1].exit_status == ExitStatus(code=137, signal=9, oom_killed=True)
+    cid, _, _ = native.start(native.spec(SLEEP))
+    it = native.driver.events(cid)
+    assert next(it).type == "start"
+    native.driver.terminate(cid)
+    assert [e.type for e in it][-1:] in (["destroy"], ["exit"])
+
+
+def test_cli_events_as_json_lines(tmp_path: Path, busybox_rootfs: Path) -> None:
+    import json
+    cli = Cli(tmp_path / "state", cli_env(tmp_path))
+    try:
+        cli.ok("run", "-d", "--name", "ev1", "--rootfs", busybox_rootfs, "--", "/bin/sh", "-c",
+               "sleep 0.3; exit 4")
+        lines = cli.ok("events", "--format", "json", "ev1").splitlines()
+        events = [json.loads(line) for line in lines]
+        assert events[-1]["type"] == "exit" and events[-1]["exit_status"]["exit_code"] == 4
+        assert events[0]["type"] in ("start", "exit") and all(e["id"] == "ev1" for e in events)
+        r = cli("events", "--interval", "0", "ev1")
+        assert r.returncode == 125 and "--interval" in r.stderr
+    finally:
+        if (tmp_path / "state").exists():
+            for cid in os.listdir(tmp_path / "state"):
+                cli("rm", "--force", cid)
