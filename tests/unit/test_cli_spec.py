@@ -99,3 +99,16 @@ def test_spec_reference_documents_every_model(model: str) -> None:
     assert f"## {model}\n" in text
     for field in json_schema()["$defs"][model]["properties"]:
         assert f"| `{field}` |" in text
+
+
+def test_api_reference_is_up_to_date() -> None:
+    r = subprocess.run([sys.executable, str(REPO / "scripts/gen_api_reference.py"), "--check"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+
+
+def test_api_reference_documents_the_public_verbs() -> None:
+    from execdriver.driver import ExecDriver
+    text = (REPO / "docs/api-reference.md").read_text()
+    for verb in ExecDriver.CHECKED_VERBS:
+        assert f"#### `ExecDriver.{verb}`\n" in text, verb
