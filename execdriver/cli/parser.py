@@ -154,6 +154,11 @@ examples:
     src.add_argument("--rootfs", metavar="DIR", help="root filesystem directory")
     src.add_argument("--spec", metavar="FILE", help="spec JSON file to start from")
     src.add_argument("--name", metavar="ID", help="container id (default: a random one)")
+    src.add_argument("--rm", action="store_true",
+                     help="remove the container when it exits (the default in the foreground)")
+    src.add_argument("--keep", action="store_true",
+                     help="keep a foreground container once it exited (docker's default), "
+                          "for info, logs and rm")
     _process_flags(p)
     ov = p.add_argument_group("spec overrides")
     ov.add_argument("--hostname", metavar="NAME", help="host name inside the container")

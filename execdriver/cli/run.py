@@ -83,6 +83,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from execdriver.state import validate_id
 
     _check_detach_tty(args, "run")
+    if args.keep and (args.rm or args.detach):
+        from execdriver.cli.parser import UsageError
+        raise UsageError("--keep: not with --rm" if args.rm else
+                         "--keep: a detached container is kept anyway", "execdriver run")
     cid = validate_id(args.name) if args.name else new_id()
     driver, spec = build_spec(args, args.driver)
     if driver.state.exists(cid):
@@ -95,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         print(cid, flush=True)
         return 0
-    return run_foreground(driver, cid, spec).exit_code
+    return run_foreground(driver, cid, spec, keep=args.keep).exit_code
 
 
 def _cleanup_failed_start(driver: ExecDriver, cid: str, exc: BaseException) -> None:
@@ -110,7 +114,7 @@ def _cleanup_failed_start(driver: ExecDriver, cid: str, exc: BaseException) -> N
         pass
 
 
-def run_foreground(driver: ExecDriver, cid: str, spec: Spec) -> ExitStatus:
+def run_foreground(driver: ExecDriver, cid: str, spec: Spec, keep: bool = False) -> ExitStatus:
     """Start, forward signals to the container while waiting, terminate it at the end.
 
     Signal handlers only queue the signal; the main thread forwards it with
@@ -149,7 +153,10 @@ def run_foreground(driver: ExecDriver, cid: str, spec: Spec) -> ExitStatus:
             while pump.status is None:
                 pump.step(0.2)
         finally:
-            driver.terminate(cid)
+            if keep and pump.status is not None:
+                handle.close()          # stopped: kept for info, logs and rm, as docker's
+            else:
+                driver.terminate(cid)
         return pump.status
     finally:
         for sig, handler in previous.items():

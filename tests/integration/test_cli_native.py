@@ -187,3 +187,18 @@ def test_stop_signals_then_kills_after_the_grace_period(cli: Cli, busybox_rootfs
     assert cli.json("info", "st2")["exit_status"]["signal"] == signal.SIGKILL
     assert cli.ok("stop", "st1") == "st1\n"           # stopped already: nothing to do
     cli.ok("rm", "st1", "st2")
+
+
+def test_keep_leaves_a_stopped_foreground_container_for_info_and_rm(cli: Cli,
+                                                                    busybox_rootfs: Path) -> None:
+    r = cli("run", "--keep", "--name", "k1", "--rootfs", busybox_rootfs, "--", "/bin/sh", "-c",
+            "exit 5")
+    assert r.returncode == 5, r.stderr
+    info = cli.json("info", "k1")
+    assert info["status"] == "stopped" and info["exit_status"]["exit_code"] == 5
+    assert cli.ok("wait", "k1") == "5\n"
+    cli.ok("rm", "k1")
+    r = cli("run", "--rm", "--rootfs", busybox_rootfs, "--", "/bin/true")
+    assert r.returncode == 0 and cli.ok("list", "-q") == ""
+    r = cli("run", "--keep", "--rm", "--rootfs", busybox_rootfs, "--", "/bin/true")
+    assert r.returncode == 125 and "--keep: not with --rm" in r.stderr
