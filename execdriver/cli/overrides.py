@@ -128,6 +128,11 @@ def apply_docker_flags(data: dict[str, Any], args: argparse.Namespace,
         data["mounts"] = [m for m in data["mounts"] if m["destination"] != dest]
         data["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs",
                                "options": options})
+    for text in _flag(args, "mount"):
+        mount = parse_mount(text, problems)
+        if mount is not None:
+            data["mounts"] = [m for m in data["mounts"] if m["destination"] != mount["destination"]]
+            data["mounts"].append(mount)
     for name, value in _pairs(_flag(args, "ulimit"), "--ulimit", problems):
         soft, _, hard = value.partition(":")
         try:
@@ -150,6 +155,44 @@ def apply_docker_flags(data: dict[str, Any], args: argparse.Namespace,
         data["annotations"][key] = value
     for opt in _flag(args, "security_opt"):
         apply_security_opt(data, opt, problems)
+
+
+_MOUNT_KEYS = {"type", "source", "src", "target", "destination", "dst", "readonly", "ro",
+               "tmpfs-size", "tmpfs-mode", "bind-propagation"}
+
+
+def parse_mount(text: str, problems: list[str]) -> dict[str, Any] | None:
+    """docker's --mount: type=bind,source=S,target=T[,readonly] or type=tmpfs,target=T,..."""
+    fields: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if key not in _MOUNT_KEYS:
+            problems.append(f"--mount: {text!r}: unknown key {key!r}")
+            return None
+        fields[key] = value if sep else "true"
+    kind = fields.get("type", "volume")
+    target = fields.get("target") or fields.get("destination") or fields.get("dst")
+    if not target or not target.startswith("/"):
+        problems.append(f"--mount: {text!r}: target must be an absolute path")
+        return None
+    readonly = fields.get("readonly", fields.get("ro", "false")) in ("true", "1")
+    if kind == "bind":
+        source = fields.get("source") or fields.get("src")
+        if not source or not os.path.exists(source):
+            problems.append(f"--mount: {text!r}: source must be an existing host path")
+            return None
+        options = ["rbind", fields.get("bind-propagation", "rprivate")] + (["ro"] if readonly else [])
+        return {"destination": target, "type": "bind", "source": os.path.abspath(source),
+                "options": options}
+    if kind == "tmpfs":
+        options = ["nosuid", "nodev", "noexec"] + (["ro"] if readonly else [])
+        if "tmpfs-size" in fields:
+            options.append(f"size={fields['tmpfs-size']}")
+        if "tmpfs-mode" in fields:
+            options.append(f"mode={fields['tmpfs-mode']}")
+        return {"destination": target, "type": "tmpfs", "source": "tmpfs", "options": options}
+    problems.append(f"--mount: {text!r}: type {kind!r} is not supported (bind or tmpfs)")
+    return None
 
 
 def apply_security_opt(data: dict[str, Any], opt: str, problems: list[str]) -> None:

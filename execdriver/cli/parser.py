@@ -176,6 +176,9 @@ examples:
                     help="none, host, bridge, container:<id> or ns:<path>")
     ov.add_argument("-p", "--publish", metavar="[IP:]HOSTPORT:PORT[/PROTO]", action="append",
                     default=[], help="publish a container port (needs --network bridge)")
+    ov.add_argument("--mount", metavar="type=bind|tmpfs,...", action="append", default=[],
+                    help="docker's long form: type=bind,source=SRC,target=DST[,readonly] or "
+                         "type=tmpfs,target=DST[,tmpfs-size=N][,tmpfs-mode=OCTAL] (repeatable)")
     ov.add_argument("--tmpfs", metavar="DST[:OPTIONS]", action="append", default=[],
                     help="mount a tmpfs at DST, e.g. /run:size=64m,mode=755 (repeatable)")
     ov.add_argument("--ulimit", metavar="NAME=SOFT[:HARD]", action="append", default=[],

@@ -202,3 +202,15 @@ def test_keep_leaves_a_stopped_foreground_container_for_info_and_rm(cli: Cli,
     assert r.returncode == 0 and cli.ok("list", "-q") == ""
     r = cli("run", "--keep", "--rm", "--rootfs", busybox_rootfs, "--", "/bin/true")
     assert r.returncode == 125 and "--keep: not with --rm" in r.stderr
+
+
+def test_mount_long_form_reaches_the_container(cli: Cli, busybox_rootfs: Path,
+                                               tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_text("hello\n")
+    r = cli("run", "--rootfs", busybox_rootfs,
+            "--mount", f"type=bind,source={tmp_path / 'src'},target=/data,readonly",
+            "--mount", "type=tmpfs,target=/t,tmpfs-size=1m", "--", "/bin/sh", "-c",
+            "cat /data/f; touch /data/x || echo ro; grep -c ' /t tmpfs .*size=1024k' /proc/mounts")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["hello", "ro", "1"], r.stdout

@@ -278,3 +278,21 @@ def test_docker_flags_set_their_spec_fields(tmp_path: Path) -> None:
     assert s.seccomp.mode == "profile" and s.process.apparmor_profile is None
     assert spec_with(tmp_path, "--security-opt", "seccomp=unconfined").seccomp.mode == "unconfined"
     assert spec_with(tmp_path, "--cpuset-cpus", "0-1").resources.cpu.cpus == "0-1"
+
+
+def test_mount_long_form(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    s = spec_with(tmp_path, "--mount", f"type=bind,source={tmp_path / 'src'},target=/data,readonly",
+                  "--mount", "type=tmpfs,dst=/t,tmpfs-size=1m,tmpfs-mode=1777")
+    data = next(m for m in s.mounts if m.destination == "/data")
+    assert (data.type, data.source) == ("bind", str(tmp_path / "src")) and "ro" in data.options
+    t = next(m for m in s.mounts if m.destination == "/t")
+    assert t.type == "tmpfs" and {"size=1m", "mode=1777"} <= set(t.options)
+    assert problems(tmp_path, "--mount", "type=volume,target=/x") == [
+        "--mount: 'type=volume,target=/x': type 'volume' is not supported (bind or tmpfs)"]
+    assert problems(tmp_path, "--mount", "type=bind,source=/nonexistent,target=/x") == [
+        "--mount: 'type=bind,source=/nonexistent,target=/x': source must be an existing host path"]
+    assert problems(tmp_path, "--mount", "type=tmpfs,target=rel")[0].endswith(
+        "target must be an absolute path")
+    assert problems(tmp_path, "--mount", "type=tmpfs,target=/x,colour=red")[0].endswith(
+        "unknown key 'colour'")
