@@ -103,6 +103,7 @@ class Converted:
     hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     oci_version: str = ""
     ignored: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     console_size: tuple[int, int] | None = None     # process.consoleSize (height, width)
 
 
@@ -110,6 +111,8 @@ class _Problems:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.ignored: list[str] = []
+        #: ignored, and worth a warning (runc warns about these too)
+        self.warnings: list[str] = []
 
     def add(self, where: str, why: str) -> None:
         self.lines.append(f"{where}: {why}")
@@ -206,7 +209,9 @@ def convert_process(proc: dict[str, Any], where: str = "process",
         out["umask"] = user["umask"]
     caps = _obj(proc.get("capabilities"), f"{where}.capabilities", p)
     p.check_keys(caps, f"{where}.capabilities", set(_CAP_SETS))
-    out["capabilities"] = {s: _strings(caps.get(s), f"{where}.capabilities.{s}", p)
+    out["capabilities"] = {s: _known_capabilities(_strings(caps.get(s),
+                                                           f"{where}.capabilities.{s}", p),
+                                                  f"{where}.capabilities.{s}", p)
                            for s in _CAP_SETS}
     # The kernel raises an ambient capability only if it is inheritable (and
     # permitted); runc's own default config lists ambient ones that are not,
@@ -232,6 +237,21 @@ def convert_process(proc: dict[str, Any], where: str = "process",
         p.add(f"{where}.selinuxLabel", "SELinux is not supported (not enabled on this host)")
     if own and p.lines:
         raise SpecError(p.lines)
+    return out
+
+
+def _known_capabilities(names: list[str], where: str, p: _Problems) -> list[str]:
+    """As runc: a capability this runtime does not know (a newer kernel's, a typo) is
+    dropped with a warning, not a refused config. (execdriver's own spec refuses it.)"""
+    from ..kernel.capnames import normalize_capability
+    out = []
+    for name in names:
+        try:
+            normalize_capability(name)
+        except ValueError:
+            p.warnings.append(f"{where}: unknown capability {name!r} ignored")
+            continue
+        out.append(name)
     return out
 
 
@@ -333,10 +353,13 @@ def convert_resources(res: dict[str, Any], where: str, p: _Problems) -> dict[str
                                      f"{where}.devices", p)
     mem = _obj(res.get("memory"), f"{where}.memory", p)
     p.check_keys(mem, f"{where}.memory", _MEMORY, {
-        "kernel": "kernel memory limits are not supported",
-        "kernelTCP": "kernel TCP memory limits are not supported",
         "swappiness": "not supported", "disableOOMKiller": "not supported",
         "checkBeforeUpdate": "not supported"})
+    for key in ("kernel", "kernelTCP"):
+        if not _empty(mem.get(key)):
+            # deprecated by the runtime spec and the kernel; runc ignores them too
+            p.warnings.append(f"{where}.memory.{key}: kernel memory limits are deprecated; "
+                              "ignored")
     memory: dict[str, Any] = {}
     for key in ("limit", "reservation"):
         v = _int(mem.get(key), f"{where}.memory.{key}", p)
@@ -580,7 +603,7 @@ def convert(config: Any, bundle: str) -> Converted:
     except ValidationError as exc:
         raise SpecError(problems_from(exc)) from None
     return Converted(spec=spec, cgroup_name=cgroup, hooks=hooks, oci_version=str(version),
-                     ignored=p.ignored, console_size=console)
+                     ignored=p.ignored, warnings=p.warnings, console_size=console)
 
 
 def load_bundle(bundle: str) -> Converted:

@@ -122,6 +122,8 @@ def _create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | Non
     conv = load_bundle(bundle)
     for name in conv.ignored:
         ctx.debug(f"config.json: {name} (ignored)")
+    for warning in conv.warnings:
+        ctx.warn(f"config.json: {warning}")
     spec = conv.spec
     if console_socket and not spec.process.terminal:
         raise InvalidArgument("--console-socket: the config has no terminal (process.terminal "

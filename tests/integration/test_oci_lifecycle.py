@@ -586,3 +586,20 @@ def test_events_stream_until_the_container_stops(oci: Oci, tmp_path: Path,
     assert oci.status(c) == "stopped"
     r = oci("events", "--stats", c, ok=False)
     assert message(r) == "container not running"
+
+
+def test_kernel_memory_and_unknown_capabilities_warn_and_run(oci: Any, tmp_path: Path,
+                                                             busybox_rootfs: Path) -> None:
+    """As runc: a warning on stderr (the log), and the container runs."""
+    caps = ["CAP_KILL", "CAP_FROM_THE_FUTURE"]
+    b = bundle(tmp_path, busybox_rootfs, ["/bin/sh", "-c", "echo ran"],
+               **{"process.capabilities": {"bounding": caps, "effective": caps,
+                                           "permitted": caps},
+                  "linux.resources": {"memory": {"kernel": 1 << 25, "kernelTCP": 1 << 24}}})
+    r = oci("run", "--bundle", str(b), cid())
+    assert r.stdout == "ran\n", r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "level=warning" in line]
+    assert len(warnings) == 5, warnings     # one per capability set, one per memory key
+    assert all("unknown capability 'CAP_FROM_THE_FUTURE' ignored" in w for w in warnings[:3])
+    assert "memory.kernel: kernel memory limits are deprecated" in warnings[3]
+    assert "memory.kernelTCP: kernel memory limits are deprecated" in warnings[4]

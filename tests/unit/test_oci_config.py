@@ -148,6 +148,20 @@ def test_runc_ambient_without_inheritable_is_dropped_not_refused() -> None:
     assert any("ambient" in i for i in c.ignored)
 
 
+def test_as_runc_kernel_memory_and_unknown_capabilities_are_warned_about_not_refused() -> None:
+    cfg = with_("process.capabilities", {"bounding": ["CAP_KILL", "CAP_FROM_THE_FUTURE"],
+                                         "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]})
+    cfg["linux"]["resources"] = {"memory": {"limit": 1 << 26, "kernel": 1 << 25,
+                                            "kernelTCP": 1 << 24}}
+    c = conv(cfg)
+    assert c.spec.process.capabilities.bounding == ["CAP_KILL"]
+    assert c.spec.resources.memory.limit == 1 << 26
+    assert c.warnings == [
+        "process.capabilities.bounding: unknown capability 'CAP_FROM_THE_FUTURE' ignored",
+        "linux.resources.memory.kernel: kernel memory limits are deprecated; ignored",
+        "linux.resources.memory.kernelTCP: kernel memory limits are deprecated; ignored"]
+
+
 @pytest.mark.parametrize("path,value,expected", [
     ("linux.intelRdt", {"closID": "x"}, "linux.intelRdt: not supported"),
     ("linux.personality", {"domain": "LINUX32"}, "linux.personality: not supported"),
@@ -161,7 +175,6 @@ def test_runc_ambient_without_inheritable_is_dropped_not_refused() -> None:
     ("linux.resources.hugepageLimits", [{"pageSize": "2MB", "limit": 1}],
      "linux.resources.hugepageLimits: hugetlb"),
     ("linux.resources.memory", {"swappiness": 10}, "linux.resources.memory.swappiness: not supported"),
-    ("linux.resources.memory", {"kernel": 1}, "linux.resources.memory.kernel: kernel memory"),
     ("linux.resources.cpu", {"realtimeRuntime": 5}, "linux.resources.cpu.realtimeRuntime"),
     ("linux.resources.blockIO", {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}]},
      "linux.resources.blockIO.throttleReadBpsDevice: not supported"),
