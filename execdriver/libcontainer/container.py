@@ -90,7 +90,10 @@ class Container:
         self._monitor_is_child = False
 
     def __del__(self) -> None:
-        self.release_exit_record()
+        try:
+            self.release_exit_record()
+        except Exception:  # noqa: BLE001, S110 - at interpreter exit os may be gone already
+            pass
 
     @property
     def id(self) -> str:
