@@ -180,7 +180,8 @@ def test_suite_catches_broken_drivers(tmp_path: Path) -> None:
     node_ids += [f"{module}::TestControl::{t}" for t in tests]
     report = tmp_path / "report.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+         "execdriver.testing.plugin", "--rootdir",
          str(tmp_path), "--basetemp", str(tmp_path / "basetemp"),
          f"--junitxml={report}", *node_ids],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
