@@ -88,7 +88,7 @@ class AsyncDriver:
             def undo(done: asyncio.Future[Handle]) -> None:
                 if not done.cancelled() and done.exception() is None:
                     done.result().close()
-                    loop.run_in_executor(None, self.driver.terminate, container_id)
+                    loop.run_in_executor(None, self._terminate_and_reap, done.result(), detach)
             fut.add_done_callback(undo)
             raise
         return AsyncHandle(handle)
@@ -112,8 +112,18 @@ class AsyncDriver:
             yield handle
         finally:
             handle.close()
-            # Shielded: a cancelled block still waits for its container to be gone.
-            await asyncio.shield(self._call(self.driver.terminate, container_id))
+            # Shielded: a cancelled block still waits for its container to be gone (and,
+            # in the foreground, for its monitor to be reaped: no zombie left behind).
+            await asyncio.shield(self._call(self._terminate_and_reap, handle.handle, detach))
+
+    def _terminate_and_reap(self, handle: Handle, detach: bool) -> None:
+        from .errors import ExecDriverError
+        self.driver.terminate(handle.id)
+        if not detach:
+            try:
+                handle.wait(10)
+            except ExecDriverError:
+                pass
 
     # -- the other verbs -------------------------------------------------------------------
     async def kill(self, container_id: str, signal: int | str = 15, all: bool = False) -> None:

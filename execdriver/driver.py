@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .arguments import checked
 from .errors import (
     ContainerNotFound,
+    ExecDriverError,
     ExecTimeout,
     ExitStatusLost,
     InvalidArgument,
@@ -351,6 +352,8 @@ class ExecDriver(abc.ABC):
                 yield handle
         finally:
             self.terminate(container_id)
+            if not detach:
+                _reap(handle)
 
     @abc.abstractmethod
     def start(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
@@ -601,6 +604,15 @@ class ExecDriver(abc.ABC):
             if value is not None:
                 setattr(proc, key, value)
         return proc
+
+
+def _reap(handle: Handle) -> None:
+    """Collect a foreground container's status after terminate, so that its monitor (our
+    child) is not left a zombie when nobody waited."""
+    try:
+        handle.wait(10)
+    except ExecDriverError:
+        pass
 
 
 # the verbs the base class implements

@@ -78,9 +78,8 @@ def __getattr__(name: str) -> Any:
         module, attr = _EXPORTS[name]
     except KeyError:
         raise AttributeError(f"module 'execdriver.host' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"execdriver.kernel.{module}"), attr)
-    globals()[name] = value
-    return value
+    # Not cached here: each access is the kernel module's attribute of the moment.
+    return getattr(importlib.import_module(f"execdriver.kernel.{module}"), attr)
 
 
 def __dir__() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import helpers_native
 import pytest
@@ -13,6 +14,7 @@ from helpers_native import Box
 from execdriver.aio import AsyncDriver
 from execdriver.driver import ExitStatus, Status
 from execdriver.errors import ContainerNotFound
+from execdriver.state import StateStore
 
 anybox = helpers_native.anybox
 native = helpers_native.native
@@ -24,6 +26,14 @@ def new_id(box: Box, tag: str) -> str:
     cid = helpers_native.new_id(tag)
     box.ids.append(cid)
     return cid
+
+
+def proc_state(pid: int) -> str | None:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return None
+    return data[data.rfind(b")") + 2:].split()[0].decode()
 
 
 def gone(box: Box, cid: str) -> bool:
@@ -73,10 +83,12 @@ def test_a_cancelled_run_terminates_its_container(anybox: Box) -> None:
                     break
             except ContainerNotFound:
                 continue
+        monitor = StateStore(anybox.state_root).read(cid).monitor_pid
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert gone(anybox, cid)            # removed before the cancellation went on
+        assert monitor and proc_state(monitor) is None, "the monitor was left a zombie"
     asyncio.run(main())
 
 

@@ -231,6 +231,11 @@ def test_a_foreground_container_outlives_the_thread_that_started_it(anybox: Box,
 
 # --- exec like subprocess -------------------------------------------------------------------
 
+def parent_of(pid: int) -> int:
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(data[data.rfind(b")") + 2:].split()[1])
+
+
 def zombies_of(pid: int) -> list[int]:
     """Our children that are zombies (<defunct>)."""
     out = []
@@ -271,13 +276,15 @@ def test_an_exec_handle_signals_the_process_and_detached_helpers_leave_no_zombie
     handles = [anybox.driver.exec_start(cid, proc) for _ in range(5)]
     # the handle's pid is the process in the container, not a helper outside it
     assert all(h.pid in anybox.driver.pids(cid) for h in handles)
+    helpers = {parent_of(h.pid) for h in handles}
     os.kill(handles[0].pid, signal.SIGKILL)
     status = handles[0].wait(10)
     assert status is not None and status.signal == signal.SIGKILL
     for h in handles[1:]:
         os.kill(h.pid, signal.SIGTERM)
     # nobody waits on these four: they must be reaped anyway
-    wait_until(lambda: not zombies_of(os.getpid()), 10, what="no <defunct> child")
+    wait_until(lambda: not set(zombies_of(os.getpid())) & helpers, 10,
+               what="no <defunct> exec helper")
     assert all(h.pid not in anybox.driver.pids(cid) for h in handles)
 
 
@@ -300,6 +307,14 @@ def test_runs_from_four_threads_at_once(anybox: Box) -> None:
 
 
 # --- context managers -----------------------------------------------------------------------
+
+def test_a_foreground_started_block_nobody_waited_for_leaves_no_zombie(anybox: Box) -> None:
+    cid = helpers_native.new_id("cmz")
+    anybox.ids.append(cid)
+    with anybox.driver.started(cid, anybox.spec(SLEEP)):
+        monitor = StateStore(anybox.state_root).read(cid).monitor_pid
+    assert monitor and monitor not in zombies_of(os.getpid())
+
 
 def test_started_terminates_whatever_way_the_block_ends(anybox: Box) -> None:
     cid = helpers_native.new_id("cm")
