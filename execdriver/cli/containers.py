@@ -59,9 +59,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
     for cid in args.ids:
         try:
             driver, _ = driver_for(args.root, cid)
-            if driver.info(cid).status == Status.PAUSED:
+            status = driver.info(cid).status
+            if status == Status.PAUSED:
                 driver.unpause(cid)     # a frozen process cannot act on the signal
-            if driver.info(cid).status != Status.STOPPED:
+            if status != Status.STOPPED:
                 driver.kill(cid, sig)
                 if driver.wait(cid, args.time) is None:
                     driver.kill(cid, _signal.SIGKILL, all=True)

@@ -78,15 +78,30 @@ def assert_clean(state_root: Path, cid: str, rootfs: str | Path | None = None,
     assert not left, f"left behind by {cid}: {left}"
 
 
+def _stat_fields(pid: int | str) -> list[bytes]:
+    """/proc/<pid>/stat after the command name: state, ppid, ...; [] when it is gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return []
+    return data[data.rfind(b")") + 2:].split()
+
+
+def proc_state(pid: int) -> str | None:
+    """The process's state letter (R, S, Z, ...), None when it is gone."""
+    fields = _stat_fields(pid)
+    return fields[0].decode() if fields else None
+
+
+def parent_of(pid: int) -> int:
+    return int(_stat_fields(pid)[1])
+
+
 def zombies_of(pid: int) -> list[int]:
     """Zombie children of ``pid`` (by scanning /proc)."""
     out = []
     for stat in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            data = Path(stat).read_bytes()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2:].split()
+        fields = _stat_fields(stat.split("/")[2])
         if fields and fields[0] == b"Z" and int(fields[1]) == pid:
             out.append(int(stat.split("/")[2]))
     return out

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import helpers_native
 import pytest
-from helpers_native import Box
+from helpers_native import Box, proc_state
 
 from execdriver.aio import AsyncDriver
 from execdriver.driver import ExitStatus, Status
@@ -26,14 +25,6 @@ def new_id(box: Box, tag: str) -> str:
     cid = helpers_native.new_id(tag)
     box.ids.append(cid)
     return cid
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return None
-    return data[data.rfind(b")") + 2:].split()[0].decode()
 
 
 def gone(box: Box, cid: str) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import helpers_native
 import pytest
-from helpers_native import Box, leftovers, new_id, status_fields, userns_spec
+from helpers_native import Box, leftovers, new_id, parent_of, status_fields, userns_spec
 from test_cli_chroot import Cli, cli_env
 
 from execdriver.driver import ExitStatus
@@ -47,11 +47,6 @@ def no_proc(box: Box, args: list[str]):
     spec = box.spec(args=args)
     spec.mounts = [m for m in spec.mounts if m.destination != "/proc"]
     return spec
-
-
-def parent_of(pid: int) -> int:
-    data = Path(f"/proc/{pid}/stat").read_bytes()
-    return int(data[data.rfind(b")") + 2:].split()[1])
 
 
 def oom_of(pid: int) -> int:

@@ -20,6 +20,7 @@ from helpers_native import (
     cgroup_procs,
     kill_foreground_runtime,
     new_id,
+    proc_state,
     wait_until,
     zombies_of,
 )
@@ -34,14 +35,6 @@ from execdriver.state import pid_running
 native = helpers_native.native
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return data[data.rfind(b")") + 2:].split()[0].decode()
 
 
 # --- pid 1, hostname ------------------------------------------------------------------

@@ -42,6 +42,7 @@ from helpers_native import (
     host_mounts,
     kill_foreground_runtime,
     new_id,
+    parent_of,
     status_fields,
     userns_spec,
 )
@@ -273,7 +274,7 @@ def test_exec_helper_holds_no_host_directory(box: Box) -> None:
     handle = box.driver.exec(cid, proc, stdio=Stdio(stdout=out.fd, stderr=out.fd),
                              detach=True)
     # The handle's pid is the exec'd process; a helper between us and it is its parent.
-    parent = int(Path(f"/proc/{handle.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+    parent = parent_of(handle.pid)
     helper = handle.pid if parent == os.getpid() else parent
     try:
         wait_until(lambda: len(box.driver.pids(cid)) >= 2, what="the exec'd process")
