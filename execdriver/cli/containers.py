@@ -97,6 +97,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    import json
     import time
 
     from execdriver.errors import InvalidArgument
@@ -105,7 +106,6 @@ def cmd_events(args: argparse.Namespace) -> int:
     driver, _ = driver_for(args.root, args.id)
     for event in driver.events(args.id, args.interval):
         if args.format == "json":
-            import json
             print(json.dumps(event.to_dict(), sort_keys=True), flush=True)   # a line each
         else:
             when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.time))
