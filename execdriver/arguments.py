@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .errors import InvalidArgument
 
@@ -120,5 +120,5 @@ def checked(func: F) -> F:
                 except TypeError as exc:
                     raise InvalidArgument(f"{verb} {name}: {exc}") from None
         return func(*bound.args, **bound.kwargs)
-    wrapper.__checked__ = True  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
+    vars(wrapper)["__checked__"] = True
+    return cast(F, wrapper)

@@ -22,7 +22,7 @@ import pytest
 from helpers_native import Box, parent_of, zombies_of
 from test_cli_chroot import Cli, cli_env
 
-from execdriver.driver import ExitStatus, Status, Stdio
+from execdriver.driver import Event, ExitStatus, Handle, Status, Stdio
 from execdriver.errors import ContainerNotFound, ExecTimeout, ExitStatusLost
 from execdriver.state import StateStore, pid_alive
 from execdriver.testing.helpers import wait_until
@@ -209,10 +209,11 @@ def test_a_foreground_container_outlives_the_thread_that_started_it(anybox: Box,
     cid = helpers_native.new_id("thr")
     anybox.ids.append(cid)
 
-    def start() -> object:
+    def start() -> Handle:
         return anybox.driver.start(cid, spec)
+    handle: Handle
     if how == "thread":
-        box: list[object] = []
+        box: list[Handle] = []
         t = threading.Thread(target=lambda: box.append(start()))
         t.start()
         t.join()
@@ -221,12 +222,12 @@ def test_a_foreground_container_outlives_the_thread_that_started_it(anybox: Box,
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             handle = pool.submit(start).result()
     else:
-        async def main() -> object:
+        async def main() -> Handle:
             return await asyncio.to_thread(start)
         handle = asyncio.run(main())
     time.sleep(0.3)             # the thread is gone (a pool's worker too, after shutdown)
     assert anybox.driver.info(cid).status == Status.RUNNING
-    assert handle.wait(20) == ExitStatus(3)     # type: ignore[attr-defined]
+    assert handle.wait(20) == ExitStatus(3)
 
 
 # --- exec like subprocess -------------------------------------------------------------------
@@ -346,7 +347,7 @@ def test_a_failed_poststart_or_poststop_hook_is_logged_not_lost(
 
 def test_events_follow_start_pause_resume_and_exit(native: Box) -> None:
     cid, _, _ = native.start(native.spec("sleep 2; exit 2"))
-    seen: list[object] = []
+    seen: list[Event] = []
     t = threading.Thread(target=lambda: seen.extend(native.driver.events(cid)))
     t.start()
     time.sleep(0.4)
@@ -354,9 +355,9 @@ def test_events_follow_start_pause_resume_and_exit(native: Box) -> None:
     time.sleep(0.4)
     native.driver.unpause(cid)
     t.join(20)
-    types = [e.type for e in seen]          # type: ignore[attr-defined]
+    types = [e.type for e in seen]
     assert types == ["start", "pause", "resume", "exit"], types
-    assert seen[-1].exit_status == ExitStatus(2)    # type: ignore[attr-defined]
+    assert seen[-1].exit_status == ExitStatus(2)
 
 
 def test_events_report_an_oom_kill_and_a_removal(native: Box) -> None:

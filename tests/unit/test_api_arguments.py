@@ -64,10 +64,12 @@ def test_a_third_party_driver_gets_the_checks_and_signal_names() -> None:
     class Minimal(ExecDriver):
         name = "minimal"
 
-        def start(self, container_id, spec, *, stdio=None, detach=False):  # type: ignore[no-untyped-def]
+        def start(self, container_id: str, spec: Any, *, stdio: Any = None,
+                  detach: bool = False) -> Any:
             raise AssertionError("not reached")
 
-        def kill(self, container_id, signal=signal.SIGTERM, all=False):  # type: ignore[no-untyped-def]
+        def kill(self, container_id: str, signal: int = signal.SIGTERM,
+                 all: bool = False) -> None:
             seen.append((container_id, signal))
 
         pause = unpause = info = terminate = exec = stats = pids = start  # type: ignore[assignment]
