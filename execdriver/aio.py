@@ -22,6 +22,7 @@ import asyncio
 import builtins
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +31,18 @@ if TYPE_CHECKING:
     from .spec import Process, Spec
 
 T = TypeVar("T")
+log = logging.getLogger("execdriver")
+
+
+async def _settled(fut: asyncio.Future[Any]) -> bool:
+    """Wait for ``fut`` whatever cancellations come meanwhile (the caller re-raises
+    its own); did it succeed?"""
+    while not fut.done():
+        try:
+            await asyncio.wait({fut})   # (a cancelled wait leaves ``fut`` alone)
+        except asyncio.CancelledError:
+            continue
+    return not fut.cancelled() and fut.exception() is None
 
 
 class AsyncHandle:
@@ -85,11 +98,15 @@ class AsyncDriver:
         try:
             handle = await asyncio.shield(fut)
         except asyncio.CancelledError:
-            def undo(done: asyncio.Future[Handle]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    done.result().close()
-                    loop.run_in_executor(None, self._terminate_and_reap, done.result(), detach)
-            fut.add_done_callback(undo)
+            # The undo finishes before the cancellation goes on: whoever cancelled
+            # finds no container left.
+            if await _settled(fut):
+                fut.result().close()
+                ended = loop.run_in_executor(None, self._terminate_and_reap, fut.result(),
+                                             detach)
+                if not await _settled(ended):
+                    log.warning("%s: a cancelled start could not terminate it: %s",
+                                container_id, ended.exception())
             raise
         return AsyncHandle(handle)
 
@@ -114,7 +131,10 @@ class AsyncDriver:
             handle.close()
             # Shielded: a cancelled block still waits for its container to be gone (and,
             # in the foreground, for its monitor to be reaped: no zombie left behind).
-            await asyncio.shield(self._call(self._terminate_and_reap, handle.handle, detach))
+            ended = asyncio.ensure_future(
+                self._call(self._terminate_and_reap, handle.handle, detach))
+            await _settled(ended)
+            ended.result()              # a failed terminate is the caller's to see
 
     def _terminate_and_reap(self, handle: Handle, detach: bool) -> None:
         from .errors import ExecDriverError

@@ -512,12 +512,22 @@ class Container:
 
     def pause(self) -> None:
         self._running("pause")
-        self._cgroup_of_running("pause").freeze()
+        cg = self._cgroup_of_running("pause")
+        try:
+            cg.freeze()
+        except (FileNotFoundError, ProcessLookupError):
+            self._gone_meanwhile("pause")
+            raise
 
     def resume(self) -> None:
         self._running("resume")
         cg = self._cgroup_of_running("resume")
-        if not cg.is_frozen():
+        try:
+            frozen = cg.is_frozen()
+        except FileNotFoundError:
+            self._gone_meanwhile("resume")
+            raise
+        if not frozen:
             raise InvalidState(f"resume id={self.id}: container is not paused",
                                container_id=self.id)
         cg.thaw()
@@ -525,9 +535,16 @@ class Container:
     def _cgroup_of_running(self, verb: str) -> Any:
         cg = self.cgroup()
         if cg is None or not cg.exists():
+            self._gone_meanwhile(verb)
             raise InvalidState(f"{verb} id={self.id}: the container has no cgroup",
                                container_id=self.id, step=verb)
         return cg
+
+    def _gone_meanwhile(self, verb: str) -> None:
+        """Raise "not running" if the container exited since it was checked (its monitor
+        removes the cgroup then); return if it still runs."""
+        self.refresh()
+        self._running(verb)
 
     def exec(self, process: Process, stdio: tuple[int, int, int] = (0, 1, 2), *,
              detach: bool = False, allow_paused: bool = False) -> Any:

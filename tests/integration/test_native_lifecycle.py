@@ -27,7 +27,7 @@ from helpers_native import (
 
 import execdriver.loader
 from execdriver.driver import ExitStatus, Status, Stdio
-from execdriver.errors import ExecDriverError, InvalidState, StepFailed
+from execdriver.errors import ContainerNotFound, ExecDriverError, InvalidState, StepFailed
 from execdriver.spec import Mount
 from execdriver.state import pid_running
 
@@ -174,6 +174,32 @@ def test_pause_and_unpause_stop_and_resume_the_processes(native: Box) -> None:
     wait_until(lambda: read() > frozen + 2, what="the counter to resume")
     with pytest.raises(InvalidState):
         native.driver.unpause(cid)
+
+
+@pytest.mark.parametrize("verb", ["pause", "unpause"])
+def test_pause_racing_a_terminate_says_the_container_is_gone(
+        native: Box, verb: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another caller terminates the container (its cgroup goes) between the status
+    check and the freeze: the caller is told the container does not exist, as if the
+    terminate had come first, not that it "has no cgroup"."""
+    from execdriver.libcontainer.container import Container
+    cid, _h, _ = native.start(native.spec("sleep 30"))
+    if verb == "unpause":
+        native.driver.pause(cid)
+    checked = Container._running
+    raced: list[str] = []
+
+    def terminated_right_after_the_check(self: Container, v: str) -> object:
+        st = checked(self, v)
+        if not raced:
+            raced.append(v)
+            native.driver.terminate(cid)
+        return st
+    monkeypatch.setattr(Container, "_running", terminated_right_after_the_check)
+    with pytest.raises(ContainerNotFound):
+        getattr(native.driver, verb)(cid)
+    assert raced == [{"pause": "pause", "unpause": "resume"}[verb]]
+    assert not cgroup_dirs(cid)
 
 
 def test_kill_sigkill_ends_with_signal_9(native: Box) -> None:
