@@ -22,7 +22,7 @@ check() {
         failed="$failed $label"
     fi
 }
-check ruff .venv/bin/ruff check --no-fix --output-format concise execdriver drivers tests bench scripts docs/examples
+check ruff .venv/bin/ruff check --no-fix --output-format concise setup.py execdriver drivers tests bench scripts docs/examples
 check mypy .venv/bin/mypy
 check import-linter .venv/bin/lint-imports
 if [ -n "$failed" ]; then

@@ -16,7 +16,8 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+# (an older set-up linked the commands into .venv/libexec: pip replaces files, not links)
+for cmd in .venv/bin/execdriver .venv/bin/execdriver-oci; do [ ! -L "$cmd" ] || rm -f "$cmd"; done
 .venv/bin/pip install -q --disable-pip-version-check -e '.[lxc,test,dev,bench]' -e tests/example_driver
-.venv/bin/python -m execdriver.kernel.waiter >/dev/null  # the C container monitor (optional, saves memory)
-.venv/bin/python -m execdriver.cli.client_build >/dev/null  # the compiled execdriver/execdriver-oci front (optional, starts faster)
+# (the package build compiled the C container monitor and the execdriver/execdriver-oci front)
 [ -x demo-rootfs/bin/busybox ] || .venv/bin/execdriver rootfs busybox demo-rootfs

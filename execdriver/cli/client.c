@@ -14,15 +14,21 @@
  * to answer the request, else we run Python (at once if its backlog is full); a
  * command line warm.servable() refuses never goes to the server at all.
  *
- * Build-time constants (client_build.py, from warm.py): PYTHON (the interpreter),
- * KEY (warm.install_key()), SOCKET (warm.socket_path()), PROTOCOL, TIMEOUT, and
- * warm.CLASSIFICATION as space-separated words: <P>_SERVED, <P>_VALUES, <P>_FLAGS
- * and <P>_BARE for P = EXECDRIVER and OCI.
+ * The interpreter is found when the command runs, so a wheel built elsewhere and a
+ * moved venv work: $EXECDRIVER_PYTHON, else python3.N, python3 or python beside this
+ * binary (a venv's bin), else PYTHON, the interpreter that built it. The installation
+ * key and the default socket follow from it as warm.install_key()/socket_path() do.
+ *
+ * Build-time constants (client_build.py, from warm.py): PYTHON, PYNAME (python3.N),
+ * SOCKET_DIR, PROTOCOL, TIMEOUT, and warm.CLASSIFICATION as space-separated words:
+ * <P>_SERVED, <P>_VALUES, <P>_FLAGS and <P>_BARE for P = EXECDRIVER and OCI.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +42,9 @@
 #ifndef PYTHON
 #error "build with -DPYTHON=..."
 #endif
+
+static char python[PATH_MAX];                 /* the interpreter to exec */
+static char key[PATH_MAX + 32];              /* warm.install_key() */
 
 extern char **environ;
 
@@ -93,18 +102,60 @@ static void putstr(struct buf *b, const char *s, size_t n)
 static void run_python(const char *prog, int argc, char **argv)
 {
     const char *module = strcmp(prog, "execdriver-oci") == 0 ? "execdriver.cli.oci" : "execdriver";
-    char **args = calloc((size_t)argc + 4, sizeof(char *));
+    char **args = calloc((size_t)argc + 5, sizeof(char *));
     if (!args) { perror("execdriver: calloc"); exit(125); }
-    args[0] = (char *)PYTHON;
-    args[1] = "-m";
-    args[2] = (char *)module;
+    args[0] = python;
+    args[1] = "-P";         /* not the cwd first on sys.path: a checkout's execdriver/ there */
+    args[2] = "-m";         /* must not shadow the installed package */
+    args[3] = (char *)module;
     for (int i = 1; i < argc; i++)
-        args[i + 2] = argv[i];
+        args[i + 3] = argv[i];
     /* Tell warm.py not to ask the server again (it takes the variable out). */
     setenv("EXECDRIVER_SERVER_TRIED", "1", 1);
-    execv(PYTHON, args);
-    fprintf(stderr, "%s: exec %s: %s\n", prog, PYTHON, strerror(errno));
+    execv(python, args);
+    fprintf(stderr, "%s: exec %s: %s\n", prog, python, strerror(errno));
     exit(125);
+}
+
+/* --- which installation this is --------------------------------------------------- */
+
+static int executable(const char *path) { return access(path, X_OK) == 0; }
+
+/* python (see the top), and key = "<the real directory of python>:<PYNAME>". */
+static void locate(void)
+{
+    const char *env = getenv("EXECDRIVER_PYTHON");
+    char self[PATH_MAX], dir[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    python[0] = 0;
+    if (env && *env && strlen(env) < sizeof python && executable(env)) {
+        strcpy(python, env);
+    } else if (n > 0) {
+        self[n] = 0;
+        const char *bin = dirname(self);
+        static const char *const names[] = {PYNAME, "python3", "python"};
+        for (size_t i = 0; i < sizeof names / sizeof names[0] && !python[0]; i++) {
+            snprintf(python, sizeof python, "%s/%s", bin, names[i]);
+            if (!executable(python))
+                python[0] = 0;
+        }
+    }
+    if (!python[0])
+        snprintf(python, sizeof python, "%s", PYTHON);
+    char copy[PATH_MAX];
+    snprintf(copy, sizeof copy, "%s", python);
+    if (!realpath(dirname(copy), dir))
+        snprintf(dir, sizeof dir, "%s", dirname(copy));
+    snprintf(key, sizeof key, "%s:%s", dir, PYNAME);
+}
+
+/* FNV-1a, 32 bits: the default socket's name (warm.socket_path()). */
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
 }
 
 /* --- talking to the server ------------------------------------------------------ */
@@ -208,6 +259,7 @@ static const char *field(const char *msg, const char *key)
 
 int main(int argc, char **argv)
 {
+    locate();
     const char *prog = strcmp(basename(argv[0]), "execdriver-oci") == 0 ? "execdriver-oci"
                                                                         : "execdriver";
     const char *mode = getenv("EXECDRIVER_SERVER");
@@ -217,8 +269,11 @@ int main(int argc, char **argv)
         run_python(prog, argc, argv);
 
     const char *path = getenv("EXECDRIVER_SERVER_SOCKET");
-    if (!path || !*path)
-        path = SOCKET;
+    char socket_path[sizeof ((struct sockaddr_un *)0)->sun_path + 64];
+    if (!path || !*path) {
+        snprintf(socket_path, sizeof socket_path, "%s/%08x.sock", SOCKET_DIR, fnv1a(key));
+        path = socket_path;
+    }
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof addr.sun_path)
         run_python(prog, argc, argv);
@@ -242,7 +297,7 @@ int main(int argc, char **argv)
     puts_(&b, "{\"v\": ");
     putint(&b, PROTOCOL);
     puts_(&b, ", \"key\": ");
-    putstr(&b, KEY, strlen(KEY));
+    putstr(&b, key, strlen(key));
     puts_(&b, ", \"prog\": ");
     putstr(&b, prog, strlen(prog));
     puts_(&b, ", \"argv\": [");

@@ -1,21 +1,22 @@
-"""Build the compiled front (client.c) and install it as this environment's
-``execdriver`` and ``execdriver-oci`` commands.
+"""Build the compiled front (client.c): this environment's ``execdriver`` and
+``execdriver-oci`` commands.
 
-``python -m execdriver.cli.client_build`` (scripts/setup.sh runs it) compiles
-client.c into <prefix>/libexec/execdriver/execdriver-client and points the two
-commands in the interpreter's bin directory at it. Without a running ``execdriver
-server`` the client execs ``python -m execdriver`` (or ``execdriver.cli.oci``) with
-the same argv, pid and fds, so the commands behave as the console scripts pip
-wrote; with one, they start ~25 ms sooner. Which command lines it hands to the
-server comes from warm.CLASSIFICATION, compiled in (rebuild after changing it; a
-stale table only costs speed: the server checks again). ``--uninstall`` puts
-pip's scripts back.
+The package build does it (setup.py's build_scripts: the two commands in a wheel's
+scripts are this binary, or pip-style Python scripts where no C compiler is found).
+``python -m execdriver.cli.client_build`` rebuilds it in place, e.g. after warm's
+tables changed, and ``--uninstall`` puts Python scripts back. Without a running
+``execdriver server`` the client execs ``python -m execdriver`` (or
+``execdriver.cli.oci``) with the same argv, pid and fds, so the commands behave as
+Python scripts would; with one, they start ~25 ms sooner. Which command lines it
+hands to the server comes from warm.CLASSIFICATION, compiled in (a stale table only
+costs speed: the server checks again).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 from ..kernel.waiter import compile_c
@@ -23,10 +24,6 @@ from . import warm
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "client.c")
 COMMANDS = {"execdriver": "execdriver.cli.main", "execdriver-oci": "execdriver.cli.oci"}
-
-
-def binary_path() -> str:
-    return os.path.join(sys.prefix, "libexec", "execdriver", "execdriver-client")
 
 
 # warm.CLASSIFICATION's programs, by the prefix client.c names their tables with
@@ -46,36 +43,28 @@ def classification_defines() -> dict[str, object]:
     return out
 
 
-def build(dest: str | None = None) -> str:
-    """Compile client.c with this interpreter, installation key, default socket and
-    warm's tables."""
-    saved = os.environ.pop(warm.SOCKET_ENV, None)     # the default socket, not a test's
-    try:
-        defines = {"PYTHON": sys.executable, "KEY": warm.install_key(),
-                   "SOCKET": warm.socket_path(), **classification_defines()}
-    finally:
-        if saved is not None:
-            os.environ[warm.SOCKET_ENV] = saved
-    return compile_c(SOURCE, dest or binary_path(), "-Wextra",
-                     *[f"-D{k}={json.dumps(v)}" for k, v in defines.items()])
+def build(dest: str) -> str:
+    """Compile client.c into ``dest`` with warm's protocol and tables, and this
+    interpreter as the last resort (it finds the one beside it first)."""
+    defines = {"PYTHON": sys.executable, "PYNAME": f"python{sys.version_info[0]}.{sys.version_info[1]}",
+               "SOCKET_DIR": warm.SOCKET_DIR, **classification_defines()}
+    return compile_c(SOURCE, dest, "-Wextra", *[f"-D{k}={json.dumps(v)}" for k, v in defines.items()])
+
+
+def build_commands(directory: str) -> list[str]:
+    """The two commands in ``directory``: one build, copied (a copy finds the
+    interpreter beside it; a symlink would not)."""
+    first, *others = (os.path.join(directory, name) for name in COMMANDS)
+    build(first)
+    for other in others:
+        tmp = other + ".tmp"
+        shutil.copy2(first, tmp)
+        os.replace(tmp, other)
+    return [first, *others]
 
 
 def _bin_dir() -> str:
     return os.path.dirname(os.path.abspath(sys.executable))
-
-
-def install(binary: str) -> list[str]:
-    """Point bin/execdriver and bin/execdriver-oci at ``binary`` (atomic renames)."""
-    out = []
-    for name in COMMANDS:
-        link = os.path.join(_bin_dir(), name)
-        tmp = link + ".tmp"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(os.path.relpath(binary, _bin_dir()), tmp)
-        os.replace(tmp, link)
-        out.append(link)
-    return out
 
 
 def uninstall() -> list[str]:
@@ -97,4 +86,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--uninstall"]:
         print("\n".join(uninstall()))
     else:
-        print("\n".join(install(build())))
+        print("\n".join(build_commands(_bin_dir())))

@@ -139,9 +139,19 @@ def client_timeout() -> float:
 
 
 def install_key() -> str:
-    """Which installation a server belongs to: the interpreter and the package."""
-    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return f"{os.path.realpath(sys.executable)}:{pkg}"
+    """Which installation a server belongs to: the interpreter's real directory (a
+    venv's bin, not the base interpreter it links to) and version. client.c derives
+    the same from the interpreter it finds, so a moved venv keeps its server."""
+    where = os.path.realpath(os.path.dirname(os.path.abspath(sys.executable)))
+    return f"{where}:python{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def fnv1a(text: str) -> int:
+    """FNV-1a, 32 bits (client.c names the default socket with the same hash)."""
+    h = 2166136261
+    for byte in text.encode():
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return h
 
 
 def socket_path() -> str:
@@ -149,8 +159,7 @@ def socket_path() -> str:
     path = os.environ.get(SOCKET_ENV)
     if path:
         return path
-    import zlib
-    return f"{SOCKET_DIR}/{zlib.crc32(install_key().encode()):08x}.sock"
+    return f"{SOCKET_DIR}/{fnv1a(install_key()):08x}.sock"
 
 
 def _open_fds() -> list[int]:

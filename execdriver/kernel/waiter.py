@@ -2,7 +2,9 @@
 
 A forked Python monitor keeps 3.5 MiB (embedded) to 19 MiB (after the CLI
 exits) of private memory per running container; the C waiter keeps ~0.1 MiB.
-It is optional: without it, init.monitor() does the same job in Python.
+It is optional: without it, init.monitor() does the same job in Python. The
+package build compiles it into the package, beside waiter.c (setup.py's build_py),
+so a wheel, an editable install and a moved venv all find it there.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ NAME = "execdriver-waiter"
 
 
 def default_path() -> str:
-    return os.path.join(sys.prefix, "libexec", "execdriver", NAME)
+    return os.path.join(os.path.dirname(SOURCE), NAME)
 
 
 def find() -> str | None:
@@ -31,8 +33,8 @@ def find() -> str | None:
 
 
 def compile_c(source: str, dest: str, *flags: str) -> str:
-    """Compile ``source`` into ``dest`` with the system cc (atomically replaced)."""
-    cc = shutil.which("cc") or shutil.which("gcc")
+    """Compile ``source`` into ``dest`` with $CC or the system cc (atomically replaced)."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler (apt-get install gcc)")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -43,7 +45,7 @@ def compile_c(source: str, dest: str, *flags: str) -> str:
 
 
 def build(dest: str | None = None) -> str:
-    """Compile waiter.c into ``dest`` (default: the venv's libexec)."""
+    """Compile waiter.c into ``dest`` (default: beside it, in the package)."""
     return compile_c(SOURCE, dest or default_path())
 
 

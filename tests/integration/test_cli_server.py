@@ -124,17 +124,13 @@ class CompiledCli(Cli):
 
 
 def compiled_client(name: str) -> str:
-    """bin/<name> pointing at the compiled client (skip when it is not built)."""
-    from execdriver.cli import client_build
-    binary = client_build.binary_path()
-    if not os.access(binary, os.X_OK):
-        pytest.skip("the compiled client is not built (scripts/setup.sh builds it)")
-    link = os.path.join(os.path.dirname(binary), "bin", name)
-    if not os.path.islink(link):
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(binary, link + ".tmp")
-        os.replace(link + ".tmp", link)
-    return link
+    """This environment's ``name`` command when the package build made it the compiled
+    client (skip when it is a Python script: no C compiler at build time)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), name)
+    with open(path, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            pytest.skip(f"{path} is not the compiled client (built without a C compiler)")
+    return path
 
 
 @pytest.fixture(params=["python", "compiled"])

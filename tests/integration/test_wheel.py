@@ -1,0 +1,145 @@
+"""The package as pip installs it (issue #16): an sdist that builds, a platform wheel
+with the C monitor and the compiled front, a fresh venv that runs a container with
+them, a moved venv that still does, and an uninstall that leaves nothing (root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import execdriver
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+NAME = f"execdriver-{execdriver.__version__}"
+
+
+def sh(*argv: object, cwd: Path | None = None, **env: str) -> str:
+    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **env}, cwd=cwd, check=False)
+    assert r.returncode == 0, f"{argv}: {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    return r.stdout
+
+
+def is_elf(path: Path | bytes) -> bool:
+    head = path[:4] if isinstance(path, bytes) else path.read_bytes()[:4]
+    return head == b"\x7fELF"
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not os.path.isdir(REPO / ".git") and not (REPO / "PKG-INFO").exists():
+        pytest.skip("not a source tree")
+    out = tmp_path_factory.mktemp("sdist")
+    # the build backend, run as pip would (from the tree, into out)
+    sh(sys.executable, "-c", "import sys; from setuptools import build_meta as b; "
+       "print(b.build_sdist(sys.argv[1]))", out, PYTHONDONTWRITEBYTECODE="1")
+    found = list(out.glob("execdriver-*.tar.gz"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def build_wheel(sdist: Path, out: Path, **env: str) -> Path:
+    """The wheel pip builds from the sdist (so the sdist must be complete)."""
+    sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+       "-w", out, sdist, **env)
+    found = list(out.glob("execdriver-*.whl"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def wheel(sdist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheel(sdist, tmp_path_factory.mktemp("wheel"))
+
+
+def test_the_sdist_carries_docs_tests_and_the_c_sources_not_binaries(sdist: Path) -> None:
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    for needed in ("LICENSE", "CHANGELOG.md", "README.md", "setup.py", "setup.cfg",
+                   "pyproject.toml", "docs/user-guide.md", "docs/api-reference.md",
+                   "tests/conftest.py", "tests/integration/test_wheel.py",
+                   "execdriver/kernel/waiter.c", "execdriver/cli/client.c",
+                   "scripts/bin/execdriver", "scripts/bin/execdriver-oci"):
+        assert needed in names, f"the sdist lacks {needed}"
+    assert not [n for n in names if n.endswith("execdriver-waiter") or "__pycache__" in n]
+
+
+def test_the_wheel_is_for_this_platform_and_holds_the_compiled_helpers(wheel: Path) -> None:
+    plat = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    assert wheel.name == f"{NAME}-py3-none-{plat}.whl"
+    with zipfile.ZipFile(wheel) as z:
+        assert is_elf(z.read("execdriver/kernel/execdriver-waiter"))
+        for cmd in ("execdriver", "execdriver-oci"):
+            info = z.getinfo(f"{NAME}.data/scripts/{cmd}")
+            assert is_elf(z.read(info)), f"{cmd} is not the compiled front"
+            assert (info.external_attr >> 16) & 0o111, f"{cmd} is not executable"
+        entry_points = z.read(f"{NAME}.dist-info/entry_points.txt").decode()
+    assert "console_scripts" not in entry_points       # pip would overwrite the binaries
+
+
+def test_without_a_compiler_the_wheel_holds_python_stand_ins(sdist: Path, tmp_path: Path) -> None:
+    wheel = build_wheel(sdist, tmp_path, EXECDRIVER_NO_C="1")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        assert "execdriver/kernel/execdriver-waiter" not in names
+        script = z.read(f"{NAME}.data/scripts/execdriver").decode()
+    assert script.startswith("#!python\n") and "from execdriver.cli.main import main" in script
+
+
+def monitor_of(venv: Path, state: Path, cid: str) -> str:
+    record = json.loads((state / cid / "state.json").read_text())
+    return os.readlink(f"/proc/{record['monitor_pid']}/exe")
+
+
+def run_in(venv: Path, state: Path, rootfs: Path, cid: str) -> None:
+    """A container through the venv's own ``execdriver`` command: foreground output, then
+    a detached one whose monitor is the venv's C waiter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXECDRIVER", "PYTHON"))}
+    r = subprocess.run([venv / "bin" / "execdriver", "--root", state, "run", "--rootfs", rootfs,
+                        "--", "/bin/sh", "-c", "echo hello from $(hostname); exit 7"],
+                       capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert (r.returncode, r.stdout.endswith("\n"), "hello from" in r.stdout) == (7, True, True), r
+    subprocess.run([venv / "bin" / "execdriver", "--root", state, "run", "-d", "--name", cid,
+                    "--rootfs", rootfs, "--", "sleep", "30"], env=env, check=True, timeout=60,
+                   capture_output=True)
+    try:
+        waiter = next((venv / "lib").glob("python3*/site-packages/execdriver/kernel/execdriver-waiter"))
+        assert monitor_of(venv, state, cid) == str(waiter)
+    finally:
+        subprocess.run([venv / "bin" / "execdriver", "--root", state, "rm", "--force", cid],
+                       env=env, check=True, timeout=60, capture_output=True)
+
+
+def test_a_fresh_venv_runs_containers_with_the_c_helpers_moves_and_uninstalls(
+        wheel: Path, tmp_path: Path, busybox_rootfs: Path) -> None:
+    venv = tmp_path / "venv"
+    sh(sys.executable, "-m", "venv", venv)
+    # (the dependencies come from wherever this machine's pip is configured to look)
+    sh(venv / "bin" / "pip", "install", "-q", wheel, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    for cmd in ("execdriver", "execdriver-oci"):
+        assert is_elf(venv / "bin" / cmd)
+    # (from the checkout: its execdriver/ directory must not shadow the installed package)
+    drivers = json.loads(sh(venv / "bin" / "execdriver", "drivers", "--format", "json", cwd=REPO))
+    native = next(d for d in drivers if d["name"] == "native")
+    assert str(venv) in native["details"]["monitor"] and "C waiter" in native["details"]["monitor"]
+    assert "spec: 1.1.0" in sh(venv / "bin" / "execdriver-oci", "--version")
+    run_in(venv, tmp_path / "state", busybox_rootfs, "wheel-a")
+
+    moved = tmp_path / "moved"
+    shutil.move(venv, moved)
+    run_in(moved, tmp_path / "state", busybox_rootfs, "wheel-b")
+
+    sh(moved / "bin" / "python", "-m", "pip", "uninstall", "-y", "-q", "execdriver")
+    left = [str(p) for p in moved.rglob("*execdriver*")]
+    assert left == [], f"pip uninstall left {left}"
