@@ -13,6 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 # pytest run of the environment): a driver's test suite names the plugin.
 pytest_plugins = ["execdriver.testing.plugin"]
 
+# The compiled front starts a server on first use; tests that want one start their own
+# (on a private socket), so no command of the suite leaves one running behind it.
+os.environ.setdefault("EXECDRIVER_SERVER", "manual")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() != 0:

@@ -20,7 +20,7 @@
  * key and the default socket follow from it as warm.install_key()/socket_path() do.
  *
  * Build-time constants (client_build.py, from warm.py): PYTHON, PYNAME (python3.N),
- * SOCKET_DIR, PROTOCOL, TIMEOUT, and warm.CLASSIFICATION as space-separated words:
+ * SOCKET_DIR, PROTOCOL, TIMEOUT, AUTOSTART_IDLE, and warm.CLASSIFICATION as space-separated words:
  * <P>_SERVED, <P>_VALUES, <P>_FLAGS and <P>_BARE for P = EXECDRIVER and OCI.
  */
 #define _GNU_SOURCE
@@ -36,6 +36,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -156,6 +157,42 @@ static uint32_t fnv1a(const char *s)
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 16777619u;
     return h;
+}
+
+/* --- a server on first use --------------------------------------------------------- */
+
+/* No server answers on the default socket: start one, detached (own session, stdio on
+ * /dev/null, cwd /), for the next commands; this one still runs in Python. It exits
+ * after $EXECDRIVER_SERVER_IDLE seconds (default AUTOSTART_IDLE) without a client, and
+ * when our code changes. Not for other users than root, with EXECDRIVER_SERVER=manual
+ * or off, or with an explicit socket. The server's own lock makes concurrent starts one. */
+static void autostart(void)
+{
+    const char *v = getenv("EXECDRIVER_SERVER_IDLE");
+    char *end;
+    double idle = v && *v ? strtod(v, &end) : -1;
+    if (!(v && *v && !*end && idle > 0 && idle < 1e7))
+        idle = AUTOSTART_IDLE;
+    char idle_arg[32];
+    snprintf(idle_arg, sizeof idle_arg, "%g", idle);
+    pid_t pid = fork();
+    if (pid < 0)
+        return;
+    if (pid == 0) {
+        if (setsid() < 0 || fork() != 0)
+            _exit(0);
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+            _exit(0);
+        close_range(3, ~0U, 0);
+        if (chdir("/") < 0)
+            _exit(0);
+        char *args[] = {python, "-P", "-m", "execdriver", "server", "run",
+                        "--idle-timeout", idle_arg, NULL};
+        execv(python, args);
+        _exit(127);
+    }
+    (void)waitpid(pid, NULL, 0);
 }
 
 /* --- talking to the server ------------------------------------------------------ */
@@ -286,6 +323,9 @@ int main(int argc, char **argv)
     if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
         if (errno == EAGAIN)
             debug_fallback(prog, "busy", 4);
+        else if ((errno == ENOENT || errno == ECONNREFUSED) && path == socket_path
+                 && geteuid() == 0 && !(mode && strcmp(mode, "manual") == 0))
+            autostart();
         run_python(prog, argc, argv);
     }
     if (fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) & ~O_NONBLOCK) < 0)

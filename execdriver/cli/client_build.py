@@ -33,7 +33,8 @@ TABLES = {"execdriver": "EXECDRIVER", "execdriver-oci": "OCI"}
 def classification_defines() -> dict[str, object]:
     """warm's protocol, timeout and classification tables, for client.c: it then
     decides as warm.servable() does, from the very same table."""
-    out: dict[str, object] = {"PROTOCOL": warm.PROTOCOL, "TIMEOUT": float(warm.TIMEOUT)}
+    out: dict[str, object] = {"PROTOCOL": warm.PROTOCOL, "TIMEOUT": float(warm.TIMEOUT),
+                              "AUTOSTART_IDLE": float(warm.AUTOSTART_IDLE)}
     for prog, prefix in TABLES.items():
         served, values, flags, bare = warm.CLASSIFICATION[prog]
         for name, words in (("SERVED", served), ("VALUES", values), ("FLAGS", flags)):

@@ -56,6 +56,8 @@ MAX_REQUEST = 1 << 20       # bytes; a larger request is dropped (its client run
 MAX_FDS = 8                 # fds the client's "go" may carry (stdio and cwd: 4)
 REQUEST_TIMEOUT = 5.0       # seconds a connection has to send its request
 MAX_PENDING = 64            # connections yet to send one; past that the oldest is dropped
+# The client's Python would have imported other code than ours with other values of these.
+PYTHON_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONSAFEPATH")
 SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)     # Linux >= 6.5
 # Not the pytest plugin.
 SKIP_PRELOAD = ("execdriver.testing", "execdriver.cli.server")
@@ -143,6 +145,10 @@ class Server:
         self.idle_timeout = idle_timeout
         self.key = warm.install_key()
         self.snapshot: dict[str, float] = {}
+        self.lock = -1
+        # when a command last came or ran: the idle timeout counts from it (a status
+        # query, or a connection that never sends a command, keeps no server alive)
+        self.last_used = 0.0
         self.own_ns = _ns_ids("self")
         self.workers: dict[int, tuple[int, socket.socket]] = {}   # pidfd -> (pid, conn)
         # connections yet to send their request (fd -> conn, deadline), oldest first
@@ -158,6 +164,17 @@ class Server:
         so a client never connects to a server that is not listening yet."""
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        # One server a socket: servers started at once (the compiled front starts one on
+        # first use, from as many commands as run then) agree through this lock, held
+        # while the server listens.
+        import fcntl
+        lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)
+            raise
+        self.lock = lock
         tmp = f"{self.path}.{os.getpid()}.tmp"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
@@ -173,6 +190,7 @@ class Server:
         except BaseException:
             sock.close()
             _unlink(tmp)
+            os.close(lock)
             raise
         self.listener = sock
 
@@ -187,10 +205,10 @@ class Server:
         sel = selectors.DefaultSelector()
         sel.register(self.listener, selectors.EVENT_READ, "accept")
         sel.register(wake_r, selectors.EVENT_READ, "wake")
-        last = time.monotonic()         # when the server last had something to do
+        self.last_used = time.monotonic()
         try:
             while not (self.stopping and not self.workers):
-                events = sel.select(self._next_timeout(last))
+                events = sel.select(self._next_timeout(self.last_used))
                 for key, _ in events:
                     if key.data == "accept":
                         self._accept(sel)
@@ -202,9 +220,10 @@ class Server:
                         self._reap(sel, key.fd)
                 now = time.monotonic()
                 self._expire(sel, now)
-                if events or self.workers or self.pending:
-                    last = now
-                elif self.idle_timeout and now >= last + self.idle_timeout:
+                if self.workers:
+                    self.last_used = now
+                elif (self.idle_timeout and not self.pending
+                      and now >= self.last_used + self.idle_timeout):
                     self.stop()
                 if self.stopping and self.listener is not None:
                     sel.unregister(self.listener)
@@ -249,6 +268,9 @@ class Server:
             pass
         self.listener.close()
         self.listener = None
+        if self.lock >= 0:
+            os.close(self.lock)         # a new server may start while our workers finish
+            self.lock = -1
 
     # --- connections: accepted at once, read when their request has come ---------------
 
@@ -321,9 +343,12 @@ class Server:
                 return
             pid = os.fork()
             if pid == 0:
+                if self.lock >= 0:
+                    os.close(self.lock)          # (a worker must not keep the server's lock)
                 _worker(conn, req)               # never returns
             pidfd = os.pidfd_open(pid)
             self.workers[pidfd] = (pid, conn)
+            self.last_used = time.monotonic()
             sel.register(pidfd, selectors.EVENT_READ, "worker")
         except Exception as exc:  # noqa: BLE001 - one bad client must not stop the server
             try:
@@ -347,6 +372,9 @@ class Server:
             return "fds"
         if req.get("key") != self.key:
             return "another installation"
+        env = req.get("env")
+        if not isinstance(env, dict) or any(env.get(v) != os.environ.get(v) for v in PYTHON_ENV):
+            return "another Python environment"     # (what the server imported may differ)
         why = refuse_command(req.get("prog"), req.get("argv"))
         if why:
             return why
@@ -757,7 +785,10 @@ def cmd_server(args: argparse.Namespace) -> int:
     if action == "run":
         preload()
         server = Server(path, args.idle_timeout)
-        server.bind()
+        try:
+            server.bind()
+        except BlockingIOError:
+            raise InvalidState(f"server run: another server is starting on {path}") from None
         print(f"serving on {path}, pid {os.getpid()}", flush=True)
         server.serve()
         return 0

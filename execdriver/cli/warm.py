@@ -26,6 +26,12 @@ it, so its worker exits without running anything -- a command never runs twice.
 And the client's fds go only with "go", to a worker that is reading them: a stuck
 server never holds a client's stdout open (its caller would wait for EOF).
 
+The compiled front (client.c) also starts a server on first use: as root, when no
+server answers on the default socket, it starts ``execdriver server run
+--idle-timeout $EXECDRIVER_SERVER_IDLE`` (AUTOSTART_IDLE) detached and runs its own
+command in Python meanwhile; the next commands are served. EXECDRIVER_SERVER=manual
+(or off) and an explicit EXECDRIVER_SERVER_SOCKET turn that off.
+
 Which command lines may be served is decided here, once (``servable``): the
 server applies the same rule (and checks the verb its parser finds), and the
 compiled front (client.c) is built with these tables (client_build.py).
@@ -45,7 +51,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 PROTOCOL = 2
-MODE_ENV = "EXECDRIVER_SERVER"            # "off": never use a server
+MODE_ENV = "EXECDRIVER_SERVER"            # "off": never use a server; "manual": never start one
+IDLE_ENV = "EXECDRIVER_SERVER_IDLE"       # seconds an auto-started server waits for a client
+AUTOSTART_IDLE = 600.0
 SOCKET_ENV = "EXECDRIVER_SERVER_SOCKET"   # another socket than the default one
 TIMEOUT_ENV = "EXECDRIVER_SERVER_TIMEOUT"  # seconds to wait for the server's answer
 TIMEOUT = 2.0               # a healthy server answers in milliseconds; a stuck one costs this

@@ -437,6 +437,47 @@ def test_idle_timeout_ends_the_server(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_status_queries_do_not_keep_an_idle_server_alive(tmp_path: Path) -> None:
+    """The idle time counts from the last command: status polls (or silent connections)
+    do not reset it."""
+    srv = Server(tmp_path, "--idle-timeout", "1.5")
+    try:
+        t0 = time.monotonic()
+        while srv.proc.poll() is None and time.monotonic() - t0 < 30:
+            srv.status()
+            time.sleep(0.1)
+        assert srv.proc.poll() == 0, "status polls kept the idle server alive"
+    finally:
+        srv.stop()
+
+
+def test_servers_started_at_once_on_one_socket_make_one(tmp_path: Path) -> None:
+    """What the compiled front relies on when several first commands start a server at
+    once: one listens, the others exit with a one-line error."""
+    sock, env = str(tmp_path / "one.sock"), cli_env(tmp_path)
+    procs = [subprocess.Popen([sys.executable, "-m", "execdriver", "server", "run", "--socket",
+                               sock], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    try:
+        assert wait_for(lambda: sum(p.poll() is not None for p in procs) == 2, timeout=60)
+        for p in procs:
+            if p.poll() is not None:
+                err = p.communicate()[1]
+                assert p.returncode == 125 and len(err.splitlines()) == 1, err
+                assert "another server is starting" in err or "already answers" in err, err
+        srv = next(p for p in procs if p.poll() is None)
+        r = subprocess.run([sys.executable, "-m", "execdriver", "server", "status", "--socket",
+                            sock, "--format", "json"], capture_output=True, text=True, env=env,
+                           check=False)
+        assert json.loads(r.stdout)["pid"] == srv.pid
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=30)
+
+
 def test_server_needs_root(tmp_path: Path) -> None:
     os.chmod(tmp_path, 0o777)
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",

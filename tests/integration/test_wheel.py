@@ -97,48 +97,97 @@ def test_without_a_compiler_the_wheel_holds_python_stand_ins(sdist: Path, tmp_pa
     assert script.startswith("#!python\n") and "from execdriver.cli.main import main" in script
 
 
-def monitor_of(venv: Path, state: Path, cid: str) -> str:
+def monitor_of(state: Path, cid: str) -> str:
     record = json.loads((state / cid / "state.json").read_text())
     return os.readlink(f"/proc/{record['monitor_pid']}/exe")
 
 
-def run_in(venv: Path, state: Path, rootfs: Path, cid: str) -> None:
+def user_env(**extra: str) -> dict[str, str]:
+    """A user's environment: none of the test suite's EXECDRIVER_* or PYTHON* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXECDRIVER", "PYTHON"))}
+    return {**env, **extra}
+
+
+def cmd(venv: Path, *args: object, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([venv / "bin" / "execdriver", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)
+
+
+def server_status(venv: Path, env: dict[str, str]) -> dict[str, object]:
+    r = cmd(venv, "server", "status", "--format", "json", env=env)
+    status: dict[str, object] = json.loads(r.stdout)
+    return status
+
+
+def wait_for(check: object, what: str, timeout: float = 60) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def run_in(venv: Path, state: Path, rootfs: Path, cid: str, env: dict[str, str]) -> None:
     """A container through the venv's own ``execdriver`` command: foreground output, then
     a detached one whose monitor is the venv's C waiter."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXECDRIVER", "PYTHON"))}
-    r = subprocess.run([venv / "bin" / "execdriver", "--root", state, "run", "--rootfs", rootfs,
-                        "--", "/bin/sh", "-c", "echo hello from $(hostname); exit 7"],
-                       capture_output=True, text=True, env=env, timeout=60, check=False)
+    r = cmd(venv, "--root", state, "run", "--rootfs", rootfs, "--", "/bin/sh", "-c",
+            "echo hello from $(hostname); exit 7", env=env)
     assert (r.returncode, r.stdout.endswith("\n"), "hello from" in r.stdout) == (7, True, True), r
-    subprocess.run([venv / "bin" / "execdriver", "--root", state, "run", "-d", "--name", cid,
-                    "--rootfs", rootfs, "--", "sleep", "30"], env=env, check=True, timeout=60,
-                   capture_output=True)
+    assert cmd(venv, "--root", state, "run", "-d", "--name", cid, "--rootfs", rootfs, "--",
+               "sleep", "30", env=env).returncode == 0
     try:
         waiter = next((venv / "lib").glob("python3*/site-packages/execdriver/kernel/execdriver-waiter"))
-        assert monitor_of(venv, state, cid) == str(waiter)
+        assert monitor_of(state, cid) == str(waiter)
     finally:
-        subprocess.run([venv / "bin" / "execdriver", "--root", state, "rm", "--force", cid],
-                       env=env, check=True, timeout=60, capture_output=True)
+        assert cmd(venv, "--root", state, "rm", "--force", cid, env=env).returncode == 0
+
+
+def served_after_first_use(venv: Path, state: Path, rootfs: Path, env: dict[str, str]) -> None:
+    """The first command starts a server (for this venv alone); the next one is served."""
+    assert not server_status(venv, env)["running"]
+    run_in(venv, state, rootfs, f"wh{os.getpid()}", env)
+    wait_for(lambda: server_status(venv, env)["running"], "the server started on first use")
+    served = int(server_status(venv, env)["served"])  # type: ignore[call-overload]
+    r = cmd(venv, "--root", state, "run", "--rootfs", rootfs, "--", "true", env=env)
+    assert r.returncode == 0, r.stderr
+    assert server_status(venv, env)["served"] == served + 1
+
+
+def stop_server(venv: Path, env: dict[str, str]) -> None:
+    if server_status(venv, env)["running"]:
+        cmd(venv, "server", "stop", env=env)
 
 
 def test_a_fresh_venv_runs_containers_with_the_c_helpers_moves_and_uninstalls(
         wheel: Path, tmp_path: Path, busybox_rootfs: Path) -> None:
-    venv = tmp_path / "venv"
+    venv, moved, state = tmp_path / "venv", tmp_path / "moved", tmp_path / "state"
     sh(sys.executable, "-m", "venv", venv)
     # (the dependencies come from wherever this machine's pip is configured to look)
     sh(venv / "bin" / "pip", "install", "-q", wheel, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    for cmd in ("execdriver", "execdriver-oci"):
-        assert is_elf(venv / "bin" / cmd)
-    # (from the checkout: its execdriver/ directory must not shadow the installed package)
-    drivers = json.loads(sh(venv / "bin" / "execdriver", "drivers", "--format", "json", cwd=REPO))
-    native = next(d for d in drivers if d["name"] == "native")
-    assert str(venv) in native["details"]["monitor"] and "C waiter" in native["details"]["monitor"]
-    assert "spec: 1.1.0" in sh(venv / "bin" / "execdriver-oci", "--version")
-    run_in(venv, tmp_path / "state", busybox_rootfs, "wheel-a")
+    for name in ("execdriver", "execdriver-oci"):
+        assert is_elf(venv / "bin" / name)
+    env = user_env(EXECDRIVER_SERVER_IDLE="3")
+    try:
+        # (from the checkout: its execdriver/ directory must not shadow the installed package)
+        drivers = json.loads(sh(venv / "bin" / "execdriver", "drivers", "--format", "json",
+                                cwd=REPO, EXECDRIVER_SERVER="off"))
+        native = next(d for d in drivers if d["name"] == "native")
+        assert str(venv) in native["details"]["monitor"] and "C waiter" in native["details"]["monitor"]
+        assert "spec: 1.1.0" in sh(venv / "bin" / "execdriver-oci", "--version")
+        served_after_first_use(venv, state, busybox_rootfs, env)
+        # idle for EXECDRIVER_SERVER_IDLE seconds, it is gone by itself
+        wait_for(lambda: not server_status(venv, env)["running"], "the idle server to exit")
 
-    moved = tmp_path / "moved"
-    shutil.move(venv, moved)
-    run_in(moved, tmp_path / "state", busybox_rootfs, "wheel-b")
+        shutil.move(venv, moved)
+        served_after_first_use(moved, state, busybox_rootfs, env)
+        stop_server(moved, env)
+        # EXECDRIVER_SERVER=manual: no server started
+        run_in(moved, state, busybox_rootfs, f"wm{os.getpid()}", {**env, "EXECDRIVER_SERVER": "manual"})
+        assert not server_status(moved, env)["running"]
+    finally:
+        for v in (venv, moved):
+            if v.exists():
+                stop_server(v, env)
 
     sh(moved / "bin" / "python", "-m", "pip", "uninstall", "-y", "-q", "execdriver")
     left = [str(p) for p in moved.rglob("*execdriver*")]
