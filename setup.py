@@ -1,9 +1,10 @@
 """The build hooks; the metadata is in setup.cfg.
 
 The C helpers are compiled by the package build, for the platform it runs on:
-build_py puts the container monitor (execdriver-waiter) in the package beside
-waiter.c; build_scripts makes the ``execdriver`` and ``execdriver-oci`` commands
-the compiled front (client.c). Without a C compiler (or with EXECDRIVER_NO_C=1)
+build_py puts the container monitor (execdriver-waiter) and the static init of
+``run --init`` (execdriver-init) in the package beside their sources;
+build_scripts makes the ``execdriver`` and ``execdriver-oci`` commands the
+compiled front (client.c). Without a C compiler (or with EXECDRIVER_NO_C=1)
 the package still builds: the Python monitor and Python scripts stand in. The
 wheel is tagged for the platform (py3-none-<platform>): it holds executables,
 no Python extension.
@@ -41,10 +42,10 @@ def _helpers():  # (the tree's own modules: importable without the package's dep
     sys.path.insert(0, HERE)
     try:
         from execdriver.cli import client_build
-        from execdriver.kernel import waiter
+        from execdriver.kernel import tinyinit, waiter
     finally:
         sys.path.remove(HERE)
-    return waiter, client_build
+    return waiter, tinyinit, client_build
 
 
 class BuildPy(build_py):
@@ -54,9 +55,13 @@ class BuildPy(build_py):
         super().run()
         if not _compiler():
             return
-        waiter, _ = _helpers()
-        where = HERE if self.editable_mode else self.build_lib
-        waiter.build(os.path.join(where, "execdriver", "kernel", waiter.NAME))
+        waiter, tinyinit, _ = _helpers()
+        where = os.path.join(HERE if self.editable_mode else self.build_lib, "execdriver", "kernel")
+        waiter.build(os.path.join(where, waiter.NAME))
+        try:
+            tinyinit.build(os.path.join(where, tinyinit.NAME))
+        except Exception as exc:  # noqa: BLE001 - only `run --init` needs it, and says so
+            print(f"execdriver: no `run --init`: {exc}", file=sys.stderr)
 
 
 class BuildScripts(build_scripts):
@@ -65,7 +70,7 @@ class BuildScripts(build_scripts):
     def run(self) -> None:
         super().run()
         if _compiler():
-            _, client_build = _helpers()
+            *_, client_build = _helpers()
             client_build.build_commands(self.build_dir)
 
 

@@ -87,10 +87,19 @@ def _callback(value: object) -> object:
     return value
 
 
+def _changes(value: object) -> object:
+    from collections.abc import Mapping
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items()):
+        raise TypeError("expected {section: {field: value}} (e.g. {'memory': {'limit': "
+                        f"67108864}}}}), got {value!r}")
+    return value
+
+
 CHECKS: dict[str, Callable[[Any], Any]] = {
     "container_id": _id, "spec": _spec, "process": _process, "stdio": _stdio,
     "signal": _signal, "detach": _flag, "all": _flag, "timeout": _timeout,
-    "on_start": _callback, "interval": _interval,
+    "on_start": _callback, "interval": _interval, "changes": _changes,
 }
 
 

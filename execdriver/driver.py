@@ -278,7 +278,8 @@ class ExecDriver(abc.ABC):
     #: subclass that defines them, before the driver's code runs
     CHECKED_VERBS: ClassVar[tuple[str, ...]] = (
         "run", "start", "kill", "pause", "unpause", "info", "terminate", "exec", "stats",
-        "pids", "handle", "wait", "logs", "exec_start", "exec_capture", "started", "events")
+        "pids", "handle", "wait", "logs", "exec_start", "exec_capture", "started", "events",
+        "create", "start_created", "update_resources")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -363,6 +364,26 @@ class ExecDriver(abc.ABC):
         With ``detach`` the container must outlive the calling process and its
         exit status is recorded in the state store for ``info``.
         """
+
+    def create(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None) -> Any:
+        """Set a container up with its process waiting before exec (status ``created``)
+        until :meth:`start_created`. It is detached: it outlives the caller, what it
+        writes without ``stdio`` goes to ``logs``, its exit status is recorded.
+        A driver that cannot create without starting raises UnsupportedFeature (this
+        default); a failed create leaves nothing behind."""
+        raise UnsupportedFeature(self.name, ["create without start"])
+
+    def start_created(self, container_id: str) -> None:
+        """created -> running: the waiting process execs (see :meth:`create`)."""
+        raise UnsupportedFeature(self.name, ["create without start"])
+
+    def update_resources(self, container_id: str, changes: dict[str, dict[str, Any]]) -> None:
+        """Change a created, running or paused container's resource limits: ``changes`` is
+        ``{section: {field: value}}`` of ``spec.resources`` (e.g. ``{"memory": {"limit":
+        64 << 20}, "pids": {"limit": 100}}``), validated together with the limits it has.
+        UnsupportedFeature from a driver that cannot (this default); what the host
+        lacks is an error naming it."""
+        raise UnsupportedFeature(self.name, ["update"])
 
     @abc.abstractmethod
     def kill(self, container_id: str, signal: int = _signal.SIGTERM, all: bool = False) -> None:

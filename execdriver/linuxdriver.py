@@ -80,6 +80,10 @@ class LinuxContainerDriver(ExecDriver):
     def start_created(self, container_id: str) -> None:
         self._container(container_id).start()
 
+    def update_resources(self, container_id: str, changes: dict[str, dict[str, Any]]) -> None:
+        from .libcontainer.update import update_resources
+        update_resources(self._container(container_id), changes)
+
     # -- waiting ------------------------------------------------------------
     def _handle(self, c: Container) -> Handle:
         def waiter(timeout: float | None) -> ExitStatus | None:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from .output import print_json, print_table
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from execdriver.driver import ExecDriver
     from execdriver.state import ContainerState
 
@@ -288,6 +290,12 @@ def terminate_one(root: str, cid: str, force: bool) -> None:
 
 def cmd_terminate(args: argparse.Namespace) -> int:
     """Remove each container; report each failure on its own line and go on."""
+    return for_each(args, lambda cid: terminate_one(args.root, cid, args.force))
+
+
+def for_each(args: argparse.Namespace, act: Callable[[str], object]) -> int:
+    """``act`` on each of ``args.ids``: print each id it did (unless --format json), one
+    line for each failure, and go on; 125 when any failed."""
     from execdriver.errors import ExecDriverError
 
     from .main import report
@@ -295,11 +303,12 @@ def cmd_terminate(args: argparse.Namespace) -> int:
     failed = False
     for cid in args.ids:
         try:
-            terminate_one(args.root, cid, args.force)
+            act(cid)
         except ExecDriverError as exc:
             report(exc, args.debug)
             failed = True
             continue
-        print(cid, flush=True)
+        if getattr(args, "format", "text") != "json":
+            print(cid, flush=True)
     return EXIT_ERROR if failed else 0
 

@@ -96,8 +96,11 @@ def _process_flags(p: argparse.ArgumentParser) -> None:
 
 def _verb(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: str,
           common: argparse.ArgumentParser, *, help: str, description: str = "", epilog: str = "",
-          aliases: tuple[str, ...] = (), usage: str | None = None) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, aliases=list(aliases), help=help, parents=[common], usage=usage,
+          aliases: tuple[str, ...] = (), usage: str | None = None,
+          like: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """A verb's parser; ``like``: with all the options of that verb's parser (create: run's)."""
+    p = sub.add_parser(name, aliases=list(aliases), help=help, usage=usage,
+                       parents=[like] if like is not None else [common], add_help=like is None,
                        description=description or help[:1].upper() + help[1:] + ".",
                        epilog=epilog, formatter_class=_Formatter)
     p.set_defaults(handler=handler, verb=name)
@@ -159,6 +162,9 @@ examples:
     src.add_argument("--keep", action="store_true",
                      help="keep a foreground container once it exited (docker's default), "
                           "for info, logs and rm")
+    src.add_argument("--init", action="store_true",
+                     help="run a tiny init as pid 1 that forwards signals to the command and "
+                          "reaps zombies (docker's --init)")
     _process_flags(p)
     ov = p.add_argument_group("spec overrides")
     ov.add_argument("--hostname", metavar="NAME", help="host name inside the container")
@@ -193,6 +199,55 @@ examples:
     ov.add_argument("--security-opt", metavar="OPT", action="append", default=[],
                     help="no-new-privileges[=true|false], seccomp=unconfined|FILE.json, "
                          "apparmor=PROFILE (repeatable)")
+    run = p
+
+    # -- create, start, update ------------------------------------------------
+    _verb(sub, "create", "lifecycle:cmd_create", common, like=run,
+          help="create a container without starting it",
+          usage="%(prog)s [run's options] [--rootfs DIR | --spec FILE | SPEC_OR_BUNDLE] "
+                "[-- CMD [ARG...]]",
+          description="""\
+Set a container up as 'run -d' would (same options), print its id and leave its
+process waiting before exec: status 'created' until 'execdriver start ID'. Not
+with -d, -t, -i, --rm or --keep: the container is detached, what it writes goes
+to 'execdriver logs' (and to 'start -a').""",
+          epilog="""\
+examples:
+  id=$(execdriver create --rootfs ./rootfs --memory 64M -- /bin/echo hi)
+  execdriver start -a "$id"                      # prints hi, exits with its code
+  execdriver create --name web1 --init --rootfs ./rootfs -- /bin/httpd -f -p 80""")
+    p = _verb(sub, "start", "lifecycle:cmd_start", common,
+              help="start created containers",
+              description="Start containers made by 'execdriver create' (their process execs "
+                          "now) and print each id. With --attach (one container): stay in the "
+                          "foreground, print what it writes (stdout and stderr), forward "
+                          "signals to it and exit with its exit code; it is kept afterwards.",
+              epilog="examples:\n  execdriver start web1 web2\n  execdriver start -a job1; echo $?")
+    p.add_argument("ids", metavar="ID", nargs="+", help="container ids")
+    p.add_argument("-a", "--attach", action="store_true",
+                   help="wait in the foreground with its output, exit with its code")
+    p = _verb(sub, "update", "lifecycle:cmd_update", common,
+              help="change the resource limits of containers",
+              description="Change the cgroup limits of created, running or paused containers. "
+                          "Only what is given changes; the new limits are validated with the "
+                          "ones each container has, and kept with it (info --format json).",
+              epilog="""\
+examples:
+  execdriver update --memory 256M --memory-swap 512M web1
+  execdriver update --cpus 0.5 --pids-limit 200 web1 web2
+  execdriver update --cpuset-cpus 0 --cpu-shares 512 --blkio-weight 300 web1""")
+    p.add_argument("ids", metavar="ID", nargs="+", help="container ids")
+    for flag, help in (("memory", "memory limit, e.g. 64M, 1G"),
+                       ("memory-swap", "memory + swap limit, or -1 for unlimited swap"),
+                       ("cpus", "CPU limit in CPUs, e.g. 1.5 (quota per 100ms period)"),
+                       ("cpu-quota", "CFS quota in microseconds per period"),
+                       ("cpu-period", "CFS period in microseconds"),
+                       ("cpu-shares", "relative CPU weight (default 1024)"),
+                       ("cpuset-cpus", "CPUs the container may use, e.g. 0-1"),
+                       ("pids-limit", "maximum number of processes"),
+                       ("blkio-weight", "block I/O weight, 10-1000")):
+        p.add_argument(f"--{flag}", metavar="VALUE", help=help)
+    _format(p)
 
     # -- exec -----------------------------------------------------------------
     p = _verb(sub, "exec", "run:cmd_exec", common,

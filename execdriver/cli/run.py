@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from execdriver.driver import ExecDriver, ExitStatus
+    from collections.abc import Callable
+
+    from execdriver.driver import ExecDriver, ExitStatus, Handle
     from execdriver.spec import Spec
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -74,30 +76,62 @@ def build_spec(args: argparse.Namespace, driver_name: str) -> tuple[ExecDriver, 
     if spec is None:
         base = driver.default_spec(os.path.abspath(args.rootfs), list(args.command) or None)
         spec = build_run_spec(base, args)
+    if getattr(args, "init", False):
+        spec = with_init(spec, f"{args.verb} --init")
     driver.check_spec(spec)
     return driver, spec
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def with_init(spec: Spec, step: str) -> Spec:
+    """``spec`` with the tiny init as pid 1 (docker's --init): bind-mounted read-only at
+    /dev/init, running the spec's command as its child."""
+    from execdriver.errors import StepFailed
+    from execdriver.kernel import tinyinit
+    from execdriver.spec import Mount
+
+    try:
+        path = tinyinit.find()
+    except StepFailed as exc:
+        raise StepFailed(step, exc.message.partition(": ")[2] or exc.message) from None
+    spec = spec.model_copy(deep=True)
+    spec.mounts.append(Mount(destination=tinyinit.CONTAINER_PATH, type="bind", source=path,
+                             options=["bind", "ro", "nosuid", "nodev"]))
+    spec.process.args = [tinyinit.CONTAINER_PATH, "--", *spec.process.args]
+    return spec
+
+
+def new_container(args: argparse.Namespace) -> tuple[ExecDriver, str, Spec]:
+    """run's and create's start: the driver, a free id and the final spec."""
     from execdriver.errors import ContainerExists
     from execdriver.state import validate_id
 
+    cid = validate_id(args.name) if args.name else new_id()
+    driver, spec = build_spec(args, args.driver)
+    if driver.state.exists(cid):
+        raise ContainerExists(cid)
+    return driver, cid, spec
+
+
+def make_detached(driver: ExecDriver, cid: str, make: Callable[[], object]) -> None:
+    """``make()`` the container (start it detached, or create it), undoing a half-made
+    one; then print its id."""
+    try:
+        make()
+    except BaseException as exc:
+        _cleanup_failed_start(driver, cid, exc)
+        raise
+    print(cid, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     _check_detach_tty(args, "run")
     if args.keep and (args.rm or args.detach):
         from execdriver.cli.parser import UsageError
         raise UsageError("--keep: not with --rm" if args.rm else
                          "--keep: a detached container is kept anyway", "execdriver run")
-    cid = validate_id(args.name) if args.name else new_id()
-    driver, spec = build_spec(args, args.driver)
-    if driver.state.exists(cid):
-        raise ContainerExists(cid)
+    driver, cid, spec = new_container(args)
     if args.detach:
-        try:
-            driver.start(cid, spec, detach=True)
-        except BaseException as exc:
-            _cleanup_failed_start(driver, cid, exc)
-            raise
-        print(cid, flush=True)
+        make_detached(driver, cid, lambda: driver.start(cid, spec, detach=True))
         return 0
     return run_foreground(driver, cid, spec, keep=args.keep).exit_code
 
@@ -114,7 +148,9 @@ def _cleanup_failed_start(driver: ExecDriver, cid: str, exc: BaseException) -> N
         pass
 
 
-def run_foreground(driver: ExecDriver, cid: str, spec: Spec, keep: bool = False) -> ExitStatus:
+def run_foreground(driver: ExecDriver, cid: str, spec: Spec | None, keep: bool = False, *,
+                   begin: Callable[[], Handle] | None = None,
+                   follow: Callable[[], object] | None = None) -> ExitStatus:
     """Start, forward signals to the container while waiting, terminate it at the end.
 
     Signal handlers only queue the signal; the main thread forwards it with
@@ -122,6 +158,10 @@ def run_foreground(driver: ExecDriver, cid: str, spec: Spec, keep: bool = False)
     while it holds the container's lock). The wait runs in a helper thread with
     the forwarded signals blocked, so the kernel delivers them to the main thread.
     With a terminal (-t) the main thread relays the pty meanwhile.
+
+    ``begin``: start a container that exists already (start -a) and return its handle:
+    then nothing is removed, whatever happens. ``follow``: called while waiting and
+    once at the end (start -a copies the container's log).
     """
     import queue
     import threading
@@ -130,11 +170,15 @@ def run_foreground(driver: ExecDriver, cid: str, spec: Spec, keep: bool = False)
     previous = {sig: signal.signal(sig, lambda signum, _frame: events.put(("signal", signum)))
                 for sig in FORWARDED_SIGNALS}
     try:
-        try:
-            handle = driver.start(cid, spec)
-        except BaseException as exc:
-            _cleanup_failed_start(driver, cid, exc)
-            raise
+        if begin is not None:
+            handle = begin()
+        else:
+            assert spec is not None
+            try:
+                handle = driver.start(cid, spec)
+            except BaseException as exc:
+                _cleanup_failed_start(driver, cid, exc)
+                raise
 
         def wait() -> None:
             signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
@@ -149,11 +193,16 @@ def run_foreground(driver: ExecDriver, cid: str, spec: Spec, keep: bool = False)
             master = getattr(handle, "pty_master", None)
             if master is not None:
                 from execdriver.console import relay
-                relay(master, lambda: pump.step(0) is not None, stdin=spec.process.stdin)
+                relay(master, lambda: pump.step(0) is not None,
+                      stdin=spec is not None and spec.process.stdin)
             while pump.status is None:
                 pump.step(0.2)
+                if follow is not None:
+                    follow()
+            if follow is not None:
+                follow()
         finally:
-            if keep and pump.status is not None:
+            if begin is not None or (keep and pump.status is not None):
                 handle.close()          # stopped: kept for info, logs and rm, as docker's
             else:
                 driver.terminate(cid)

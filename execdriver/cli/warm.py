@@ -77,7 +77,8 @@ CLASSIFICATION: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str], 
     "execdriver": (
         frozenset({"run", "exec", "kill", "pause", "unpause", "resume", "info", "state",
                    "list", "ls", "ps", "stats", "terminate", "delete", "rm", "spec", "logs",
-                   "wait", "stop", "completion", "events", "drivers", "rootfs"}),
+                   "wait", "stop", "completion", "events", "drivers", "rootfs", "create", "start",
+                   "update"}),
         frozenset({"--root"}), frozenset({"--debug", "--version"}), True),
     "execdriver-oci": (
         frozenset({"state", "start", "kill", "delete", "pause", "resume", "list", "ps",

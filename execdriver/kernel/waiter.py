@@ -32,15 +32,22 @@ def find() -> str | None:
     return None
 
 
-def compile_c(source: str, dest: str, *flags: str) -> str:
-    """Compile ``source`` into ``dest`` with $CC or the system cc (atomically replaced)."""
+def compile_c(source: str, dest: str, *flags: str, quiet: bool = False) -> str:
+    """Compile ``source`` into ``dest`` with $CC or the system cc (atomically replaced;
+    two builds at once each write their own temporary file). ``quiet``: the compiler's
+    messages go to the CalledProcessError (its ``stderr``), not to our stderr."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler (apt-get install gcc)")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = dest + ".tmp"
-    subprocess.run([cc, "-O2", "-Wall", *flags, "-o", tmp, source], check=True)
-    os.replace(tmp, dest)
+    tmp = f"{dest}.tmp{os.getpid()}"
+    try:
+        subprocess.run([cc, "-O2", "-Wall", *flags, "-o", tmp, source], check=True,
+                       capture_output=quiet)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return dest
 
 

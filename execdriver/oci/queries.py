@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidArgument, InvalidState, StepFailed
+from ..libcontainer.update import FLAG_FIELDS, changes_from_flags, update_resources
 from . import state
 
 # --- list / ps --------------------------------------------------------------------
@@ -205,11 +206,7 @@ def write_spec(bundle: str) -> str:
 
 # --- update ---------------------------------------------------------------------------
 
-UPDATE_FLAGS = {"memory": ("memory", "limit"), "memory_reservation": ("memory", "reservation"),
-                "memory_swap": ("memory", "swap"), "cpu_shares": ("cpu", "shares"),
-                "cpu_quota": ("cpu", "quota"), "cpu_period": ("cpu", "period"),
-                "cpuset_cpus": ("cpu", "cpus"), "cpuset_mems": ("cpu", "mems"),
-                "pids_limit": ("pids", "limit"), "blkio_weight": ("block_io", "weight")}
+UPDATE_FLAGS = FLAG_FIELDS
 _OCI_SECTIONS = {"memory": "memory", "cpu": "cpu", "pids": "pids", "blockIO": "block_io"}
 
 
@@ -251,56 +248,14 @@ def resource_changes(oci_resources: dict[str, Any] | None,
                 for key in ("cpus", "mems"):
                     if given.get(key):
                         changes.setdefault("cpu", {})[key] = given[key]
-    from ..spec import parse_size
-    for flag, value in flags.items():
-        if value is None:
-            continue
-        section, key = UPDATE_FLAGS[flag]
-        option = "--" + flag.replace("_", "-")
-        if key in ("cpus", "mems"):
-            changes.setdefault(section, {})[key] = value
-            continue
-        try:
-            number = -1 if str(value) == "-1" else int(parse_size(value))
-        except (ValueError, TypeError):
-            raise InvalidArgument(f"update {option} {value!r}: not a number or size") from None
-        if number < 0 and not (section == "memory" and key == "swap"):
-            raise refuse(option, value)
-        if number == 0:
-            raise InvalidArgument(f"update {option} 0: must be > 0")
-        changes.setdefault(section, {})[key] = number
+    for section, values in changes_from_flags(flags).items():
+        changes.setdefault(section, {}).update(values)
     return changes
 
 
 def update(root: str, container_id: str, changes: dict[str, dict[str, Any]]) -> None:
     """Apply resource changes to a live container's cgroup; keep them in its config and spec."""
-    from pydantic import ValidationError
-
-    from ..config import Resources as ResourcesConfig
-    from ..config import decode
-    from ..errors import SpecError
-    from ..spec import Resources, problems_from
-    from ..state import CONFIG_FILE, SPEC_FILE
     c = state.load(root, container_id)
     if c.status() == "stopped":
-        raise InvalidState("container not running", container_id=container_id)
-    cg = c.cgroup()
-    if cg is None:
-        raise InvalidState(f"update id={container_id}: the container has no cgroup",
-                           container_id=container_id)
-    store = c.store
-    with store.lock(container_id):
-        spec = store.read_spec(container_id)
-        data = spec.resources.model_dump()
-        for section, values in changes.items():
-            data[section].update(values)
-        try:
-            resources = Resources.model_validate(data)
-        except ValidationError as exc:
-            raise SpecError([f"resources.{line}" for line in problems_from(exc)]) from None
-        plain = decode(ResourcesConfig, resources.model_dump(), "resources")
-        cg.apply(plain)
-        spec.resources = resources
-        store.write_file(container_id, SPEC_FILE, spec.model_dump_json())
-        store.write_file(container_id, CONFIG_FILE,
-                         store.read_config(container_id).replace(resources=plain).to_json())
+        raise InvalidState("container not running", container_id=container_id)   # runc's words
+    update_resources(c, changes)

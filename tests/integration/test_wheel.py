@@ -88,11 +88,33 @@ def test_the_wheel_is_for_this_platform_and_holds_the_compiled_helpers(wheel: Pa
     assert "console_scripts" not in entry_points       # pip would overwrite the binaries
 
 
+def static_libc() -> bool:
+    """Can this host link a static program (what the init of ``run --init`` needs)?"""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp, "t.c")
+        src.write_text("int main(void) { return 0; }\n")
+        return subprocess.run(["cc", "-static", "-o", str(Path(tmp, "t")), str(src)],
+                              capture_output=True, check=False).returncode == 0
+
+
+def test_the_wheel_holds_the_static_init_where_the_host_can_link_one(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        if not static_libc():
+            assert "execdriver/kernel/execdriver-init" not in names
+            return
+        init = z.read("execdriver/kernel/execdriver-init")
+    assert is_elf(init)
+    assert b"/lib64/ld-linux" not in init and b"/lib/ld-linux" not in init, "not static"
+
+
 def test_without_a_compiler_the_wheel_holds_python_stand_ins(sdist: Path, tmp_path: Path) -> None:
     wheel = build_wheel(sdist, tmp_path, EXECDRIVER_NO_C="1")
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         assert "execdriver/kernel/execdriver-waiter" not in names
+        assert "execdriver/kernel/execdriver-init" not in names
         script = z.read(f"{NAME}.data/scripts/execdriver").decode()
     assert script.startswith("#!python\n") and "from execdriver.cli.main import main" in script
 

@@ -35,7 +35,7 @@ def complete(words: list[str], tmp_path: Path) -> list[str]:
 @pytest.mark.skipif(BASH is None, reason="no bash on this host")
 def test_bash_completes_commands_options_paths_and_ids(tmp_path: Path) -> None:
     assert {"run", "rm", "stop", "logs"} <= set(complete(["execdriver", ""], tmp_path))
-    assert complete(["execdriver", "st"], tmp_path) == ["state", "stats", "stop"]
+    assert complete(["execdriver", "st"], tmp_path) == ["start", "state", "stats", "stop"]
     assert {"--tmpfs", "--ulimit", "--rootfs"} <= set(complete(["execdriver", "run", "--"],
                                                               tmp_path))
     assert complete(["execdriver", "kill", "w"], tmp_path) == ["web1", "web2"]
@@ -43,6 +43,22 @@ def test_bash_completes_commands_options_paths_and_ids(tmp_path: Path) -> None:
     assert (tmp_path / "bin" / "argv").read_text() == "--root /srv/r list -q\n"
     (tmp_path / "rootfs-dir").mkdir()
     assert complete(["execdriver", "run", "--rootfs", "rootfs-"], tmp_path) == ["rootfs-dir"]
+
+
+@pytest.mark.skipif(BASH is None, reason="no bash on this host")
+def test_bash_completes_create_start_update_and_init(tmp_path: Path) -> None:
+    assert {"create", "start", "update"} <= set(complete(["execdriver", ""], tmp_path))
+    # create has every option of run (--init included), and takes no container id
+    create = set(complete(["execdriver", "create", "--"], tmp_path))
+    assert {"--init", "--rootfs", "--memory", "--tmpfs"} <= create
+    assert create == set(complete(["execdriver", "run", "--"], tmp_path))
+    assert complete(["execdriver", "create", "w"], tmp_path) == []
+    assert {"--attach"} <= set(complete(["execdriver", "start", "--"], tmp_path))
+    assert complete(["execdriver", "start", "w"], tmp_path) == ["web1", "web2"]
+    assert {"--memory", "--memory-swap", "--cpus", "--cpu-quota", "--cpu-period", "--cpu-shares",
+            "--cpuset-cpus", "--pids-limit", "--blkio-weight", "--format"} <= set(
+        complete(["execdriver", "update", "--"], tmp_path))
+    assert complete(["execdriver", "update", "--memory", "64M", "w"], tmp_path) == ["web1", "web2"]
 
 
 def test_zsh_is_the_bash_one_through_bashcompinit() -> None:

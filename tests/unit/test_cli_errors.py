@@ -163,3 +163,35 @@ def test_ctrl_c_is_130_and_leaves_nothing(cli: Cli, tmp_path: Path) -> None:
     assert proc.wait(timeout=20) == 130
     proc.stdin.close()
     assert not dest.exists()
+
+
+def test_create_start_update_errors_are_one_line(cli: Cli, tmp_path: Path) -> None:
+    # a driver that cannot create without starting (hostproc, like lxc) says so, leaves nothing
+    assert_one_error_line(cli("create", "--driver", "hostproc", "--rootfs", tmp_path, "--",
+                              "/bin/true"), "driver hostproc does not support: create without start")
+    assert cli("list", "-q").stdout == ""
+    for flag in ("-d", "-t", "-i", "--rm", "--keep"):
+        assert_one_error_line(cli("create", flag, "--rootfs", tmp_path, "--", "/bin/true"),
+                              f"create: {flag}: not with create")
+    assert_one_error_line(cli("start", "--attach", "a", "b"), "--attach: one container at a time")
+    assert_one_error_line(cli("start", "nosuch"), "container nosuch does not exist")
+    assert_one_error_line(cli("update", "x"), "update: nothing to change")
+    assert_one_error_line(cli("update", "--memory", "lots", "x"), "--memory 'lots': not a number")
+    assert_one_error_line(cli("update", "--pids-limit", "-1", "x"), "removing a limit")
+    assert_one_error_line(cli("update", "--cpus", "0", "x"), "--cpus: must be a number > 0")
+    assert_one_error_line(cli("update", "--cpus", "1", "--cpu-quota", "5000", "x"),
+                          "--cpus: not with --cpu-quota")
+    # a driver without update: one line naming it, per container
+    cid = cli("run", "-d", "--driver", "hostproc", "--rootfs", tmp_path, "--", "sleep", "30").stdout
+    try:
+        assert_one_error_line(cli("update", "--memory", "64M", cid.strip()),
+                              "driver hostproc does not support: update")
+    finally:
+        cli("rm", "--force", cid.strip())
+
+
+def test_new_verbs_have_help_with_examples(cli: Cli) -> None:
+    for verb in ("create", "start", "update"):
+        r = cli(verb, "--help")
+        assert r.returncode == 0 and "examples:" in r.stdout, r.stderr
+    assert "--init" in cli("run", "--help").stdout and "--init" in cli("create", "--help").stdout
