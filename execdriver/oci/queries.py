@@ -299,8 +299,8 @@ def update(root: str, container_id: str, changes: dict[str, dict[str, Any]]) -> 
         except ValidationError as exc:
             raise SpecError([f"resources.{line}" for line in problems_from(exc)]) from None
         plain = decode(ResourcesConfig, resources.model_dump(), "resources")
-        cg.apply(plain)
+        config = store.read_config(container_id)
+        cg.apply(plain, config.devices)     # the device nodes' allow rules stay
         spec.resources = resources
         store.write_file(container_id, SPEC_FILE, spec.model_dump_json())
-        store.write_file(container_id, CONFIG_FILE,
-                         store.read_config(container_id).replace(resources=plain).to_json())
+        store.write_file(container_id, CONFIG_FILE, config.replace(resources=plain).to_json())

@@ -242,6 +242,12 @@ class FakeSyscalls:
             raise FileExistsError(errno_.EEXIST, os.strerror(errno_.EEXIST), path)
         self.files[full] = "file"
 
+    def chown(self, path: str, uid: int, gid: int, *, dir_fd: int | None = None) -> None:
+        self._call("chown", path, uid, gid, dir_fd)
+
+    def chmod(self, path: str, mode: int, *, dir_fd: int | None = None) -> None:
+        self._call("chmod", path, mode, dir_fd)
+
     def symlink(self, target: str, path: str, *, dir_fd: int | None = None) -> None:
         self._call("symlink", target, path, dir_fd)
         full = self._abs(path, dir_fd)
