@@ -8,15 +8,12 @@ import os
 import stat
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ..config import Device
 from ..errors import StepFailed
 from . import mounts
 from . import syscalls as sc
 from .syscalls import LIBC, Syscalls
-
-if TYPE_CHECKING:
-    from ..config import Device
 
 # name, major, minor, mode
 DEFAULT_DEVICES = (
@@ -195,3 +192,46 @@ def _bind_host_node(root_fd: int, dir_fd: int, name: str, node: DeviceNode,
         syscalls.mount(node.host_path, mounts.fd_path(target), None, sc.MS_BIND)
     finally:
         syscalls.close(target)
+
+
+# --- the host's devices (docker's --device and --privileged) -----------------------
+
+_HOST_TYPES = {stat.S_IFCHR: "c", stat.S_IFBLK: "b"}
+# What --privileged leaves out of /dev (as docker does): the container's own devpts,
+# shm, mqueue; fd links; /dev/console (the container's is its terminal); and ptmx,
+# which stays the link to the container's own pts/ptmx.
+_HOST_SKIP = {"pts", "shm", "mqueue", "fd", ".lxc", ".lxd-mounts", ".udev", "console", "ptmx"}
+
+
+def host_device(host_path: str, container_path: str | None = None) -> Device:
+    """The device node at ``host_path`` as a Config Device (its type, number, mode and
+    owner) placed at ``container_path`` (default: the same path); ValueError if it
+    is not a character or block device."""
+    try:
+        st = os.stat(host_path)
+    except OSError as exc:
+        raise ValueError(exc.strerror.lower() if exc.strerror else str(exc)) from None
+    kind = _HOST_TYPES.get(stat.S_IFMT(st.st_mode))
+    if kind is None:
+        raise ValueError("not a character or block device")
+    return Device(path=container_path or host_path, type=kind, major=os.major(st.st_rdev),
+                  minor=os.minor(st.st_rdev), file_mode=stat.S_IMODE(st.st_mode),
+                  uid=st.st_uid, gid=st.st_gid)
+
+
+def host_devices(top: str = "/dev") -> list[Device]:
+    """Every character and block device under ``top`` (symlinks not followed), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        if dirpath == top:
+            dirnames[:] = [d for d in dirnames if d not in _HOST_SKIP]
+        for name in filenames:
+            if dirpath == top and name in _HOST_SKIP:
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                if stat.S_IFMT(os.lstat(path).st_mode) in _HOST_TYPES:
+                    found.append(host_device(path))
+            except (OSError, ValueError):
+                continue        # gone meanwhile
+    return sorted(found, key=lambda d: d.path)
