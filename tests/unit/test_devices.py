@@ -196,3 +196,12 @@ def test_privileged(tmp_path: Path) -> None:
 def test_bad_device_is_one_error_line(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
     assert_one_error_line(cli("run", "--rootfs", tmp_path, "--device", "/dev/null:/x:rwz", "--",
                               "/bin/true"), "--device: '/dev/null:/x:rwz': PERMS must be")
+
+
+def test_a_path_the_image_has_as_something_else_is_an_error_naming_the_device() -> None:
+    fake = FakeSyscalls(files={**FILES, f"{ROOTFS}/etc": "dir", f"{ROOTFS}/etc/passwd": "file"})
+    node = devices.DeviceNode("/etc/passwd", stat.S_IFCHR | 0o600, os.makedev(1, 3), 0, 0, None)
+    with pytest.raises(FileExistsError, match="exists in the rootfs and is not that device") as info:
+        setup(fake, [node])
+    assert info.value.step == "device /etc/passwd"  # type: ignore[attr-defined]
+    assert "pivot_root" not in fake.names()
