@@ -140,6 +140,17 @@ class DeviceRule:
 
 
 @dataclass(frozen=True)
+class Device:
+    path: str
+    type: str
+    major: int | None = None
+    minor: int | None = None
+    file_mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
 class Resources:
     memory: MemoryResources = field(default_factory=MemoryResources)
     cpu: CPUResources = field(default_factory=CPUResources)
@@ -238,6 +249,7 @@ class Config:
     uid_mappings: tuple[IDMapping, ...] = ()
     gid_mappings: tuple[IDMapping, ...] = ()
     resources: Resources = field(default_factory=Resources)
+    devices: tuple[Device, ...] = ()
     network: Network = field(default_factory=Network)
     seccomp: Seccomp = field(default_factory=Seccomp)
     masked_paths: tuple[str, ...] = ()

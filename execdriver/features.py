@@ -9,7 +9,7 @@ ALL_FEATURES = (
     "process.no_new_privileges", "process.apparmor", "process.oom_score_adj",
     "process.terminal", "process.umask", "process.preserve_fds",
     "resources.memory", "resources.cpu", "resources.cpuset", "resources.pids",
-    "resources.block_io", "resources.devices", "network.none", "network.host",
+    "resources.block_io", "resources.devices", "devices", "network.none", "network.host",
     "network.bridge", "network.container", "network.netns", "network.ports",
     "seccomp.default", "seccomp.profile", "masked_paths", "readonly_paths",
     "sysctls", "hooks", "idmap", "pause", "exec", "stats",

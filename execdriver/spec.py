@@ -386,6 +386,41 @@ class DeviceRule(_Model):
         return v
 
 
+DEVICE_TYPES = {"c": "character", "u": "character (unbuffered)", "b": "block", "p": "fifo"}
+MAX_MAJOR, MAX_MINOR = (1 << 12) - 1, (1 << 20) - 1      # the kernel's dev_t: 12 + 20 bits
+
+
+class Device(_Model):
+    """A device node created in the container (OCI linux.devices)."""
+
+    path: CString = Field(description="where in the container, e.g. /dev/fuse")
+    type: Literal["c", "b", "u", "p"] = Field(description="c (character), u (unbuffered "
+                                                          "character), b (block), p (fifo)")
+    major: int | None = Field(None, ge=0, le=MAX_MAJOR, description="required but for p")
+    minor: int | None = Field(None, ge=0, le=MAX_MINOR, description="required but for p")
+    file_mode: int = Field(0o666, ge=0, le=0o7777, description="permission bits (438 is 0o666)")
+    uid: int = Field(0, ge=0, lt=2**32 - 1, description="owner, as seen in the container")
+    gid: int = Field(0, ge=0, lt=2**32 - 1, description="group, as seen in the container")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must be an absolute path inside the container")
+        parts = [p for p in v.split("/") if p]
+        if not parts:
+            raise ValueError("must name a file, not /")
+        if ".." in parts:
+            raise ValueError("must not contain '..'")
+        return "/" + "/".join(p for p in parts if p != ".")
+
+    @model_validator(mode="after")
+    def _numbers(self) -> Device:
+        if self.type != "p" and (self.major is None or self.minor is None):
+            raise ValueError(f"a {DEVICE_TYPES[self.type]} device needs major and minor")
+        return self
+
+
 class Resources(_Model):
     memory: MemoryResources = Field(default_factory=MemoryResources)
     cpu: CPUResources = Field(default_factory=CPUResources)
@@ -543,6 +578,11 @@ class Spec(_Model):
     uid_mappings: list[IDMapping] = []
     gid_mappings: list[IDMapping] = []
     resources: Resources = Field(default_factory=Resources)
+    devices: list[Device] = Field(
+        default_factory=list,
+        description="device nodes to create; each is also allowed (rwm) in the device "
+                    "cgroup, after resources.devices, unless one of those rules names its type "
+                    "and number (that rule decides)")
     network: Network = Field(default_factory=Network)
     seccomp: Seccomp = Field(default_factory=Seccomp)
     masked_paths: list[CString] = Field(default_factory=lambda: list(DEFAULT_MASKED_PATHS))
@@ -573,6 +613,15 @@ class Spec(_Model):
         for p in v:
             if not p.startswith("/"):
                 raise ValueError(f"{p!r} must be an absolute path")
+        return v
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_unique(cls, v: list[Device]) -> list[Device]:
+        paths = [d.path for d in v]
+        dups = sorted({p for p in paths if paths.count(p) > 1})
+        if dups:
+            raise ValueError(f"device path listed twice: {', '.join(dups)}")
         return v
 
     @field_validator("sysctls")
@@ -661,6 +710,8 @@ def features_used(spec: Spec) -> set[str]:
         used.add("resources.block_io")
     if r.devices:
         used.add("resources.devices")
+    if spec.devices:
+        used.add("devices")
     used.add(f"network.{spec.network.mode}")
     if spec.network.ports:
         used.add("network.ports")

@@ -74,6 +74,8 @@ UNSUPPORTED = {
     "network.container": "joining another container's network is left to the networking work",
     "network.netns": "joining a network namespace file is left to the networking work",
     "network.ports": "published ports need network mode bridge",
+    "devices": "extra device nodes are not translated to LXC keys (lxc.mount.entry, cgroup "
+               "rules) yet",
 }
 
 PIVOT_CGROUP = "execdriver-lxc-pivot"

@@ -97,6 +97,7 @@ def apply_run_flags(data: dict[str, Any], args: argparse.Namespace, problems: li
         except ValueError as exc:
             problems.append(f"--publish: {_reason(exc)}")
     apply_docker_flags(data, args, problems)
+    apply_device_flags(data, args, problems)
 
 
 def _flag(args: argparse.Namespace, name: str) -> list[str]:
@@ -155,6 +156,65 @@ def apply_docker_flags(data: dict[str, Any], args: argparse.Namespace,
         data["annotations"][key] = value
     for opt in _flag(args, "security_opt"):
         apply_security_opt(data, opt, problems)
+
+
+def apply_device_flags(data: dict[str, Any], args: argparse.Namespace,
+                       problems: list[str]) -> None:
+    """--device HOST[:CONTAINER][:PERMS] and --privileged (docker's, last: they win)."""
+    from dataclasses import asdict
+
+    from execdriver.kernel.devices import host_device, host_devices
+    for text in _flag(args, "device"):
+        parsed = parse_device(text, problems)
+        if parsed is None:
+            continue
+        host, container, perms = parsed
+        try:
+            node = asdict(host_device(host, container))
+        except ValueError as exc:
+            problems.append(f"--device: {text!r}: {host}: {exc}")
+            continue
+        data["devices"] = [d for d in data["devices"] if d["path"] != node["path"]] + [node]
+        data["resources"]["devices"].append({"allow": True, "type": node["type"],
+                                             "major": node["major"], "minor": node["minor"],
+                                             "access": perms})
+    if not getattr(args, "privileged", False):
+        return
+    taken = {d["path"] for d in data["devices"]}
+    data["devices"] += [asdict(d) for d in host_devices() if d.path not in taken]
+    data["resources"]["devices"].append({"allow": True, "type": "a", "major": None,
+                                         "minor": None, "access": "rwm"})
+    from execdriver.kernel.capabilities import mask_to_names, read_status_caps
+    # every capability the runtime itself holds (this host's root lacks some)
+    everything = mask_to_names(read_status_caps()["CapBnd"])
+    data["process"]["capabilities"].update(
+        {k: list(everything) for k in ("bounding", "effective", "permitted")})
+    data["seccomp"] = {"mode": "unconfined", "profile": None}
+    data["masked_paths"], data["readonly_paths"] = [], []
+    for m in data["mounts"]:
+        if m["type"] == "sysfs":
+            m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
+
+
+def parse_device(text: str, problems: list[str]) -> tuple[str, str | None, str] | None:
+    """docker's ``HOST[:CONTAINER][:PERMS]`` -> (host, container or None, perms)."""
+    parts = text.split(":")
+    if len(parts) == 2 and parts[1] and not parts[1].startswith("/") and not set(parts[1]) - set("rwm"):
+        parts = [parts[0], "", parts[1]]            # HOST:PERMS
+    if len(parts) > 3 or not parts[0]:
+        problems.append(f"--device: {text!r} is not HOST[:CONTAINER][:PERMS]")
+        return None
+    host, container, perms = (parts + ["", ""])[:3]
+    if not host.startswith("/"):
+        problems.append(f"--device: {text!r}: the host path must be absolute")
+        return None
+    if container and not container.startswith("/"):
+        problems.append(f"--device: {text!r}: the container path must be absolute")
+        return None
+    if len(parts) == 3 and (not perms or set(perms) - set("rwm")):
+        problems.append(f"--device: {text!r}: PERMS must be letters from r, w, m")
+        return None
+    return host, container or None, perms or "rwm"
 
 
 _MOUNT_KEYS = {"type", "source", "src", "target", "destination", "dst", "readonly", "ro",

@@ -94,6 +94,17 @@ def _process_flags(p: argparse.ArgumentParser) -> None:
                    help="do not wait: print the id (run) and return at once")
 
 
+def _device_flags(ov: argparse._ArgumentGroup) -> None:
+    """run's --device and --privileged (docker's)."""
+    ov.add_argument("--device", metavar="HOST[:CONTAINER][:PERMS]", action="append", default=[],
+                    help="give the container host device HOST, at CONTAINER (default: the same "
+                         "path), with PERMS from r, w, m (default rwm), e.g. /dev/fuse or "
+                         "/dev/null:/dev/mynull:rw (repeatable)")
+    ov.add_argument("--privileged", action="store_true",
+                    help="docker's privileged mode: every capability, no seccomp filter, no "
+                         "masked or read-only paths, /sys writable, every host device node")
+
+
 def _verb(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: str,
           common: argparse.ArgumentParser, *, help: str, description: str = "", epilog: str = "",
           aliases: tuple[str, ...] = (), usage: str | None = None,
@@ -147,7 +158,8 @@ examples:
   execdriver run -d --name web1 --rootfs ./rootfs -p 8080:80 --network bridge \\
       --memory 64M --cpus 0.5 --pids-limit 100 -- /bin/httpd -f -p 80
   execdriver run ./bundle                        # ./bundle/spec.json
-  execdriver run --spec spec.json -e DEBUG=1 -v /srv/data:/data:ro""")
+  execdriver run --spec spec.json -e DEBUG=1 -v /srv/data:/data:ro
+  execdriver run --rootfs ./rootfs --device /dev/fuse -- /bin/ls -l /dev/fuse""")
     p.add_argument("bundle", metavar="SPEC_OR_BUNDLE", nargs="?",
                    help="a spec JSON file, or a directory holding spec.json")
     p.add_argument("--driver", metavar="NAME", default=DEFAULT_DRIVER,
@@ -199,6 +211,7 @@ examples:
     ov.add_argument("--security-opt", metavar="OPT", action="append", default=[],
                     help="no-new-privileges[=true|false], seccomp=unconfined|FILE.json, "
                          "apparmor=PROFILE (repeatable)")
+    _device_flags(ov)
     run = p
 
     # -- create, start, update ------------------------------------------------

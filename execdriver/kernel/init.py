@@ -335,7 +335,10 @@ def mount_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
                 finally:
                     syscalls.close(target)
         if cfg.populate_dev:
-            devices.populate_dev(root_fd, use_bind=cfg.new_userns, syscalls=syscalls)
+            devices.populate_dev(root_fd, use_bind=cfg.new_userns, syscalls=syscalls,
+                                 skip=devices.dev_names(cfg.devices))
+        if cfg.devices:
+            devices.create_devices(root_fd, cfg.devices, cfg.devices_by_bind, syscalls)
         if cfg.cgroup_mount:
             mount_cgroups(root_fd, cfg, syscalls)
         for dest, src in cfg.extra_binds:

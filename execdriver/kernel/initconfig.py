@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import RootMode
 from ..errors import StepFailed
-from . import capabilities, mounts, rlimits, seccomp
+from . import capabilities, devices, mounts, rlimits, seccomp
 from . import syscalls as sc
 
 if TYPE_CHECKING:
@@ -65,6 +65,8 @@ class InitConfig:
     cgroup_mount: str | None = None
     cgroup_binds: list[tuple[str, str]] = field(default_factory=list)   # (subdir, host dir)
     populate_dev: bool = False
+    devices: list[devices.DeviceNode] = field(default_factory=list)
+    devices_by_bind: bool = False       # in a user namespace: bind the host's nodes
     extra_binds: list[tuple[str, str]] = field(default_factory=list)   # (dest, host file)
     masked_paths: list[str] = field(default_factory=list)
     readonly_paths: list[str] = field(default_factory=list)
@@ -161,6 +163,8 @@ def build(container_id: str, spec: Config, *,
         cfg.mounts.append(plan)
         if m.destination == "/dev" and m.type == "tmpfs":
             cfg.populate_dev = True
+    cfg.devices_by_bind = cfg.new_userns or any(flag == sc.CLONE_NEWUSER for flag, _ in cfg.join)
+    cfg.devices = devices.plan_devices(spec.devices, cfg.devices_by_bind)
     for path in list(cfg.sysctls):
         if not os.path.exists("/proc/sys/" + path.replace(".", "/")):
             raise StepFailed("sysctl", "unknown on this kernel", name=path)

@@ -181,7 +181,7 @@ class Container:
         cg.create()
         # What destroy and signal may later act on: see kernel/cgroups/ownership.py.
         ownership.mark(cg, ownership.owner_token(cdir))
-        cg.apply(config.resources)
+        cg.apply(config.resources, config.devices)
         extra_binds, net_setup = self._network()
         hooks = set(self.state.hooks)
 

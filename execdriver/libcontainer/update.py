@@ -86,12 +86,12 @@ def update_resources(c: Container, changes: Mapping[str, Mapping[str, Any]]) -> 
         except ValidationError as exc:
             raise SpecError([f"resources.{line}" for line in problems_from(exc)]) from None
         plain = decode(ResourcesConfig, resources.model_dump(), "resources")
+        config = store.read_config(c.id)
         try:
-            cg.apply(plain)
+            cg.apply(plain, config.devices)     # the device nodes' allow rules stay
         except StepFailed as exc:
             exc.container_id = c.id
             raise
         spec.resources = resources
         store.write_file(c.id, SPEC_FILE, spec.model_dump_json())
-        store.write_file(c.id, CONFIG_FILE,
-                         store.read_config(c.id).replace(resources=plain).to_json())
+        store.write_file(c.id, CONFIG_FILE, config.replace(resources=plain).to_json())

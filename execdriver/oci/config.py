@@ -515,9 +515,36 @@ def convert_linux(linux: dict[str, Any], p: _Problems) -> tuple[dict[str, Any], 
         p.add("linux.rootfsPropagation", f"{prop!r} is not supported (only rprivate)")
     if linux.get("mountLabel"):
         p.add("linux.mountLabel", "SELinux is not supported (not enabled on this host)")
-    if linux.get("devices"):
-        p.add("linux.devices", "creating extra device nodes is not supported")
+    out["devices"] = convert_device_nodes(_list(linux.get("devices"), "linux.devices", p),
+                                          "linux.devices", p)
     return out, cgroup
+
+
+_DEVICE = {"path", "type", "major", "minor", "fileMode", "uid", "gid"}
+
+
+def convert_device_nodes(devices: list[Any], where: str, p: _Problems) -> list[dict[str, Any]]:
+    """OCI linux.devices -> spec devices. fileMode keeps only its permission bits (the
+    type comes from ``type``); the spec validates paths and numbers."""
+    out = []
+    for i, d in enumerate(devices):
+        at = f"{where}[{i}]"
+        d = _obj(d, at, p)
+        p.check_keys(d, at, _DEVICE)
+        if not isinstance(d.get("path"), str) or not d["path"]:
+            p.add(f"{at}.path", "required, an absolute path")
+            continue
+        if d.get("type") not in ("c", "b", "u", "p"):
+            p.add(f"{at}.type", "required: c, b, u or p")
+            continue
+        node: dict[str, Any] = {"path": d["path"], "type": d["type"]}
+        for key, name in (("major", "major"), ("minor", "minor"), ("fileMode", "file_mode"),
+                          ("uid", "uid"), ("gid", "gid")):
+            value = _int(d.get(key), f"{at}.{key}", p)
+            if value is not None:
+                node[name] = value & 0o7777 if key == "fileMode" else value
+        out.append(node)
+    return out
 
 
 # --- hooks, whole config ---------------------------------------------------------

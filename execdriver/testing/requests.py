@@ -90,6 +90,8 @@ FEATURE_REQUESTS: dict[str, Callable[[SpecDict], None]] = {
     "resources.block_io": _set("resources", "block_io", "weight", value=500),
     "resources.devices": _set("resources", "devices", value=[
         {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]),
+    "devices": _set("devices", value=[{"path": "/dev/conformance-null", "type": "c",
+                                       "major": 1, "minor": 3}]),
     "network.none": _network("none"),
     "network.host": _network("host"),
     "network.bridge": _network("bridge"),

@@ -6,13 +6,18 @@ import os
 import pty
 import select
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_native import status_fields
 from test_cli_chroot import Cli, cli_env, driver_report
+
+from execdriver.kernel.capabilities import read_status_caps
+from execdriver.spec import DEFAULT_MASKED_PATHS
 
 pytestmark = pytest.mark.root
 
@@ -227,3 +232,35 @@ def test_mount_long_form_reaches_the_container(cli: Cli, busybox_rootfs: Path,
             "cat /data/f; touch /data/x || echo ro; grep -c ' /t tmpfs .*size=1024k' /proc/mounts")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["hello", "ro", "1"], r.stdout
+
+
+HAS_FUSE = os.path.exists("/dev/fuse") and stat.S_ISCHR(os.stat("/dev/fuse").st_mode)
+
+
+def test_run_device_flag(cli: Cli, busybox_rootfs: Path) -> None:
+    script = "echo x > /dev/mynull && cat /dev/mynull && echo ok"
+    devs = ["--device", "/dev/null:/dev/mynull"]
+    if HAS_FUSE:
+        devs += ["--device", "/dev/fuse:rw"]
+        script += "; exec 3<>/dev/fuse && echo fuse"
+    r = cli("run", "--rootfs", busybox_rootfs, *devs, "--", "/bin/sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("ok\nfuse\n" if HAS_FUSE else "ok\n")
+
+
+def test_run_privileged(cli: Cli, busybox_rootfs: Path) -> None:
+    masked = " ".join(p for p in DEFAULT_MASKED_PATHS if os.path.exists(p))
+    script = ("grep -E '^(CapEff|Seccomp):' /proc/self/status; "
+              f"grep -cE ' ({masked.replace(' ', '|')}) ' /proc/self/mountinfo; "
+              "grep ' /sys ' /proc/self/mountinfo | cut -d' ' -f6; ls /dev/null /dev/ptmx")
+    r = cli("run", "--rootfs", busybox_rootfs, "--privileged", "--", "/bin/sh", "-c", script)
+    lines = r.stdout.splitlines()
+    fields = status_fields("\n".join(lines[:2]))
+    assert int(fields["CapEff"], 16) == read_status_caps()["CapBnd"], r.stdout
+    assert fields["Seccomp"] == "0"
+    assert lines[2] == "0"                       # nothing masked
+    assert lines[3].startswith("rw,")            # /sys writable
+    if HAS_FUSE:
+        r = cli("run", "--rootfs", busybox_rootfs, "--privileged", "--", "/bin/sh", "-c",
+                "exec 3<>/dev/fuse && echo fuse")
+        assert r.stdout == "fuse\n", r.stderr

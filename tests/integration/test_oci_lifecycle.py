@@ -263,6 +263,24 @@ def test_run_foreground_output_exit_code_and_cleanup(oci: Oci, tmp_path: Path,
     assert r.returncode == 7 and oci.status(c) == "stopped"
 
 
+def test_linux_devices_are_made_as_asked_and_allowed(oci: Oci, tmp_path: Path,
+                                                     busybox_rootfs: Path) -> None:
+    devices = [{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o620,
+                "uid": 5, "gid": 6},
+               {"path": "/dev/blk", "type": "b", "major": 7, "minor": 0, "fileMode": 0o600}]
+    b = bundle(tmp_path, busybox_rootfs,
+               ["sh", "-c", "stat -c '%a %u:%g %t:%T' /dev/mynull; echo x > /dev/mynull && "
+                            "echo wrote; head -c 1 /dev/blk >/dev/null; echo rc=$?"],
+               **{"linux.devices": devices,
+                  # the config's rule for loop0 decides it: only mknod
+                  "linux.resources.devices": [{"allow": False, "access": "rwm"},
+                                              {"allow": True, "type": "b", "major": 7,
+                                               "minor": 0, "access": "m"}]})
+    r = oci("run", "--bundle", str(b), cid(), ok=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "620 5:6 1:3\nwrote\nrc=1\n" and "Operation not permitted" in r.stderr
+
+
 def test_run_forwards_signals(oci: Oci, tmp_path: Path, busybox_rootfs: Path) -> None:
     c = cid()
     ready = tmp_path / "ready"

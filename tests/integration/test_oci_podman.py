@@ -195,6 +195,17 @@ def test_exec_and_run_with_a_terminal(podman: Podman) -> None:
 
 
 def test_unsupported_option_is_a_clear_error(podman: Podman) -> None:
-    r = podman.run("--rm", "--device", "/dev/fuse", IMAGE, "true", ok=False)
+    r = podman.run("--rm", "--memory-swappiness", "10", IMAGE, "true", ok=False)
     assert r.returncode != 0
-    assert "linux.devices: creating extra device nodes is not supported" in r.stderr
+    assert "linux.resources.memory.swappiness: not supported" in r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse on this host")
+def test_run_device_and_privileged(podman: Podman) -> None:
+    r = podman.run("--rm", "--device", "/dev/fuse", IMAGE, "sh", "-c",
+                   "ls -l /dev/fuse && exec 3<>/dev/fuse && echo opened")
+    assert r.returncode == 0 and r.stdout.endswith("opened\n"), r.stderr
+    r = podman.run("--rm", "--privileged", IMAGE, "sh", "-c",
+                   "grep -E '^(CapEff|Seccomp):' /proc/self/status; exec 3<>/dev/fuse && echo opened")
+    assert r.returncode == 0 and "Seccomp:\t0" in r.stdout and r.stdout.endswith("opened\n"), \
+        (r.stdout, r.stderr)

@@ -46,7 +46,7 @@ Call = tuple[str, tuple[Any, ...]]
 PROC_SUPER_MAGIC = 0x9FA0
 TMPFS_MAGIC = 0x01021994
 EXEC_STATUS = 0          # a forked child that "exec'd" exits with this
-_FD_PATH = re.compile(r"^/proc/self/fd/(\d+)$")
+_FD_PATH = re.compile(r"^/proc/self/fd/(\d+)(/.*)?$")
 
 
 class Exited(BaseException):
@@ -135,12 +135,12 @@ class FakeSyscalls:
         return [name for name, _ in self.calls]
 
     def resolve(self, path: str | None) -> str | None:
-        """What a /proc/self/fd/N path names (N handed out by the fake), else ``path``."""
+        """What a /proc/self/fd/N[/NAME] path names (N handed out by the fake), else ``path``."""
         if path is None:
             return None
         m = _FD_PATH.match(path)
         if m and int(m.group(1)) in self.fd_paths:
-            return self.fd_paths[int(m.group(1))]
+            return self.fd_paths[int(m.group(1))] + (m.group(2) or "")
         return path
 
     def join(self, timeout: float = 5.0) -> None:
@@ -241,6 +241,12 @@ class FakeSyscalls:
         if full in self.files:
             raise FileExistsError(errno_.EEXIST, os.strerror(errno_.EEXIST), path)
         self.files[full] = "file"
+
+    def chown(self, path: str, uid: int, gid: int, *, dir_fd: int | None = None) -> None:
+        self._call("chown", path, uid, gid, dir_fd)
+
+    def chmod(self, path: str, mode: int, *, dir_fd: int | None = None) -> None:
+        self._call("chmod", path, mode, dir_fd)
 
     def symlink(self, target: str, path: str, *, dir_fd: int | None = None) -> None:
         self._call("symlink", target, path, dir_fd)
@@ -348,7 +354,7 @@ class FakeSyscalls:
 
     def lstat(self, path: str) -> os.stat_result:
         self._call("lstat", path)
-        return self._stat_result(self._abs(path))
+        return self._stat_result(self._abs(self.resolve(path) or path))
 
     def access(self, path: str, mode: int) -> bool:
         self._call("access", path, mode)

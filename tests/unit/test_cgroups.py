@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from execdriver.config import Device
 from execdriver.errors import InvalidArgument, StateCorrupt, StepFailed
 from execdriver.kernel.cgroups import bpf_devices as bd
 from execdriver.kernel.cgroups import check_name, manager_from_record, read_keyed, required_controllers
@@ -276,3 +277,13 @@ def test_bpf_program_agrees_with_v1_emulator(rules, type_, major, minor, access)
     emu = DeviceEmulator.from_rules(rules)
     code = bd.encode(bd.build_program(rules))
     assert run_bpf(code, type_, major, minor, access) == int(emu.allows(type_, major, minor, access))
+
+
+def test_bpf_program_allows_the_spec_device_nodes_the_rules_leave_open() -> None:
+    """cgroup v2 gets the same node rules as v1 (container_rules for both)."""
+    fuse = Device(path="/dev/fuse", type="c", major=10, minor=229)
+    code = bd.encode(bd.build_program(container_rules([], [fuse])))
+    assert run_bpf(code, "c", 10, 229, "rwm") == 1 and run_bpf(code, "c", 10, 228, "r") == 0
+    deny = DeviceRule(allow=False, type="c", major=10, minor=229)
+    code = bd.encode(bd.build_program(container_rules([deny], [fuse])))
+    assert run_bpf(code, "c", 10, 229, "r") == 0      # the spec's rule decides

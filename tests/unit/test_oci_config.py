@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from execdriver.errors import SpecError
-from execdriver.oci.config import _Problems, convert, convert_devices, convert_process, load_bundle
+from execdriver.oci.config import (
+    _Problems,
+    convert,
+    convert_device_nodes,
+    convert_devices,
+    convert_process,
+    load_bundle,
+)
 from execdriver.oci.queries import default_config
 
 CAPS = ["CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID",
@@ -166,8 +173,13 @@ def test_as_runc_kernel_memory_and_unknown_capabilities_are_warned_about_not_ref
     ("linux.intelRdt", {"closID": "x"}, "linux.intelRdt: not supported"),
     ("linux.personality", {"domain": "LINUX32"}, "linux.personality: not supported"),
     ("linux.timeOffsets", {"monotonic": {"secs": 1}}, "linux.timeOffsets: not supported"),
-    ("linux.devices", [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}],
-     "linux.devices: creating extra device nodes is not supported"),
+    ("linux.devices", [{"path": "/dev/fuse", "type": "x", "major": 10, "minor": 229}],
+     "linux.devices[0].type: required: c, b, u or p"),
+    ("linux.devices", [{"type": "c", "major": 10, "minor": 229}],
+     "linux.devices[0].path: required, an absolute path"),
+    ("linux.devices", [{"path": "/dev/fuse", "type": "c", "major": "10", "minor": 229}],
+     "linux.devices[0].major: must be an integer"),
+    ("linux.devices", {"path": "/dev/fuse"}, "linux.devices: must be an array"),
     ("linux.mountLabel", "system_u:object_r:x", "linux.mountLabel: SELinux"),
     ("linux.rootfsPropagation", "rshared", "linux.rootfsPropagation: 'rshared' is not supported"),
     ("linux.cgroupsPath", "machine.slice:libpod:abc", "linux.cgroupsPath: 'machine.slice:libpod:abc'"),
@@ -288,6 +300,47 @@ def test_resources_translation() -> None:
 ])
 def test_device_rules(rules: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
     assert convert_devices(rules, "linux.resources.devices", _Problems()) == expected
+
+
+@pytest.mark.parametrize("devices,expected", [
+    ([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666,
+       "uid": 0, "gid": 0}],
+     [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "file_mode": 0o666,
+       "uid": 0, "gid": 0}]),
+    # fileMode with the type bits (as stat gives it): only the permission bits are kept
+    ([{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0, "fileMode": 0o060640,
+       "uid": 5, "gid": 6}],
+     [{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0, "file_mode": 0o640,
+       "uid": 5, "gid": 6}]),
+    # what is not given keeps the spec's default
+    ([{"path": "/dev/fifo", "type": "p"}], [{"path": "/dev/fifo", "type": "p"}]),
+])
+def test_device_nodes(devices: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    assert convert_device_nodes(devices, "linux.devices", _Problems()) == expected
+
+
+def test_linux_devices_reach_the_spec_with_their_mode_and_owner() -> None:
+    spec = conv(with_("linux.devices", [
+        {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600,
+         "uid": 1000, "gid": 1001},
+        {"path": "/dev/ttyS9", "type": "u", "major": 4, "minor": 73}])).spec
+    fuse, tty = spec.devices
+    assert (fuse.path, fuse.type, fuse.major, fuse.minor) == ("/dev/fuse", "c", 10, 229)
+    assert (fuse.file_mode, fuse.uid, fuse.gid) == (0o600, 1000, 1001)
+    assert (tty.type, tty.file_mode, tty.uid, tty.gid) == ("u", 0o666, 0, 0)
+
+
+@pytest.mark.parametrize("device,expected", [
+    ({"path": "dev/fuse", "type": "c", "major": 10, "minor": 229},
+     "devices[0].path: must be an absolute path inside the container"),
+    ({"path": "/dev/../etc/x", "type": "c", "major": 10, "minor": 229},
+     "devices[0].path: must not contain '..'"),
+    ({"path": "/dev/fuse", "type": "c", "minor": 229}, "devices[0]: a character device needs major"),
+    ({"path": "/dev/fuse", "type": "c", "major": 5000, "minor": 1}, "devices[0].major"),
+])
+def test_bad_linux_devices_are_refused(device: dict[str, Any], expected: str) -> None:
+    lines = problems(with_("linux.devices", [device]))
+    assert any(line.startswith(expected) for line in lines), lines
 
 
 def test_seccomp_actions_and_ops() -> None:

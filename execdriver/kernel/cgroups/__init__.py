@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 from ...errors import InvalidArgument, StateCorrupt, StepFailed
 
 if TYPE_CHECKING:  # pydantic stays off the CLI's list/kill/stats path
-    from ...config import Resources
+    from collections.abc import Sequence
+
+    from ...config import Device, Resources
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 STATS_KEYS = ("cpu_usage_ns", "memory_usage", "memory_max_usage", "memory_limit",
@@ -200,8 +202,9 @@ class CgroupManager(abc.ABC):
         """Make the directories; idempotent."""
 
     @abc.abstractmethod
-    def apply(self, resources: Resources) -> None:
-        """Write the limits and the device rules (default deny + allow list + spec's)."""
+    def apply(self, resources: Resources, devices: Sequence[Device] = ()) -> None:
+        """Write the limits and the device rules (default deny + allow list + spec's, then
+        an allow rule for each of ``devices``, the device nodes, the rules leave undecided)."""
 
     @abc.abstractmethod
     def directories(self) -> list[str]:

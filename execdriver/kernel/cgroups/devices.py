@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ...config import DeviceRule
+from ...config import Device, DeviceRule
 
 # deny everything, then allow the devices every container needs
 DEFAULT_ALLOWED = [
@@ -26,9 +26,31 @@ DEFAULT_ALLOWED = [
 DENY_ALL = DeviceRule(allow=False, type="a", major=None, minor=None)
 
 
-def container_rules(extra: Sequence[DeviceRule]) -> Sequence[DeviceRule]:
-    """The full ordered rule list for a container: deny all, defaults, then the spec's."""
-    return [DENY_ALL, *DEFAULT_ALLOWED, *extra]
+def container_rules(extra: Sequence[DeviceRule], nodes: Sequence[Device] = ()) -> Sequence[DeviceRule]:
+    """The full ordered rule list for a container: deny all, defaults, the spec's, then
+    an allow rule for each of the spec's device nodes the rules before do not decide."""
+    rules = [DENY_ALL, *DEFAULT_ALLOWED, *extra]
+    return rules + node_rules(rules, extra, nodes)
+
+
+def node_rules(rules: Sequence[DeviceRule], spec_rules: Sequence[DeviceRule],
+               nodes: Sequence[Device]) -> list[DeviceRule]:
+    """``rwm`` for each device node (fifos need none) that ``rules`` do not allow already
+    and that no rule of the spec names (its type, number or wildcard): that one decides."""
+    emu = DeviceEmulator.from_rules(rules)
+    out: list[DeviceRule] = []
+    for node in nodes:
+        kind = "c" if node.type == "u" else node.type
+        if kind not in ("c", "b") or node.major is None or node.minor is None:
+            continue
+        if emu.allows(kind, node.major, node.minor, "rwm") or any(
+                r.type == kind and r.major in (None, node.major) and r.minor in (None, node.minor)
+                for r in spec_rules):
+            continue
+        rule = DeviceRule(allow=True, type=kind, major=node.major, minor=node.minor, access="rwm")
+        emu.apply(rule)
+        out.append(rule)
+    return out
 
 
 def _num(n: int | None) -> str:

@@ -24,7 +24,9 @@ from . import (
 )
 
 if TYPE_CHECKING:
-    from ...config import Resources
+    from collections.abc import Sequence
+
+    from ...config import Device, Resources
 
 FREEZE_TIMEOUT = 5.0
 
@@ -163,9 +165,9 @@ class CgroupV1Manager(CgroupManager):
         return [os.path.join(p, "cgroup.procs") for _m, p in self._dirs()]
 
     # -- limits ------------------------------------------------------------------
-    def apply(self, resources: Resources) -> None:
+    def apply(self, resources: Resources, devices: Sequence[Device] = ()) -> None:
         need = required_controllers(resources, 1)
-        if resources.devices:
+        if resources.devices or devices:
             need["devices"] = "resources.devices"
         for controller, why in need.items():
             if controller not in self.paths:
@@ -193,7 +195,7 @@ class CgroupV1Manager(CgroupManager):
         if resources.block_io.weight:
             self._apply_blkio_weight(resources.block_io.weight)
         if "devices" in self.paths:
-            self._apply_devices(resources)
+            self._apply_devices(resources, devices)
 
     def _apply_cfs(self, quota: int | None, period: int | None) -> None:
         writes = [(f, v) for f, v in (("cpu.cfs_period_us", period), ("cpu.cfs_quota_us", quota))
@@ -216,9 +218,9 @@ class CgroupV1Manager(CgroupManager):
         raise StepFailed("cgroup apply", "blkio weight not supported "
                          "(no blkio.weight or blkio.bfq.weight)", path=self.paths["blkio"])
 
-    def _apply_devices(self, resources: Resources) -> None:
+    def _apply_devices(self, resources: Resources, devices: Sequence[Device]) -> None:
         from .devices import DeviceEmulator, container_rules, parse_devices_list, v1_writes
-        rules = container_rules(resources.devices)
+        rules = container_rules(resources.devices, devices)
         target = DeviceEmulator.from_rules(rules)
         listing = read_file(self._file("devices", "devices.list"))
         if listing is not None and parse_devices_list(listing) == set(target.list_lines()) \

@@ -24,7 +24,9 @@ from . import (
 )
 
 if TYPE_CHECKING:
-    from ...config import Resources
+    from collections.abc import Sequence
+
+    from ...config import Device, Resources
 
 FREEZE_TIMEOUT = 5.0
 
@@ -148,7 +150,7 @@ class CgroupV2Manager(CgroupManager):
         return set((read_file(self._file("cgroup.controllers")) or "").split())
 
     # -- limits ------------------------------------------------------------------
-    def apply(self, resources: Resources) -> None:
+    def apply(self, resources: Resources, devices: Sequence[Device] = ()) -> None:
         have = self.controllers()
         for controller, why in required_controllers(resources, 2).items():
             if controller not in have:
@@ -183,7 +185,7 @@ class CgroupV2Manager(CgroupManager):
                 write_file(self._file("io.weight"), blkio_to_io_weight(weight))
         from .bpf_devices import attach_device_filter
         from .devices import container_rules
-        attach_device_filter(self.path, container_rules(resources.devices))
+        attach_device_filter(self.path, container_rules(resources.devices, devices))
 
     # -- freezer -------------------------------------------------------------------
     def _can_freeze(self) -> bool:
