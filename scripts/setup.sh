@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-PKGS="busybox-static runc lxc lxc-dev liblxc1 pkg-config gcc python3-dev nftables iproute2 podman conmon containerd uidmap"
+PKGS="busybox-static runc lxc lxc-dev liblxc1 pkg-config gcc python3-dev nftables iproute2 podman conmon containerd uidmap systemd-container"
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -18,6 +18,6 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 # (an older set-up linked the commands into .venv/libexec: pip replaces files, not links)
 for cmd in .venv/bin/execdriver .venv/bin/execdriver-oci; do [ ! -L "$cmd" ] || rm -f "$cmd"; done
-.venv/bin/pip install -q --disable-pip-version-check -e '.[lxc,test,dev,bench]' -e tests/example_driver
+.venv/bin/pip install -q --disable-pip-version-check -e '.[lxc,test,dev,bench]' -e tests/example_driver -e drivers/nspawn
 # (the package build compiled the C container monitor and the execdriver/execdriver-oci front)
 [ -x demo-rootfs/bin/busybox ] || .venv/bin/execdriver rootfs busybox demo-rootfs

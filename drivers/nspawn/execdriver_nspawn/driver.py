@@ -1,0 +1,474 @@
+"""NspawnDriver: containers run by systemd-nspawn, without systemd as PID 1.
+
+Layout: ``<state root>/<id>/`` is execdriver's state dir for the container. Each
+container gets its own cgroups (``execdriver-nspawn-<id>`` in the freezer, pids,
+memory, cpuacct and name=systemd v1 hierarchies, or one directory on a v2 host),
+recorded before they are made; a monitor process (monitor.py) puts systemd-nspawn
+in them, finds the leader, reaps nspawn and records the leader's real wait status.
+pause is the freezer; stats reads those cgroups; exec is nsenter into the
+leader's namespaces. The payload runs behind the host's static busybox (bound
+read-only into nspawn's /run) so that its environment is exactly the spec's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal as _signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from execdriver.driver import (
+    Availability,
+    ContainerInfo,
+    ExecDriver,
+    ExitStatus,
+    Handle,
+    Stats,
+    Status,
+    Stdio,
+)
+from execdriver.errors import InvalidArgument, InvalidState, StepFailed, UnsupportedFeature
+from execdriver.spec import Process, Spec
+from execdriver.state import ContainerState, pid_alive, validate_id
+
+from .translate import exec_argv, nspawn_argv, refusals
+
+MONITOR = str(Path(__file__).with_name("monitor.py"))
+NSPAWN = "/usr/bin/systemd-nspawn"
+NSENTER = "/usr/bin/nsenter"
+BUSYBOX = "/bin/busybox"
+CGROUP_ROOT = "/sys/fs/cgroup"
+V1_HIERARCHIES = ("freezer", "pids", "memory", "cpuacct", "systemd")
+#: where nspawn keeps a directory per machine; it refuses to clean it up when /run is
+#: not a tmpfs (and says so on the container's stderr), so the driver mounts one there
+PROPAGATE = "/run/systemd/nspawn/propagate"
+START_TIMEOUT = 90.0
+
+
+class _SyncReader:
+    """Line reader with timeouts over the monitor's sync pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.file: IO[bytes] = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self.buf = b""
+
+    def line(self, timeout: float | None) -> str | None:
+        """The next line; "" at EOF; None if ``timeout`` passed first."""
+        import select
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.file], [], [], left)
+            if not ready:
+                return None
+            chunk = self.file.read(4096)
+            if not chunk:
+                return ""
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def machine_name(container_id: str) -> str:
+    """A valid nspawn machine name (a host name) for any container id, unique per id."""
+    return "execdriver-" + hashlib.sha256(container_id.encode()).hexdigest()[:16]
+
+
+def cgroup_dirs(container_id: str) -> dict[str, str]:
+    """controller (or "unified") -> this container's cgroup directory on this host."""
+    name = f"execdriver-nspawn-{container_id}"
+    if os.path.exists(f"{CGROUP_ROOT}/cgroup.controllers"):
+        return {"unified": f"{CGROUP_ROOT}/{name}"}
+    dirs = {h: f"{CGROUP_ROOT}/{h}/{name}" for h in V1_HIERARCHIES
+            if os.path.isdir(f"{CGROUP_ROOT}/{h}")}
+    if os.path.exists(f"{CGROUP_ROOT}/unified/cgroup.controllers"):
+        # hybrid: nspawn keeps its payload/supervisor cgroups in the v2 tree
+        dirs["hybrid"] = f"{CGROUP_ROOT}/unified/{name}"
+    return dirs
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _int(path: str) -> int | None:
+    text = _read(path)
+    return int(text) if text and text.lstrip("-").isdigit() else None
+
+
+def _ensure_propagate_tmpfs() -> None:
+    os.makedirs(PROPAGATE, mode=0o755, exist_ok=True)
+    with open("/proc/self/mountinfo") as f:
+        if any(line.split()[4] == PROPAGATE for line in f):
+            return
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m,nosuid,nodev,noexec",
+                           "execdriver-nspawn", PROPAGATE], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise StepFailed("propagate tmpfs", " ".join(proc.stderr.split()) or "mount failed",
+                         path=PROPAGATE)
+
+
+def _parse_exit(line: str, container_id: str) -> ExitStatus:
+    parts = line.split()
+    if len(parts) != 3 or parts[0] != "exited":
+        raise StepFailed("wait", "the monitor ended without an exit status",
+                         container_id=container_id, driver="nspawn", id=container_id)
+    return ExitStatus(code=int(parts[1]), signal=None if parts[2] == "-" else int(parts[2]))
+
+
+class NspawnDriver(ExecDriver):
+    """Containers run by systemd-nspawn (systemd-container), no systemd PID 1 needed."""
+
+    name = "nspawn"
+    description = "systemd-nspawn (Debian's systemd-container), without systemd as PID 1"
+    # Exactly what translate.py translates and tests/integration/test_nspawn_features.py
+    # checks. Not here: process.user (nspawn's --user resolves names with getent inside
+    # the rootfs, and takes no numeric ids), resources.* (--property needs systemd as
+    # PID 1), seccomp.* (nspawn's own filter is off: the spec's seccomp is unconfined),
+    # masked/readonly paths (nspawn's --inaccessible cannot reach /proc; nspawn makes
+    # its own /proc/sys read-only), sysctls, idmap and a user namespace, the cgroup
+    # namespace (nspawn makes one only on a pure v2 host), terminal, hooks, bridges.
+    features = frozenset({
+        "namespaces.pid", "namespaces.mount", "namespaces.ipc", "namespaces.uts",
+        "namespaces.network", "root.readonly", "mounts", "hostname",
+        "process.rlimits", "process.capabilities", "process.no_new_privileges",
+        "process.oom_score_adj", "process.umask", "network.none", "network.host",
+        "pause", "exec", "stats",
+    })
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if not os.access(NSPAWN, os.X_OK):
+            return Availability(False, "systemd-nspawn not found (apt-get install systemd-container)")
+        if not os.access(BUSYBOX, os.X_OK):
+            return Availability(False, f"no static busybox at {BUSYBOX} (apt-get install busybox-static)")
+        if not os.access(NSENTER, os.X_OK):
+            return Availability(False, f"nsenter not found at {NSENTER} (apt-get install util-linux)")
+        if os.geteuid() != 0:
+            return Availability(False, "needs root (systemd-nspawn and the proc connector)")
+        return Availability(True)
+
+    @classmethod
+    def details(cls) -> dict[str, str]:
+        try:
+            out = subprocess.run([NSPAWN, "--version"], capture_output=True, text=True,
+                                 check=False, timeout=10).stdout.split("\n", 1)[0]
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        return {"systemd-nspawn": out.strip()} if out else {}
+
+    def default_spec(self, rootfs: str, args: list[str] | None = None) -> Spec:
+        spec = super().default_spec(rootfs, args)
+        spec.seccomp.mode = "unconfined"
+        spec.masked_paths = []
+        spec.readonly_paths = []
+        spec.namespaces = [n for n in spec.namespaces if n.type != "cgroup"]
+        return spec
+
+    def check_spec(self, spec: Spec) -> None:
+        super().check_spec(spec)
+        problems = refusals(spec)
+        if problems:
+            raise UnsupportedFeature(self.name, problems)
+
+    # -- start -----------------------------------------------------------------
+    def start(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
+              detach: bool = False) -> Handle:
+        validate_id(container_id)
+        self.check_spec(spec)
+        rootfs = Path(os.path.abspath(spec.root.path))
+        if not rootfs.is_dir():
+            why = "not a directory" if rootfs.exists() else "no such directory"
+            raise StepFailed("rootfs", why, container_id=container_id, driver=self.name,
+                             path=rootfs)
+        self.state.create(container_id, self.name, spec)
+        try:
+            return self._start(container_id, spec, rootfs, stdio, detach)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.terminate(container_id)
+            raise
+
+    def _start(self, cid: str, spec: Spec, rootfs: Path, stdio: Stdio | None,
+               detach: bool) -> Handle:
+        d = self.state.dir(cid)
+        dirs = cgroup_dirs(cid)
+        for path in dirs.values():
+            self.state.record(cid, "cgroup", path)
+        for path in dirs.values():
+            os.mkdir(path, 0o755)
+        _ensure_propagate_tmpfs()
+        spec = spec.model_copy(deep=True)
+        spec.root.path = str(rootfs)
+        argv = nspawn_argv(spec, nspawn=NSPAWN, busybox=BUSYBOX, machine=machine_name(cid))
+        # SYSTEMD_SECCOMP=0: the spec's seccomp is unconfined (nspawn's own filter is
+        # not declared); SYSTEMD_NSPAWN_LOCK=0: containers may share a rootfs, as with
+        # every other driver (nspawn would refuse a "busy" directory tree)
+        env = {"SYSTEMD_SECCOMP": "0", "SYSTEMD_NSPAWN_LOCK": "0"}
+        pid, pid_start, monitor, handle = self._spawn(
+            cid, argv, list(dirs.values()), env, stdio, detach, leader=True,
+            default_out=d if detach else None)
+
+        def started(st: ContainerState) -> None:
+            st.pid, st.pid_start = pid, pid_start
+            st.extra["monitor"] = monitor
+            if st.exit is None:
+                st.status = "running"
+        self.state.update(cid, started)
+        return handle
+
+    def _spawn(self, cid: str, argv: list[str], cgroups: list[str], env: dict[str, str],
+               stdio: Stdio | None, detach: bool, *, leader: bool, default_out: Path | None
+               ) -> tuple[int, int | None, list[int | None], Handle]:
+        """Start a monitor running ``argv``; wait for it to report the process."""
+        stdio = stdio or Stdio()
+        opened: list[int] = []
+
+        def fd_for(given: int | None, default: str | None, mode: int) -> int | None:
+            if given is not None:
+                return given
+            if not detach:
+                return None  # inherit the caller's
+            fd = os.open(default or os.devnull, mode | os.O_CLOEXEC, 0o600)
+            opened.append(fd)
+            return fd
+        log = str(default_out / "output.log") if default_out else None
+        wr = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        sync_r, sync_w = os.pipe()
+        life_r, life_w = os.pipe() if not detach else (-1, -1)
+        cfg: dict[str, Any] = {
+            "argv": argv, "cgroups": cgroups, "env": env, "leader": leader,
+            "sync_fd": sync_w, "lifeline_fd": life_r if life_r >= 0 else None,
+            "daemonize": detach,
+            "record": {"state_root": str(self.state.root), "id": cid} if leader else None,
+        }
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, MONITOR, json.dumps(cfg)],
+                stdin=fd_for(stdio.stdin, None, os.O_RDONLY),
+                stdout=fd_for(stdio.stdout, log, wr), stderr=fd_for(stdio.stderr, log, wr),
+                pass_fds=[sync_w] + ([life_r] if life_r >= 0 else []),
+                start_new_session=True)
+        finally:
+            for fd in opened + [sync_w] + ([life_r] if life_r >= 0 else []):
+                os.close(fd)
+        reader = _SyncReader(sync_r)
+        # Held until the wait ends; closing it (or our death) tells the monitor.
+        lifeline = open(life_w, "wb", buffering=0) if life_w >= 0 else None  # noqa: SIM115
+        if detach:
+            proc.wait()  # the monitor daemonized; this was the intermediate
+        line = reader.line(START_TIMEOUT)
+        if not line or not line.startswith("started "):
+            reader.close()
+            if lifeline:
+                lifeline.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            if line is None:
+                why = f"the process did not start within {START_TIMEOUT:.0f}s"
+            elif line.startswith("error "):
+                why = line[6:]
+            else:
+                why = "the monitor exited before the process started"
+            raise StepFailed("nspawn start", why, container_id=cid, driver=self.name, id=cid)
+        _, pid, pid_start, mon_pid, mon_start = line.split()
+
+        def waiter(timeout: float | None) -> ExitStatus | None:
+            got = reader.line(timeout)
+            if got is None:
+                return None
+            reader.close()
+            if lifeline:
+                lifeline.close()
+            if not detach:
+                proc.wait()
+            return _parse_exit(got, cid)
+        return (int(pid), int(pid_start) or None, [int(mon_pid), int(mon_start) or None],
+                Handle(cid, int(pid), waiter))
+
+    # -- inspection --------------------------------------------------------------
+    def _read(self, verb: str, cid: str) -> ContainerState:
+        st = self.state.read(cid)
+        if st.driver and st.driver != self.name:
+            raise InvalidArgument(f"{verb} id={cid}: container belongs to driver {st.driver}",
+                                  container_id=cid, driver=self.name)
+        return st
+
+    def _frozen(self, cid: str) -> bool:
+        dirs = cgroup_dirs(cid)
+        if "unified" in dirs:
+            return _read(f"{dirs['unified']}/cgroup.freeze") == "1"
+        return _read(f"{dirs.get('freezer', '')}/freezer.state") in ("FROZEN", "FREEZING")
+
+    def _status(self, st: ContainerState) -> tuple[Status, ExitStatus | None]:
+        if st.exit is None and st.pid is not None and not pid_alive(st.pid, st.pid_start):
+            deadline = time.monotonic() + 3     # the monitor records the exit right after
+            while st.exit is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+                st = self.state.read(st.id)
+        if st.exit is not None:
+            return Status.STOPPED, ExitStatus.from_dict(st.exit)
+        if st.pid is None:
+            return Status(st.status) if st.status in ("creating", "created") \
+                else Status.CREATING, None
+        if not pid_alive(st.pid, st.pid_start):
+            return Status.STOPPED, None
+        return (Status.PAUSED if self._frozen(st.id) else Status.RUNNING), None
+
+    def info(self, container_id: str) -> ContainerInfo:
+        st = self._read("info", container_id)
+        status, exit_status = self._status(st)
+        return ContainerInfo(id=st.id, driver=self.name, status=status, pid=st.pid,
+                             created=st.created, rootfs=st.rootfs, bundle=st.bundle,
+                             exit_status=exit_status, annotations=dict(st.annotations),
+                             resources=dict(st.resources))
+
+    def _running(self, verb: str, cid: str, *ok: Status) -> ContainerState:
+        st = self._read(verb, cid)
+        status, _ = self._status(st)
+        if status not in (ok or (Status.RUNNING,)):
+            raise InvalidState(f"{verb} id={cid}: container is {status.value}",
+                               container_id=cid, driver=self.name, step=verb)
+        return st
+
+    def _payload_dir(self, cid: str) -> str:
+        """The cgroup nspawn moves the payload into (it keeps itself in ``supervisor``)."""
+        dirs = cgroup_dirs(cid)
+        return f"{dirs.get('unified') or dirs.get('hybrid') or dirs.get('systemd', '')}/payload"
+
+    def stats(self, container_id: str) -> Stats:
+        self._running("stats", container_id, Status.RUNNING, Status.PAUSED)
+        dirs = cgroup_dirs(container_id)
+        if "unified" in dirs:
+            u = dirs["unified"]
+            cpu = _read(f"{u}/cpu.stat") or ""
+            usec = next((int(v) for k, v in (ln.split() for ln in cpu.splitlines() if ln)
+                         if k == "usage_usec"), None)
+            return Stats(id=container_id, cpu_usage_ns=None if usec is None else usec * 1000,
+                         memory_usage=_int(f"{u}/memory.current"),
+                         memory_max_usage=_int(f"{u}/memory.peak"),
+                         pids_current=_int(f"{u}/pids.current"))
+        return Stats(id=container_id,
+                     cpu_usage_ns=_int(f"{dirs.get('cpuacct', '')}/cpuacct.usage"),
+                     memory_usage=_int(f"{dirs.get('memory', '')}/memory.usage_in_bytes"),
+                     memory_max_usage=_int(f"{dirs.get('memory', '')}/memory.max_usage_in_bytes"),
+                     pids_current=_int(f"{dirs.get('pids', '')}/pids.current"))
+
+    def pids(self, container_id: str) -> list[int]:
+        self._running("pids", container_id, Status.RUNNING, Status.PAUSED)
+        text = _read(f"{self._payload_dir(container_id)}/cgroup.procs") or ""
+        return sorted(int(p) for p in text.split())
+
+    # -- control -----------------------------------------------------------------
+    def kill(self, container_id: str, signal: int = _signal.SIGTERM, all: bool = False) -> None:
+        st = self._running("kill", container_id, Status.RUNNING, Status.PAUSED)
+        targets = self.pids(container_id) if all else [st.pid or 0]
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal)
+
+    def _freeze(self, cid: str, frozen: bool) -> None:
+        dirs = cgroup_dirs(cid)
+        if "unified" in dirs:
+            path, value = f"{dirs['unified']}/cgroup.freeze", "1" if frozen else "0"
+        else:
+            path, value = f"{dirs['freezer']}/freezer.state", "FROZEN" if frozen else "THAWED"
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as exc:
+            raise StepFailed("freeze" if frozen else "thaw", exc.strerror or str(exc),
+                             container_id=cid, driver=self.name, id=cid) from None
+        deadline = time.monotonic() + 10
+        while frozen and self._frozen(cid) and _read(path) == "FREEZING" \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def pause(self, container_id: str) -> None:
+        self._running("pause", container_id)
+        self._freeze(container_id, True)
+
+    def unpause(self, container_id: str) -> None:
+        self._running("unpause", container_id, Status.PAUSED)
+        self._freeze(container_id, False)
+
+    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+             detach: bool = False) -> ExitStatus | Handle:
+        lacking = [f for f, used in (("process.terminal", process.terminal),
+                                     ("process.apparmor", process.apparmor_profile),
+                                     ("process.preserve_fds", process.preserve_fds),
+                                     ("process.user", process.user.uid or process.user.gid
+                                      or process.user.additional_gids)) if used]
+        if lacking:
+            raise UnsupportedFeature(self.name, lacking)
+        st = self._running("exec", container_id)
+        assert st.pid is not None
+        dirs = cgroup_dirs(container_id)
+        cgroups = [p for h, p in dirs.items() if h not in ("systemd", "unified", "hybrid")]
+        cgroups.append(self._payload_dir(container_id))
+        argv = exec_argv(process.env, process.args, nsenter=NSENTER, leader=st.pid,
+                         cwd=process.cwd, no_new_privileges=process.no_new_privileges)
+        _, _, _, handle = self._spawn(container_id, argv, cgroups, {}, stdio, detach,
+                                      leader=False, default_out=None)
+        if detach:
+            return handle
+        status = handle.wait()
+        assert status is not None
+        return status
+
+    def terminate(self, container_id: str) -> None:
+        validate_id(container_id)
+        if not self.state.exists(container_id):
+            return                      # idempotent: already gone
+        st = self._read("terminate", container_id)
+        dirs = [d for d in (st.resources.get("cgroup") or []) if isinstance(d, str)]
+        if any(os.path.isdir(d) for d in dirs):
+            with contextlib.suppress(StepFailed):
+                self._freeze(container_id, False)   # a frozen process cannot die
+        # The payload first (nspawn then cleans up after itself), then anything left.
+        for pid in self._procs(dirs, payload_only=True):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, _signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self._procs(dirs, payload_only=False) and time.monotonic() < deadline:
+            if time.monotonic() > deadline - 5:
+                for pid in self._procs(dirs, payload_only=False):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, _signal.SIGKILL)
+            time.sleep(0.02)
+        monitor = st.extra.get("monitor")
+        if monitor:
+            mon_pid, mon_start = monitor
+            deadline = time.monotonic() + 10
+            while pid_alive(mon_pid, mon_start) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if pid_alive(mon_pid, mon_start):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(mon_pid, _signal.SIGKILL)
+        from execdriver.host import remove_tree
+        for d in dirs:
+            remove_tree(d)
+        self.state.remove(container_id)
+
+    @staticmethod
+    def _procs(dirs: list[str], *, payload_only: bool) -> list[int]:
+        out: set[int] = set()
+        for d in dirs:
+            for sub in ([f"{d}/payload"] if payload_only else [d, f"{d}/payload",
+                                                               f"{d}/supervisor"]):
+                out.update(int(p) for p in (_read(f"{sub}/cgroup.procs") or "").split())
+        return sorted(out)
