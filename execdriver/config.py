@@ -81,6 +81,7 @@ class Process:
 class Root:
     path: str
     readonly: bool = False
+    propagation: str | None = None      # private/rprivate/slave/.../runbindable; None: rslave
 
 
 @dataclass(frozen=True)

@@ -228,10 +228,17 @@ class Process(_Model):
 
 # --- filesystem -------------------------------------------------------------
 
+Propagation = Literal["private", "rprivate", "slave", "rslave", "shared", "rshared",
+                      "unbindable", "runbindable"]
+
+
 class Root(_Model):
     path: CString = Field(description="rootfs directory (relative paths are taken from the spec "
                                       "file's folder)")
     readonly: bool = False
+    propagation: Propagation | None = Field(
+        None, description="the root mount's propagation in the container (OCI "
+                          "linux.rootfsPropagation); default: runc's, a slave of the host's")
 
 
 class Mount(_Model):

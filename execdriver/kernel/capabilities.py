@@ -92,6 +92,13 @@ def prepare(caps: Capabilities, kernel_last_cap: int | None = None) -> CapPlan:
     if outside:
         raise StepFailed("capabilities", "inheritable capabilities not in the bounding set: "
                          + ", ".join(mask_to_names(outside)))
+    # Nobody can give what it does not hold (capset would fail in the init, where for a
+    # created container nobody hears it): say so now, before anything is made.
+    wanted = masks["effective"] | masks["permitted"] | masks["inheritable"] | masks["ambient"]
+    missing = wanted & ~_held_bounding()
+    if missing:
+        raise StepFailed("capabilities", "not in this runtime's own bounding set, so it cannot "
+                         "grant them: " + ", ".join(mask_to_names(missing)))
     plan = CapPlan(
         bounding=masks["bounding"], effective=masks["effective"], permitted=masks["permitted"],
         inheritable=masks["inheritable"], ambient=masks["ambient"], last_cap=last,
@@ -132,6 +139,13 @@ def apply_user(uid: int, gid: int, additional_gids: list[int] | tuple[int, ...],
 
 
 # --- inspection ---------------------------------------------------------------
+
+def _held_bounding() -> int:
+    try:
+        return read_status_caps("self")["CapBnd"]
+    except (OSError, KeyError):
+        return -1               # (no /proc: let capset decide)
+
 
 def read_status_caps(pid: int | str = "self") -> dict[str, int]:
     """CapInh/CapPrm/CapEff/CapBnd/CapAmb of a process, from /proc/<pid>/status."""

@@ -276,6 +276,7 @@ def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int, watch_fd:
             syscalls.write(fd, b"0")
             syscalls.close(fd)
             syscalls.close(fifo_fd)
+            cfg.process.errors_to_stderr = True
         syscalls.setsid()
         if cfg.process.terminal:
             claim_terminal(syscalls)
@@ -335,8 +336,8 @@ def mount_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
                 finally:
                     syscalls.close(target)
         if cfg.populate_dev:
-            devices.populate_dev(root_fd, use_bind=cfg.new_userns, syscalls=syscalls,
-                                 skip=devices.dev_names(cfg.devices))
+            skip = devices.dev_names(cfg.devices) | (set() if cfg.dev_core else {"core"})
+            devices.populate_dev(root_fd, use_bind=cfg.new_userns, syscalls=syscalls, skip=skip)
         if cfg.devices:
             devices.create_devices(root_fd, cfg.devices, cfg.devices_by_bind, syscalls)
         if cfg.cgroup_mount:
@@ -382,6 +383,8 @@ def enter_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
         except OSError as exc:
             _step(exc, f"readonly {path}")
             raise
+    if cfg.root_propagation_final and cfg.root_mode != RootMode.CHROOT:
+        syscalls.mount(None, "/", None, cfg.root_propagation_final)
     if cfg.readonly_root:
         syscalls.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 
@@ -396,7 +399,7 @@ def mount_cgroups(root_fd: int, cfg: InitConfig, syscalls: Syscalls = LIBC) -> N
                                  ["bind", "ro", "nosuid", "nodev", "noexec"])
         mounts.mount_in_root(root_fd, plan, syscalls)
         return
-    mounts.mount_in_root(root_fd, mounts.MountPlan(dest, "tmpfs", "cgroup", flags, "mode=755"), syscalls)
+    mounts.mount_in_root(root_fd, mounts.MountPlan(dest, "tmpfs", "tmpfs", flags, "mode=755"), syscalls)
     for sub, host_dir in cfg.cgroup_binds:
         mounts.mount_in_root(root_fd, mounts.plan_mount(
             f"{dest}/{sub}", "bind", host_dir, ["bind", "ro", "nosuid", "nodev", "noexec"]), syscalls)
@@ -511,5 +514,11 @@ def finish_process(p: ProcessConfig, sock: socket.socket, watch_fd: int = -1,
         if filtered and step == "exec" and err in (errno.EPERM, errno.ENOSYS):
             exc = OSError(err, f"{os.strerror(err)} (does the seccomp profile allow execve?)",
                           p.args[0])
-        sync.send_error(sock, getattr(exc, "step", None) or f"{step} args={p.args[0]}", exc)
+        step = getattr(exc, "step", None) or f"{step} args={p.args[0]}"
+        sync.send_error(sock, step, exc)
+        if p.errors_to_stderr:
+            try:
+                syscalls.write(2, f"execdriver: {step}: {sync.error_message(exc)}\n".encode())
+            except OSError:
+                pass
         syscalls._exit(EXIT_SETUP_FAILED)

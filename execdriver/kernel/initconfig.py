@@ -44,6 +44,9 @@ class ProcessConfig:
     apparmor_profile: str | None = None
     die_with_parent: bool = False       # re-arm PDEATHSIG after the uid change
     parent_pid: int = 0
+    # past a created container's start gate nobody reads the sync socket: a failure is
+    # also written to the process's stderr (its log), as one line
+    errors_to_stderr: bool = False
 
 
 @dataclass
@@ -60,11 +63,15 @@ class InitConfig:
     cgroup_procs: list[str] = field(default_factory=list)
     monitor_cgroup_procs: list[str] = field(default_factory=list)
     readonly_root: bool = False
-    root_propagation: int = sc.MS_PRIVATE | sc.MS_REC
+    # "/" in the new mount namespace before the rootfs is set up: runc's rslave by default
+    # (host mounts still reach the container; nothing goes back), rprivate when asked.
+    root_propagation: int = sc.MS_SLAVE | sc.MS_REC
+    root_propagation_final: int = 0     # the spec's, applied to the new "/" after pivot_root
     mounts: list[mounts.MountPlan] = field(default_factory=list)
     cgroup_mount: str | None = None
     cgroup_binds: list[tuple[str, str]] = field(default_factory=list)   # (subdir, host dir)
     populate_dev: bool = False
+    dev_core: bool = True               # /dev/core -> /proc/kcore (as runc: only if it exists)
     devices: list[devices.DeviceNode] = field(default_factory=list)
     devices_by_bind: bool = False       # in a user namespace: bind the host's nodes
     extra_binds: list[tuple[str, str]] = field(default_factory=list)   # (dest, host file)
@@ -127,6 +134,13 @@ def build(container_id: str, spec: Config, *,
                      readonly_paths=list(spec.readonly_paths), hostname=spec.hostname,
                      domainname=spec.domainname, sysctls=dict(spec.sysctls),
                      exec_fifo=exec_fifo, exit_file=exit_file, detach=detach)
+    if spec.root.propagation:
+        flags = mounts.propagation_flags(spec.root.propagation)
+        if flags & sc.MS_PRIVATE:
+            cfg.root_propagation = flags
+        # (shared is applied to the new root only: set on the host's copy of "/" it would
+        # let the container's mounts reach the host)
+        cfg.root_propagation_final = flags
     for ns in spec.namespaces:
         flag = sc.NS_FLAGS[ns.type]
         if ns.path:
@@ -145,6 +159,7 @@ def build(container_id: str, spec: Config, *,
     cfg.waiter = waiter.find()
     cfg.loopback_up = bool(cfg.unshare_flags & sc.CLONE_NEWNET) and spec.network.mode == "none"
     cfg.uid_map, cfg.gid_map = _idmap(spec.uid_mappings), _idmap(spec.gid_mappings)
+    in_userns = cfg.new_userns or any(flag == sc.CLONE_NEWUSER for flag, _ in cfg.join)
     for m in spec.mounts:
         if m.type == "cgroup":
             cfg.cgroup_mount = m.destination
@@ -156,13 +171,16 @@ def build(container_id: str, spec: Config, *,
                 raise StepFailed("mount", "source does not exist", destination=m.destination,
                                  source=m.source)
         plan = mounts.plan_mount(m.destination, m.type, m.source, m.options)
-        if plan.fstype == "sysfs" and not (cfg.unshare_flags & sc.CLONE_NEWNET):
-            # sysfs can only be mounted in a netns we own: bind the host's, read-only.
+        if plan.fstype == "sysfs" and not (cfg.unshare_flags & sc.CLONE_NEWNET) and in_userns:
+            # In a user namespace sysfs can only be mounted in a netns that namespace owns:
+            # bind the host's, read-only. (Real root mounts a fresh one, as runc does, also
+            # in the host's netns: a bind would show the host's cgroup tree under it.)
             plan = mounts.plan_mount(m.destination, "bind", "/sys", ["rbind", "ro", "nosuid",
                                                                      "noexec", "nodev"])
         cfg.mounts.append(plan)
         if m.destination == "/dev" and m.type == "tmpfs":
             cfg.populate_dev = True
+            cfg.dev_core = os.path.exists("/proc/kcore")
     cfg.devices_by_bind = cfg.new_userns or any(flag == sc.CLONE_NEWUSER for flag, _ in cfg.join)
     cfg.devices = devices.plan_devices(spec.devices, cfg.devices_by_bind)
     for path in list(cfg.sysctls):

@@ -41,6 +41,11 @@ _PROPAGATION = {
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
 PROC_SUPER_MAGIC = 0x9FA0
+
+
+def propagation_flags(name: str) -> int:
+    """MS_* flags of a propagation name (private, rslave, ...); KeyError if none."""
+    return _PROPAGATION[name]
 LIBC = sc.LIBC
 
 @dataclass

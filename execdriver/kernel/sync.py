@@ -76,17 +76,22 @@ def recv(sock: socket.socket, with_fds: bool = False) -> tuple[dict[str, Any] | 
     return json.loads(data), fds
 
 
-def send_error(sock: socket.socket, step: str, exc: BaseException) -> None:
+def error_message(exc: BaseException) -> str:
     err = getattr(exc, "errno", None)
     if isinstance(exc, OSError) and err:
         # Keep our own explanation ("mounted /proc is not procfs") when there is one.
         message = exc.strerror or os.strerror(err)
         if exc.filename:
             message = f"{exc.filename}: {message}"
-    else:
-        message = str(exc) or type(exc).__name__
+        return message
+    return str(exc) or type(exc).__name__
+
+
+def send_error(sock: socket.socket, step: str, exc: BaseException) -> None:
+    message = error_message(exc)
     try:
-        send(sock, {"type": "error", "step": step, "errno": err, "message": message})
+        send(sock, {"type": "error", "step": step, "errno": getattr(exc, "errno", None),
+                    "message": message})
     except OSError:
         pass
 

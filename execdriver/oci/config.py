@@ -488,6 +488,10 @@ def convert_cgroups_path(value: Any, where: str, p: _Problems) -> str | None:
     return name
 
 
+PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
+                "runbindable")
+
+
 def convert_linux(linux: dict[str, Any], p: _Problems) -> tuple[dict[str, Any], str | None]:
     p.check_keys(linux, "linux", _LINUX, dict.fromkeys(_LINUX_UNSUPPORTED, "not supported"))
     out: dict[str, Any] = {}
@@ -511,8 +515,12 @@ def convert_linux(linux: dict[str, Any], p: _Problems) -> tuple[dict[str, Any], 
     out["masked_paths"] = list(_list(linux.get("maskedPaths"), "linux.maskedPaths", p))
     out["readonly_paths"] = list(_list(linux.get("readonlyPaths"), "linux.readonlyPaths", p))
     prop = linux.get("rootfsPropagation")
-    if prop and prop not in ("private", "rprivate"):
-        p.add("linux.rootfsPropagation", f"{prop!r} is not supported (only rprivate)")
+    if prop:
+        if prop in PROPAGATIONS:
+            out["root_propagation"] = prop
+        else:
+            p.add("linux.rootfsPropagation", f"{prop!r} is not a propagation "
+                                             f"({', '.join(PROPAGATIONS)})")
     if linux.get("mountLabel"):
         p.add("linux.mountLabel", "SELinux is not supported (not enabled on this host)")
     out["devices"] = convert_device_nodes(_list(linux.get("devices"), "linux.devices", p),
@@ -612,6 +620,9 @@ def convert(config: Any, bundle: str) -> Converted:
             mounts.append(conv)
     data["mounts"] = mounts
     linux, cgroup = convert_linux(_obj(config.get("linux"), "linux", p), p)
+    propagation = linux.pop("root_propagation", None)
+    if propagation:
+        data["root"]["propagation"] = propagation
     data.update(linux)
     hooks = convert_hooks(_obj(config.get("hooks"), "hooks", p), p)
     data["hooks"] = {SPEC_FIELDS[step]: items for step, items in hooks.items()}

@@ -83,3 +83,10 @@ def test_chroot_refuses_devices(chroot: Box) -> None:
     spec.devices = [Device(path="/dev/mynull", type="c", major=1, minor=3)]
     with pytest.raises(UnsupportedFeature, match="devices"):
         chroot.run(spec)
+
+
+def test_dev_core_only_where_the_kernel_has_proc_kcore(native: Box) -> None:
+    """As runc: /dev/core -> /proc/kcore only when the kernel has /proc/kcore."""
+    status, out = native.run(native.spec("test -L /dev/core && echo link || echo none"))
+    assert status.code == 0, out
+    assert out.strip() == ("link" if os.path.exists("/proc/kcore") else "none")

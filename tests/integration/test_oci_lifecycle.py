@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -621,3 +622,50 @@ def test_kernel_memory_and_unknown_capabilities_warn_and_run(oci: Any, tmp_path:
     assert all("unknown capability 'CAP_FROM_THE_FUTURE' ignored" in w for w in warnings[:3])
     assert "memory.kernel: kernel memory limits are deprecated" in warnings[3]
     assert "memory.kernelTCP: kernel memory limits are deprecated" in warnings[4]
+
+
+def held_bounding() -> set[str]:
+    from execdriver.kernel.capabilities import mask_to_names, read_status_caps
+    return set(mask_to_names(read_status_caps("self")["CapBnd"]))
+
+
+def test_a_capability_the_runtime_does_not_hold_fails_create_not_start(
+        oci: Any, tmp_path: Path, busybox_rootfs: Path) -> None:
+    """capset would fail in the init after start, where nobody hears it (docker saw a
+    bare exit 126): create refuses, naming the capability, and leaves nothing."""
+    from execdriver.kernel.capabilities import CAP_NUMBERS, last_cap
+    known = {name for name, number in CAP_NUMBERS.items() if number <= last_cap()}
+    lacking = sorted(known - held_bounding())
+    if not lacking:
+        pytest.skip("this runtime holds every capability the kernel knows")
+    caps = ["CAP_KILL", lacking[0]]
+    b = bundle(tmp_path, busybox_rootfs, ["true"],
+               **{"process.capabilities": {"bounding": caps, "effective": caps,
+                                           "permitted": caps}})
+    c = cid()
+    r = oci("create", "--bundle", str(b), c, ok=False)
+    assert r.returncode == 1
+    assert message(r) == ("capabilities: not in this runtime's own bounding set, so it cannot "
+                          f"grant them: {lacking[0]}")
+    assert oci("state", c, ok=False).returncode == 1     # nothing left
+
+
+def test_a_failure_after_start_is_written_to_the_containers_stderr(
+        oci: Any, tmp_path: Path, busybox_rootfs: Path) -> None:
+    """What fails after start (here the command vanished between create and start)
+    reaches the container's stderr, its log, as one line."""
+    rootfs = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+    (rootfs / "job").write_text("#!/bin/sh\necho ran\n")
+    (rootfs / "job").chmod(0o755)
+    c = cid()
+    with tempfile.TemporaryFile("w+") as err:
+        subprocess.run(oci.argv("create", "--bundle", str(bundle(tmp_path, rootfs, ["/job"])), c),
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                       check=True, timeout=60)
+        (rootfs / "job").unlink()
+        oci("start", c)
+        oci.wait_status(c, "stopped")
+        err.seek(0)
+        lines = err.read().splitlines()
+    assert lines == ["execdriver: exec args=/job: /job: No such file or directory"], lines

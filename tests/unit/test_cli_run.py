@@ -165,7 +165,7 @@ def test_overrides_reach_the_recorded_spec(cli: Cli, tmp_path: Path) -> None:
     assert p["terminal"] is False and p["stdin"] is True
     assert p["capabilities"]["bounding"] == ["CAP_NET_BIND_SERVICE"]
     assert spec["hostname"] == "box"
-    assert spec["root"] == {"path": str(tmp_path), "readonly": True}
+    assert spec["root"] == {"path": str(tmp_path), "readonly": True, "propagation": None}
     r = spec["resources"]
     assert r["memory"]["limit"] == 64 << 20
     assert (r["cpu"]["quota"], r["cpu"]["period"]) == (150000, 100000)

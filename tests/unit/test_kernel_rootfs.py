@@ -54,7 +54,7 @@ def test_spec_mounts_go_on_fds_resolved_in_the_rootfs_all_before_pivot_root() ->
     calls = fake.calls
     pivot = index(calls, "pivot_root")
     # the mount namespace is made private and the rootfs a mount point first
-    assert calls[:3] == [("mount", (None, "/", None, sc.MS_PRIVATE | sc.MS_REC, None)),
+    assert calls[:3] == [("mount", (None, "/", None, sc.MS_SLAVE | sc.MS_REC, None)),
                          ("mount", (ROOTFS, ROOTFS, None, sc.MS_BIND | sc.MS_REC, None)),
                          ROOT_OPEN]
     spec_mounts = mount_calls(calls[3:pivot])
@@ -225,7 +225,7 @@ def test_cgroups_are_a_read_only_view() -> None:
     hardened = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
     top = f"{ROOTFS}{cg}"
     assert made == [
-        ("cgroup", top, "tmpfs", hardened, "mode=755"),
+        ("tmpfs", top, "tmpfs", hardened, "mode=755"),      # (named as runc names it)
         ("/host/cg/memory/c1", f"{top}/memory", None, sc.MS_BIND, None),
         (None, f"{top}/memory", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | hardened, None),
         ("/host/cg/pids/c1", f"{top}/pids", None, sc.MS_BIND, None),

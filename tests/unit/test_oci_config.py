@@ -181,7 +181,7 @@ def test_as_runc_kernel_memory_and_unknown_capabilities_are_warned_about_not_ref
      "linux.devices[0].major: must be an integer"),
     ("linux.devices", {"path": "/dev/fuse"}, "linux.devices: must be an array"),
     ("linux.mountLabel", "system_u:object_r:x", "linux.mountLabel: SELinux"),
-    ("linux.rootfsPropagation", "rshared", "linux.rootfsPropagation: 'rshared' is not supported"),
+    ("linux.rootfsPropagation", "rbogus", "linux.rootfsPropagation: 'rbogus' is not a propagation"),
     ("linux.cgroupsPath", "machine.slice:libpod:abc", "linux.cgroupsPath: 'machine.slice:libpod:abc'"),
     ("linux.cgroupsPath", "/a/../b", "linux.cgroupsPath: '/a/../b' is not a cgroup path"),
     ("linux.resources.hugepageLimits", [{"pageSize": "2MB", "limit": 1}],
@@ -263,6 +263,16 @@ def test_namespaces_and_network_modes() -> None:
     assert s.network.mode == "host"
     found = problems(with_("linux.namespaces", [{"type": "bogus"}]))
     assert found == ["linux.namespaces[0].type: unknown namespace type 'bogus'"]
+
+
+@pytest.mark.parametrize("propagation", ["private", "rprivate", "slave", "rslave", "shared",
+                                         "rshared", "unbindable", "runbindable"])
+def test_rootfs_propagation_reaches_the_spec(propagation: str) -> None:
+    assert conv(with_("linux.rootfsPropagation", propagation)).spec.root.propagation == propagation
+
+
+def test_without_rootfs_propagation_the_runtime_default_applies() -> None:
+    assert conv(with_("linux.maskedPaths", [])).spec.root.propagation is None
 
 
 def test_user_namespace_mappings() -> None:
