@@ -29,6 +29,18 @@ def format_line(level: str, msg: str, fmt: str = "text", when: str | None = None
     return f'time="{when}" level={level} msg={json.dumps(msg)}'
 
 
+def go_errors(msg: str) -> str:
+    """System error texts as runc (Go) spells them: "no such file or directory", not
+    "No such file or directory". docker's client reads exactly those words to exit
+    127 (not found) or 126 ("permission denied") instead of 125."""
+    import errno
+    for code in errno.errorcode:
+        text = os.strerror(code)
+        if text in msg:
+            msg = msg.replace(text, text[:1].lower() + text[1:])
+    return msg
+
+
 class Log:
     def __init__(self, path: str | None = None, fmt: str = "text", debug: bool = False) -> None:
         self.path = path
@@ -62,6 +74,7 @@ class Log:
 
     def error(self, msg: str) -> None:
         """Log an error; with --log, also one plain line on stderr (runc's ``fatal``)."""
+        msg = go_errors(str(msg))
         if self.write("error", msg) and self.path:
             sys.stderr.write(" ".join(str(msg).split("\n")) + "\n")
             sys.stderr.flush()
