@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import signal as _signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
 
 from execdriver.driver import (
     Availability,
@@ -34,8 +32,9 @@ from execdriver.driver import (
     Stdio,
 )
 from execdriver.errors import InvalidArgument, InvalidState, StepFailed, UnsupportedFeature
+from execdriver.monitoring import MonitorStart, recorded_status, start_monitor, stop_monitor
 from execdriver.spec import Process, Spec
-from execdriver.state import ContainerState, pid_alive, validate_id
+from execdriver.state import ContainerState, validate_id
 
 from .translate import exec_argv, nspawn_argv, refusals
 
@@ -49,33 +48,6 @@ V1_HIERARCHIES = ("freezer", "pids", "memory", "cpuacct", "systemd")
 #: not a tmpfs (and says so on the container's stderr), so the driver mounts one there
 PROPAGATE = "/run/systemd/nspawn/propagate"
 START_TIMEOUT = 90.0
-
-
-class _SyncReader:
-    """Line reader with timeouts over the monitor's sync pipe."""
-
-    def __init__(self, fd: int) -> None:
-        self.file: IO[bytes] = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        self.buf = b""
-
-    def line(self, timeout: float | None) -> str | None:
-        """The next line; "" at EOF; None if ``timeout`` passed first."""
-        import select
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.file], [], [], left)
-            if not ready:
-                return None
-            chunk = self.file.read(4096)
-            if not chunk:
-                return ""
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line.decode()
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def machine_name(container_id: str) -> str:
@@ -120,14 +92,6 @@ def _ensure_propagate_tmpfs() -> None:
     if proc.returncode != 0:
         raise StepFailed("propagate tmpfs", " ".join(proc.stderr.split()) or "mount failed",
                          path=PROPAGATE)
-
-
-def _parse_exit(line: str, container_id: str) -> ExitStatus:
-    parts = line.split()
-    if len(parts) != 3 or parts[0] != "exited":
-        raise StepFailed("wait", "the monitor ended without an exit status",
-                         container_id=container_id, driver="nspawn", id=container_id)
-    return ExitStatus(code=int(parts[1]), signal=None if parts[2] == "-" else int(parts[2]))
 
 
 class NspawnDriver(ExecDriver):
@@ -219,86 +183,23 @@ class NspawnDriver(ExecDriver):
         # not declared); SYSTEMD_NSPAWN_LOCK=0: containers may share a rootfs, as with
         # every other driver (nspawn would refuse a "busy" directory tree)
         env = {"SYSTEMD_SECCOMP": "0", "SYSTEMD_NSPAWN_LOCK": "0"}
-        pid, pid_start, monitor, handle = self._spawn(
-            cid, argv, list(dirs.values()), env, stdio, detach, leader=True,
-            default_out=d if detach else None)
-
-        def started(st: ContainerState) -> None:
-            st.pid, st.pid_start = pid, pid_start
-            st.extra["monitor"] = monitor
-            if st.exit is None:
-                st.status = "running"
-        self.state.update(cid, started)
-        return handle
+        started = self._spawn(cid, argv, list(dirs.values()), env, stdio, detach, leader=True,
+                              default_out=d if detach else None)
+        started.save(self.state, cid)
+        return started.handle
 
     def _spawn(self, cid: str, argv: list[str], cgroups: list[str], env: dict[str, str],
                stdio: Stdio | None, detach: bool, *, leader: bool, default_out: Path | None
-               ) -> tuple[int, int | None, list[int | None], Handle]:
+               ) -> MonitorStart:
         """Start a monitor running ``argv``; wait for it to report the process."""
-        stdio = stdio or Stdio()
-        opened: list[int] = []
-
-        def fd_for(given: int | None, default: str | None, mode: int) -> int | None:
-            if given is not None:
-                return given
-            if not detach:
-                return None  # inherit the caller's
-            fd = os.open(default or os.devnull, mode | os.O_CLOEXEC, 0o600)
-            opened.append(fd)
-            return fd
-        log = str(default_out / "output.log") if default_out else None
-        wr = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        sync_r, sync_w = os.pipe()
-        life_r, life_w = os.pipe() if not detach else (-1, -1)
-        cfg: dict[str, Any] = {
-            "argv": argv, "cgroups": cgroups, "env": env, "leader": leader,
-            "sync_fd": sync_w, "lifeline_fd": life_r if life_r >= 0 else None,
-            "daemonize": detach,
-            "record": {"state_root": str(self.state.root), "id": cid} if leader else None,
-        }
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, MONITOR, json.dumps(cfg)],
-                stdin=fd_for(stdio.stdin, None, os.O_RDONLY),
-                stdout=fd_for(stdio.stdout, log, wr), stderr=fd_for(stdio.stderr, log, wr),
-                pass_fds=[sync_w] + ([life_r] if life_r >= 0 else []),
-                start_new_session=True)
-        finally:
-            for fd in opened + [sync_w] + ([life_r] if life_r >= 0 else []):
-                os.close(fd)
-        reader = _SyncReader(sync_r)
-        # Held until the wait ends; closing it (or our death) tells the monitor.
-        lifeline = open(life_w, "wb", buffering=0) if life_w >= 0 else None  # noqa: SIM115
-        if detach:
-            proc.wait()  # the monitor daemonized; this was the intermediate
-        line = reader.line(START_TIMEOUT)
-        if not line or not line.startswith("started "):
-            reader.close()
-            if lifeline:
-                lifeline.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            if line is None:
-                why = f"the process did not start within {START_TIMEOUT:.0f}s"
-            elif line.startswith("error "):
-                why = line[6:]
-            else:
-                why = "the monitor exited before the process started"
-            raise StepFailed("nspawn start", why, container_id=cid, driver=self.name, id=cid)
-        _, pid, pid_start, mon_pid, mon_start = line.split()
-
-        def waiter(timeout: float | None) -> ExitStatus | None:
-            got = reader.line(timeout)
-            if got is None:
-                return None
-            reader.close()
-            if lifeline:
-                lifeline.close()
-            if not detach:
-                proc.wait()
-            return _parse_exit(got, cid)
-        return (int(pid), int(pid_start) or None, [int(mon_pid), int(mon_start) or None],
-                Handle(cid, int(pid), waiter))
+        log = default_out / "output.log" if default_out else None
+        return start_monitor(
+            [sys.executable, MONITOR],
+            {"argv": argv, "cgroups": cgroups, "env": env, "leader": leader},
+            container_id=cid, driver=self.name, step="nspawn start", stdio=stdio,
+            detach=detach, stdout_path=log, stderr_path=log,
+            record_in=self.state.root if leader else None, starter="systemd-nspawn",
+            timeout=START_TIMEOUT)
 
     # -- inspection --------------------------------------------------------------
     def _read(self, verb: str, cid: str) -> ContainerState:
@@ -315,18 +216,9 @@ class NspawnDriver(ExecDriver):
         return _read(f"{dirs.get('freezer', '')}/freezer.state") in ("FROZEN", "FREEZING")
 
     def _status(self, st: ContainerState) -> tuple[Status, ExitStatus | None]:
-        if st.exit is None and st.pid is not None and not pid_alive(st.pid, st.pid_start):
-            deadline = time.monotonic() + 3     # the monitor records the exit right after
-            while st.exit is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-                st = self.state.read(st.id)
-        if st.exit is not None:
-            return Status.STOPPED, ExitStatus.from_dict(st.exit)
-        if st.pid is None:
-            return Status(st.status) if st.status in ("creating", "created") \
-                else Status.CREATING, None
-        if not pid_alive(st.pid, st.pid_start):
-            return Status.STOPPED, None
+        decided = recorded_status(self.state, st)
+        if decided is not None:
+            return decided
         return (Status.PAUSED if self._frozen(st.id) else Status.RUNNING), None
 
     def info(self, container_id: str) -> ContainerInfo:
@@ -422,8 +314,8 @@ class NspawnDriver(ExecDriver):
         cgroups.append(self._payload_dir(container_id))
         argv = exec_argv(process.env, process.args, nsenter=NSENTER, leader=st.pid,
                          cwd=process.cwd, no_new_privileges=process.no_new_privileges)
-        _, _, _, handle = self._spawn(container_id, argv, cgroups, {}, stdio, detach,
-                                      leader=False, default_out=None)
+        handle = self._spawn(container_id, argv, cgroups, {}, stdio, detach,
+                             leader=False, default_out=None).handle
         if detach:
             return handle
         status = handle.wait()
@@ -450,15 +342,7 @@ class NspawnDriver(ExecDriver):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, _signal.SIGKILL)
             time.sleep(0.02)
-        monitor = st.extra.get("monitor")
-        if monitor:
-            mon_pid, mon_start = monitor
-            deadline = time.monotonic() + 10
-            while pid_alive(mon_pid, mon_start) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if pid_alive(mon_pid, mon_start):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(mon_pid, _signal.SIGKILL)
+        stop_monitor(st)
         from execdriver.host import remove_tree
         for d in dirs:
             remove_tree(d)

@@ -8,18 +8,14 @@ its real wait status, cannot be missed. It puts nspawn in the container's own
 cgroups before exec (so the leader and all it forks are there), finds the leader
 (nspawn's child in a new pid namespace) and waits for it to run the payload.
 
-Protocol on the sync pipe (one line each)::
-
-    started <pid> <pid_start> <monitor_pid> <monitor_start>   |   error <message>
-    exited <code> <signal or ->
-
-A foreground container's caller holds a lifeline pipe: at its EOF the monitor
-kills the container. Run as ``python monitor.py '<json config>'``; imports stay light.
+The protocol with the driver (started/exited lines on the sync pipe, the
+lifeline of a foreground container, daemonizing when detached, recording the
+exit) is execdriver.monitoring's; at the lifeline's EOF the monitor kills the
+container. Run as ``python monitor.py '<json config>'``; imports stay light.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -30,6 +26,8 @@ import sys
 import time
 from typing import Any
 
+from execdriver.monitoring import Monitor, exit_code
+
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = 1
 PROC_CN_MCAST_LISTEN = 1
@@ -37,18 +35,6 @@ PROC_EVENT_FORK = 1
 PROC_EVENT_EXIT = 0x80000000
 NLMSG_DONE = 3
 START_TIMEOUT = 60.0
-
-
-def pid_start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    try:
-        return int(data[data.rfind(b")") + 2:].split()[19])
-    except (IndexError, ValueError):
-        return None
 
 
 class ProcEvents:
@@ -130,51 +116,16 @@ def same_file(a: str, b: os.stat_result) -> bool:
     return (st.st_dev, st.st_ino) == (b.st_dev, b.st_ino)
 
 
-class Sync:
-    def __init__(self, fd: int) -> None:
-        self.file = open(fd, "w", buffering=1)  # noqa: SIM115 - lives as long as we do
-
-    def send(self, line: str) -> None:
-        try:
-            self.file.write(line + "\n")
-            self.file.flush()
-        except OSError:
-            pass  # the caller stopped listening (a detached container outlives it)
-
-
 def join_cgroups(dirs: list[str]) -> None:
     for d in dirs:
         with open(os.path.join(d, "cgroup.procs"), "w") as f:
             f.write("0")
 
 
-def record_exit(state_root: str, container_id: str, code: int, sig: int | None) -> None:
-    from execdriver.errors import ExecDriverError
-    from execdriver.state import StateStore
-
-    def change(st: Any) -> None:
-        st.exit = {"code": code, "signal": sig, "oom_killed": False}
-        st.status = "stopped"
-    try:
-        StateStore(state_root).update(container_id, change)
-    except (ExecDriverError, OSError):
-        pass  # terminated meanwhile: nothing left to record into
-
-
-def decode(status: int) -> tuple[int, int | None]:
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status), os.WTERMSIG(status)
-    return os.WEXITSTATUS(status), None
-
-
 def main(argv: list[str]) -> int:
-    cfg = json.loads(argv[1])
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-        signal.signal(signum, signal.SIG_IGN)
-    if cfg["daemonize"] and os.fork() > 0:
-        os._exit(0)  # the caller reaps this intermediate at once; the child lives on
-    sync = Sync(cfg["sync_fd"])
-    lifeline: int | None = cfg.get("lifeline_fd")
+    mon = Monitor.begin(argv)
+    cfg = mon.config
+    lifeline = mon.lifeline
     events = ProcEvents() if cfg["leader"] else None
     binary = os.stat(cfg["argv"][0])
     cgroups = cfg.get("cgroups") or []
@@ -184,10 +135,8 @@ def main(argv: list[str]) -> int:
         proc = subprocess.Popen(cfg["argv"], env=env,
                                 preexec_fn=join)  # noqa: PLW1509 - the monitor has one thread
     except (OSError, subprocess.SubprocessError) as exc:
-        sync.send(f"error {cfg['argv'][0]}: {exc}")
-        return 1
+        return mon.error(f"{cfg['argv'][0]}: {exc}")
     pid = proc.pid
-    me = os.getpid()
     if events is not None:
         events.watch(pid)   # (its fork events wait in the socket until drained)
     if cfg["leader"]:
@@ -206,20 +155,16 @@ def main(argv: list[str]) -> int:
         if leader is None and proc.poll() is None:
             proc.kill()
             proc.wait()
-            sync.send(f"error systemd-nspawn did not start the payload within {START_TIMEOUT:.0f}s")
-            return 1
+            return mon.error(f"systemd-nspawn did not start the payload within {START_TIMEOUT:.0f}s")
         if leader is None:  # it ran and ended already, or nspawn failed: see the exits
             assert events is not None
             events.drain()
             leader = events.leader()
             if leader is None:
-                sync.send(f"error systemd-nspawn exited with status {proc.returncode} "
-                          "before the container started")
-                return 1
+                return mon.error(f"systemd-nspawn exited with status {proc.returncode} "
+                                 "before the container started")
         pid = leader
-    sync.send(f"started {pid} {pid_start_time(pid) or 0} {me} {pid_start_time(me) or 0}")
-    if cfg.get("record"):
-        import execdriver.state  # noqa: F401 - import (slow: pydantic) while the container runs
+    mon.started(pid)
     try:
         pidfd = os.pidfd_open(proc.pid)
     except ProcessLookupError:  # reaped already (poll() above)
@@ -248,10 +193,8 @@ def main(argv: list[str]) -> int:
     if events is not None:
         events.drain()
         if pid in events.exits:
-            code, sig = decode(events.exits[pid])
-    if cfg.get("record"):
-        record_exit(cfg["record"]["state_root"], cfg["record"]["id"], code, sig)
-    sync.send(f"exited {code} {sig if sig else '-'}")
+            code, sig = exit_code(events.exits[pid])
+    mon.exited(code, sig)
     return 0
 
 
