@@ -5,9 +5,11 @@ container gets its own cgroups (``execdriver-nspawn-<id>`` in the freezer, pids,
 memory, cpuacct and name=systemd v1 hierarchies, or one directory on a v2 host),
 recorded before they are made; a monitor process (monitor.py) puts systemd-nspawn
 in them, finds the leader, reaps nspawn and records the leader's real wait status.
-pause is the freezer; stats reads those cgroups; exec is nsenter into the
-leader's namespaces. The payload runs behind the host's static busybox (bound
-read-only into nspawn's /run) so that its environment is exactly the spec's.
+pause is the freezer; stats reads those cgroups; exec is the monitor forking a
+child that joins the leader's namespaces and root through a pidfd and takes the
+exec'd process's capability sets, ids, rlimits and no_new_privs before exec.
+The payload runs behind the host's static busybox (bound read-only into
+nspawn's /run) so that its environment is exactly the spec's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from execdriver.driver import (
     Availability,
@@ -36,11 +39,10 @@ from execdriver.monitoring import MonitorStart, recorded_status, start_monitor, 
 from execdriver.spec import Process, Spec
 from execdriver.state import ContainerState, validate_id
 
-from .translate import exec_argv, nspawn_argv, refusals
+from .translate import EXEC_NAMESPACES, exec_config, nspawn_argv, refusals
 
 MONITOR = str(Path(__file__).with_name("monitor.py"))
-NSPAWN = "/usr/bin/systemd-nspawn"
-NSENTER = "/usr/bin/nsenter"
+NSPAWN = "systemd-nspawn"   # found through PATH (nspawn_path)
 BUSYBOX = "/bin/busybox"
 CGROUP_ROOT = "/sys/fs/cgroup"
 V1_HIERARCHIES = ("freezer", "pids", "memory", "cpuacct", "systemd")
@@ -48,6 +50,12 @@ V1_HIERARCHIES = ("freezer", "pids", "memory", "cpuacct", "systemd")
 #: not a tmpfs (and says so on the container's stderr), so the driver mounts one there
 PROPAGATE = "/run/systemd/nspawn/propagate"
 START_TIMEOUT = 90.0
+
+
+def nspawn_path() -> str | None:
+    """systemd-nspawn as found through PATH now (None if it is not there)."""
+    import shutil
+    return shutil.which(NSPAWN)
 
 
 def machine_name(container_id: str) -> str:
@@ -100,8 +108,9 @@ class NspawnDriver(ExecDriver):
     name = "nspawn"
     description = "systemd-nspawn (Debian's systemd-container), without systemd as PID 1"
     # Exactly what translate.py translates and tests/integration/test_nspawn_features.py
-    # checks. Not here: process.user (nspawn's --user resolves names with getent inside
-    # the rootfs, and takes no numeric ids), resources.* (--property needs systemd as
+    # checks (one row per feature; exec's privileges there too). Not here: process.user
+    # (nspawn's --user resolves names with getent inside the rootfs, and takes no numeric
+    # ids; exec does apply a process's user), resources.* (--property needs systemd as
     # PID 1), seccomp.* (nspawn's own filter is off: the spec's seccomp is unconfined),
     # masked/readonly paths (nspawn's --inaccessible cannot reach /proc; nspawn makes
     # its own /proc/sys read-only), sysctls, idmap and a user namespace, the cgroup
@@ -116,12 +125,10 @@ class NspawnDriver(ExecDriver):
 
     @classmethod
     def availability(cls) -> Availability:
-        if not os.access(NSPAWN, os.X_OK):
+        if nspawn_path() is None:
             return Availability(False, "systemd-nspawn not found (apt-get install systemd-container)")
         if not os.access(BUSYBOX, os.X_OK):
             return Availability(False, f"no static busybox at {BUSYBOX} (apt-get install busybox-static)")
-        if not os.access(NSENTER, os.X_OK):
-            return Availability(False, f"nsenter not found at {NSENTER} (apt-get install util-linux)")
         if os.geteuid() != 0:
             return Availability(False, "needs root (systemd-nspawn and the proc connector)")
         return Availability(True)
@@ -129,7 +136,7 @@ class NspawnDriver(ExecDriver):
     @classmethod
     def details(cls) -> dict[str, str]:
         try:
-            out = subprocess.run([NSPAWN, "--version"], capture_output=True, text=True,
+            out = subprocess.run([nspawn_path() or NSPAWN, "--version"], capture_output=True, text=True,
                                  check=False, timeout=10).stdout.split("\n", 1)[0]
         except (OSError, subprocess.TimeoutExpired):
             return {}
@@ -178,7 +185,11 @@ class NspawnDriver(ExecDriver):
         _ensure_propagate_tmpfs()
         spec = spec.model_copy(deep=True)
         spec.root.path = str(rootfs)
-        argv = nspawn_argv(spec, nspawn=NSPAWN, busybox=BUSYBOX, machine=machine_name(cid))
+        nspawn = nspawn_path()
+        if nspawn is None:
+            raise StepFailed("nspawn start", "systemd-nspawn not found in PATH", container_id=cid,
+                             driver=self.name, id=cid)
+        argv = nspawn_argv(spec, nspawn=nspawn, busybox=BUSYBOX, machine=machine_name(cid))
         # SYSTEMD_SECCOMP=0: the spec's seccomp is unconfined (nspawn's own filter is
         # not declared); SYSTEMD_NSPAWN_LOCK=0: containers may share a rootfs, as with
         # every other driver (nspawn would refuse a "busy" directory tree)
@@ -189,14 +200,14 @@ class NspawnDriver(ExecDriver):
         return started.handle
 
     def _spawn(self, cid: str, argv: list[str], cgroups: list[str], env: dict[str, str],
-               stdio: Stdio | None, detach: bool, *, leader: bool, default_out: Path | None
-               ) -> MonitorStart:
+               stdio: Stdio | None, detach: bool, *, leader: bool, default_out: Path | None,
+               enter: dict[str, Any] | None = None) -> MonitorStart:
         """Start a monitor running ``argv``; wait for it to report the process."""
         log = default_out / "output.log" if default_out else None
         return start_monitor(
             [sys.executable, MONITOR],
-            {"argv": argv, "cgroups": cgroups, "env": env, "leader": leader},
-            container_id=cid, driver=self.name, step="nspawn start", stdio=stdio,
+            {"argv": argv, "cgroups": cgroups, "env": env, "leader": leader, "enter": enter},
+            container_id=cid, driver=self.name, step="nspawn start" if leader else "nspawn exec", stdio=stdio,
             detach=detach, stdout_path=log, stderr_path=log,
             record_in=self.state.root if leader else None, starter="systemd-nspawn",
             timeout=START_TIMEOUT)
@@ -302,9 +313,7 @@ class NspawnDriver(ExecDriver):
              detach: bool = False) -> ExitStatus | Handle:
         lacking = [f for f, used in (("process.terminal", process.terminal),
                                      ("process.apparmor", process.apparmor_profile),
-                                     ("process.preserve_fds", process.preserve_fds),
-                                     ("process.user", process.user.uid or process.user.gid
-                                      or process.user.additional_gids)) if used]
+                                     ("process.preserve_fds", process.preserve_fds)) if used]
         if lacking:
             raise UnsupportedFeature(self.name, lacking)
         st = self._running("exec", container_id)
@@ -312,10 +321,10 @@ class NspawnDriver(ExecDriver):
         dirs = cgroup_dirs(container_id)
         cgroups = [p for h, p in dirs.items() if h not in ("systemd", "unified", "hybrid")]
         cgroups.append(self._payload_dir(container_id))
-        argv = exec_argv(process.env, process.args, nsenter=NSENTER, leader=st.pid,
-                         cwd=process.cwd, no_new_privileges=process.no_new_privileges)
-        handle = self._spawn(container_id, argv, cgroups, {}, stdio, detach,
-                             leader=False, default_out=None).handle
+        enter = {"leader": st.pid, "leader_start": st.pid_start,
+                 "namespaces": list(EXEC_NAMESPACES), "process": exec_config(process)}
+        handle = self._spawn(container_id, [], cgroups, {}, stdio, detach, leader=False,
+                             default_out=None, enter=enter).handle
         if detach:
             return handle
         status = handle.wait()
