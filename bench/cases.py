@@ -187,6 +187,24 @@ def case_chroot(ctx: Context) -> Latency:
     return _api_vs_runc(ctx, "chroot", "chroot", "chroot driver.run(true) (API)")
 
 
+def case_nspawn(ctx: Context) -> Latency:
+    """The nspawn driver against systemd-nspawn run directly on the same rootfs."""
+    def unavailable() -> str | None:
+        if not shutil.which("systemd-nspawn"):
+            return "systemd-nspawn not installed"
+        return _driver_missing("nspawn")
+
+    def build() -> tuple[Side, Side]:
+        ours = WorkerRun("execdriver API (nspawn)", ctx.worker, "nspawn",
+                         ctx.state_root("nspawn"), str(ctx.ws.rootfs), TRUE)
+        anchor = Command("systemd-nspawn", lambda cid: [
+            "systemd-nspawn", "-q", "--register=no", "--keep-unit", "-D", str(ctx.ws.rootfs),
+            *TRUE], env={**os.environ, "SYSTEMD_NSPAWN_LOCK": "0"}, tag="nspx")
+        return ours, anchor
+    return Latency("nspawn", "nspawn driver.run(true) (API)", "systemd-nspawn -D ROOTFS", 1.5,
+                   build, unavailable)
+
+
 def _lxc_config(ctx: Context, cid: str, lxcpath: str) -> str:
     """The lxc driver's own translation of the same spec, as an lxc-execute config file."""
     from execdriver import validate_spec
@@ -279,7 +297,8 @@ def case_podman(ctx: Context) -> list[Latency]:
 
 
 def latency_cases(ctx: Context) -> list[Latency]:
-    return [case_api(ctx), *case_cli(ctx), *case_podman(ctx), case_lxc(ctx), case_chroot(ctx)]
+    return [case_api(ctx), *case_cli(ctx), *case_podman(ctx), case_lxc(ctx), case_chroot(ctx),
+            case_nspawn(ctx)]
 
 
 # --- throughput from threads ------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 A driver that hands the container to another tool (liblxc, systemd-nspawn, qemu)
 still reads and cleans up cgroups, signals the processes of a cgroup, guards its
-own processes (dumpable flag, parent-death signal), makes mount targets inside a
+own processes (dumpable flag, parent-death signal), enters a running container
+(setns, then the container's capabilities, ids and no_new_privs before exec:
+``apply_capabilities``, ``set_no_new_privs``), makes mount targets inside a
 rootfs without following its symlinks out, translates cgroup values between v1
 and v2, and turns a seccomp profile into another tool's syntax. These names are
 the stable surface for that; the kernel layer behind them may change.
@@ -21,6 +23,7 @@ TYPE_CHECKING = False   # (mypy treats this as True)
 if TYPE_CHECKING:
     from typing import Any
 
+    from .kernel.capabilities import apply as apply_capabilities
     from .kernel.cgroups import read_file, read_int, read_keyed, read_procs, remove_tree, signal_pids
     from .kernel.cgroups.devices import container_rules, rule_line
     from .kernel.cgroups.mountinfo import is_unified, read_mountinfo, v1_hierarchies
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from .kernel.mounts import make_target
     from .kernel.seccomp_default import DEFAULT_PROFILE as DEFAULT_SECCOMP_PROFILE
     from .kernel.syscall_table import SYSCALLS as SYSCALL_NUMBERS
-    from .kernel.syscalls import prctl, set_dumpable, set_pdeathsig
+    from .kernel.syscalls import prctl, set_dumpable, set_no_new_privs, set_pdeathsig, setns
 
 # public name -> (module, name there)
 _EXPORTS = {
@@ -56,6 +59,11 @@ _EXPORTS = {
     "prctl": ("syscalls", "prctl"),
     "set_dumpable": ("syscalls", "set_dumpable"),
     "set_pdeathsig": ("syscalls", "set_pdeathsig"),
+    # a process entering a container: its namespaces (setns on a pidfd takes
+    # CLONE_NEW* flags), then its privileges, last before exec
+    "setns": ("syscalls", "setns"),
+    "set_no_new_privs": ("syscalls", "set_no_new_privs"),
+    "apply_capabilities": ("capabilities", "apply"),
     # forks whose parent-death signal must follow the process, not the calling thread
     "call_from_lifetime_thread": ("lifetime", "call"),
     # paths inside a rootfs
@@ -65,10 +73,11 @@ _EXPORTS = {
     "SYSCALL_NUMBERS": ("syscall_table", "SYSCALLS"),
 }
 __all__ = [
-    "DEFAULT_SECCOMP_PROFILE", "SYSCALL_NUMBERS", "blkio_bytes", "blkio_to_io_weight",
+    "DEFAULT_SECCOMP_PROFILE", "SYSCALL_NUMBERS", "apply_capabilities", "blkio_bytes", "blkio_to_io_weight",
     "call_from_lifetime_thread", "container_rules", "is_unified", "make_target", "prctl",
     "read_file", "read_int", "read_keyed", "read_mountinfo", "read_procs", "remove_tree",
-    "rule_line", "set_dumpable", "set_pdeathsig", "shares_to_weight", "signal_pids",
+    "rule_line", "set_dumpable", "set_no_new_privs", "set_pdeathsig", "setns",
+    "shares_to_weight", "signal_pids",
     "swap_max", "v1_hierarchies",
 ]
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ContainerExists, ContainerNotFound, InvalidArgument, StateCorrupt
 from .kernel.fileio import write_atomic  # public here too: the one atomic write
+from .kernel.procstat import pid_start_time  # public here too
+from .kernel.procstat import stat_fields as _stat_fields
 
 if TYPE_CHECKING:  # pydantic is heavy: the CLI's list/kill/state must not pay for it
     from .config import Config
@@ -60,25 +62,6 @@ def validate_id(container_id: str) -> str:
             f"container id {container_id!r}: must be 1-128 characters of letters, digits, "
             "'_', '.', '-' and start with a letter or digit")
     return container_id
-
-
-def _stat_fields(pid: int) -> list[bytes]:
-    """The fields of /proc/<pid>/stat after comm (state first); [] if there is no such pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (OSError, ValueError):
-        return []
-    # comm may contain spaces and parentheses: split after the last ')'.
-    return data[data.rfind(b")") + 2:].split()
-
-
-def pid_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of stat)."""
-    try:
-        return int(_stat_fields(pid)[19])
-    except (IndexError, ValueError):
-        return None
 
 
 def pid_alive(pid: int | None, start_time: int | None) -> bool:

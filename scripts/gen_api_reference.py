@@ -43,6 +43,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
       "ContainerExists", "InvalidState", "StepFailed", "ExitStatusLost", "ExecTimeout",
       "UnsupportedFeature", "DriverNotFound", "DriverLoadError", "DriverUnavailable"]),
     ("Host helpers for drivers", "execdriver.host", []),
+    ("Monitor processes for drivers", "execdriver.monitoring", []),
 ]
 
 

@@ -16,15 +16,12 @@ from __future__ import annotations
 import ctypes
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from ..config import Capabilities
 from ..errors import StepFailed
 from . import syscalls as sc
 from .capnames import CAP_NUMBERS, CAPABILITIES, normalize_capability
 from .syscalls import LIBC, Syscalls
-
-if TYPE_CHECKING:
-    from ..config import Capabilities
 
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
@@ -156,3 +153,26 @@ def read_status_caps(pid: int | str = "self") -> dict[str, int]:
             if key in STATUS_FIELDS:
                 out[key] = int(value.strip(), 16)
     return out
+
+
+# --- for drivers (execdriver.host.apply_capabilities) --------------------------
+
+def apply(*, bounding: list[str] | tuple[str, ...], effective: list[str] | tuple[str, ...],
+          permitted: list[str] | tuple[str, ...], inheritable: list[str] | tuple[str, ...] = (),
+          ambient: list[str] | tuple[str, ...] = (), uid: int = 0, gid: int = 0,
+          additional_gids: list[int] | tuple[int, ...] = (),
+          syscalls: Syscalls = LIBC) -> None:
+    """Give the calling process exactly these capability sets, running as uid/gid.
+
+    Names as in the spec (``CAP_CHOWN`` or ``chown``). The bounding set is dropped
+    first (while still root), then the ids switch (keeping the permitted set), then
+    effective/permitted/inheritable are set and the ambient set raised. The caller
+    must be root with every capability it asks for; call it last before exec, in a
+    forked single-threaded child (capabilities are per thread). Raises
+    ``StepFailed("capabilities", ...)`` for sets that cannot go together, OSError
+    from the kernel otherwise.
+    """
+    plan = prepare(Capabilities(bounding=tuple(bounding), effective=tuple(effective),
+                                permitted=tuple(permitted), inheritable=tuple(inheritable),
+                                ambient=tuple(ambient)))
+    apply_user(uid, gid, tuple(additional_gids), plan, syscalls)

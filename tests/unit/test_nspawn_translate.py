@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from execdriver.spec import Spec
+from execdriver.spec import Rlimit, Spec
 from execdriver_nspawn.translate import SHIM, nspawn_argv, refusals
 
 
@@ -47,3 +47,19 @@ def test_refusals_name_the_field() -> None:
     got = refusals(spec)
     assert any(r.startswith("process.umask:") for r in got)
     assert any(r.startswith("namespaces:") and "ipc" in r for r in got)
+
+
+def test_exec_config_carries_the_process_privileges() -> None:
+    from execdriver_nspawn.translate import exec_config
+    p = _spec().process.model_copy(deep=True)
+    p.args, p.env, p.cwd = ["/bin/id"], {"A": "1"}, "/tmp"
+    p.user.uid, p.user.gid, p.user.additional_gids = 5, 6, [7]
+    p.capabilities.bounding = p.capabilities.effective = p.capabilities.permitted = ["CAP_KILL"]
+    p.rlimits = [Rlimit(type="nofile", soft=10, hard=20)]
+    cfg = exec_config(p)
+    assert cfg["args"] == ["/bin/id"] and cfg["env"] == {"A": "1"} and cfg["cwd"] == "/tmp"
+    assert (cfg["uid"], cfg["gid"], cfg["additional_gids"]) == (5, 6, [7])
+    assert cfg["capabilities"] == {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"],
+                                   "permitted": ["CAP_KILL"], "inheritable": [], "ambient": []}
+    assert cfg["rlimits"] == [["RLIMIT_NOFILE", 10, 20]]
+    assert cfg["no_new_privileges"] is True and cfg["umask"] == 0o022

@@ -5,23 +5,24 @@ container gets its own cgroups (``execdriver-nspawn-<id>`` in the freezer, pids,
 memory, cpuacct and name=systemd v1 hierarchies, or one directory on a v2 host),
 recorded before they are made; a monitor process (monitor.py) puts systemd-nspawn
 in them, finds the leader, reaps nspawn and records the leader's real wait status.
-pause is the freezer; stats reads those cgroups; exec is nsenter into the
-leader's namespaces. The payload runs behind the host's static busybox (bound
-read-only into nspawn's /run) so that its environment is exactly the spec's.
+pause is the freezer; stats reads those cgroups; exec is the monitor forking a
+child that joins the leader's namespaces and root through a pidfd and takes the
+exec'd process's capability sets, ids, rlimits and no_new_privs before exec.
+The payload runs behind the host's static busybox (bound read-only into
+nspawn's /run) so that its environment is exactly the spec's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import signal as _signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from execdriver.driver import (
     Availability,
@@ -34,14 +35,14 @@ from execdriver.driver import (
     Stdio,
 )
 from execdriver.errors import InvalidArgument, InvalidState, StepFailed, UnsupportedFeature
+from execdriver.monitoring import MonitorStart, recorded_status, start_monitor, stop_monitor
 from execdriver.spec import Process, Spec
-from execdriver.state import ContainerState, pid_alive, validate_id
+from execdriver.state import ContainerState, validate_id
 
-from .translate import exec_argv, nspawn_argv, refusals
+from .translate import EXEC_NAMESPACES, exec_config, nspawn_argv, refusals
 
 MONITOR = str(Path(__file__).with_name("monitor.py"))
-NSPAWN = "/usr/bin/systemd-nspawn"
-NSENTER = "/usr/bin/nsenter"
+NSPAWN = "systemd-nspawn"   # found through PATH (nspawn_path)
 BUSYBOX = "/bin/busybox"
 CGROUP_ROOT = "/sys/fs/cgroup"
 V1_HIERARCHIES = ("freezer", "pids", "memory", "cpuacct", "systemd")
@@ -51,31 +52,10 @@ PROPAGATE = "/run/systemd/nspawn/propagate"
 START_TIMEOUT = 90.0
 
 
-class _SyncReader:
-    """Line reader with timeouts over the monitor's sync pipe."""
-
-    def __init__(self, fd: int) -> None:
-        self.file: IO[bytes] = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        self.buf = b""
-
-    def line(self, timeout: float | None) -> str | None:
-        """The next line; "" at EOF; None if ``timeout`` passed first."""
-        import select
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.file], [], [], left)
-            if not ready:
-                return None
-            chunk = self.file.read(4096)
-            if not chunk:
-                return ""
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line.decode()
-
-    def close(self) -> None:
-        self.file.close()
+def nspawn_path() -> str | None:
+    """systemd-nspawn as found through PATH now (None if it is not there)."""
+    import shutil
+    return shutil.which(NSPAWN)
 
 
 def machine_name(container_id: str) -> str:
@@ -122,22 +102,15 @@ def _ensure_propagate_tmpfs() -> None:
                          path=PROPAGATE)
 
 
-def _parse_exit(line: str, container_id: str) -> ExitStatus:
-    parts = line.split()
-    if len(parts) != 3 or parts[0] != "exited":
-        raise StepFailed("wait", "the monitor ended without an exit status",
-                         container_id=container_id, driver="nspawn", id=container_id)
-    return ExitStatus(code=int(parts[1]), signal=None if parts[2] == "-" else int(parts[2]))
-
-
 class NspawnDriver(ExecDriver):
     """Containers run by systemd-nspawn (systemd-container), no systemd PID 1 needed."""
 
     name = "nspawn"
     description = "systemd-nspawn (Debian's systemd-container), without systemd as PID 1"
     # Exactly what translate.py translates and tests/integration/test_nspawn_features.py
-    # checks. Not here: process.user (nspawn's --user resolves names with getent inside
-    # the rootfs, and takes no numeric ids), resources.* (--property needs systemd as
+    # checks (one row per feature; exec's privileges there too). Not here: process.user
+    # (nspawn's --user resolves names with getent inside the rootfs, and takes no numeric
+    # ids; exec does apply a process's user), resources.* (--property needs systemd as
     # PID 1), seccomp.* (nspawn's own filter is off: the spec's seccomp is unconfined),
     # masked/readonly paths (nspawn's --inaccessible cannot reach /proc; nspawn makes
     # its own /proc/sys read-only), sysctls, idmap and a user namespace, the cgroup
@@ -152,12 +125,10 @@ class NspawnDriver(ExecDriver):
 
     @classmethod
     def availability(cls) -> Availability:
-        if not os.access(NSPAWN, os.X_OK):
+        if nspawn_path() is None:
             return Availability(False, "systemd-nspawn not found (apt-get install systemd-container)")
         if not os.access(BUSYBOX, os.X_OK):
             return Availability(False, f"no static busybox at {BUSYBOX} (apt-get install busybox-static)")
-        if not os.access(NSENTER, os.X_OK):
-            return Availability(False, f"nsenter not found at {NSENTER} (apt-get install util-linux)")
         if os.geteuid() != 0:
             return Availability(False, "needs root (systemd-nspawn and the proc connector)")
         return Availability(True)
@@ -165,7 +136,7 @@ class NspawnDriver(ExecDriver):
     @classmethod
     def details(cls) -> dict[str, str]:
         try:
-            out = subprocess.run([NSPAWN, "--version"], capture_output=True, text=True,
+            out = subprocess.run([nspawn_path() or NSPAWN, "--version"], capture_output=True, text=True,
                                  check=False, timeout=10).stdout.split("\n", 1)[0]
         except (OSError, subprocess.TimeoutExpired):
             return {}
@@ -214,91 +185,32 @@ class NspawnDriver(ExecDriver):
         _ensure_propagate_tmpfs()
         spec = spec.model_copy(deep=True)
         spec.root.path = str(rootfs)
-        argv = nspawn_argv(spec, nspawn=NSPAWN, busybox=BUSYBOX, machine=machine_name(cid))
+        nspawn = nspawn_path()
+        if nspawn is None:
+            raise StepFailed("nspawn start", "systemd-nspawn not found in PATH", container_id=cid,
+                             driver=self.name, id=cid)
+        argv = nspawn_argv(spec, nspawn=nspawn, busybox=BUSYBOX, machine=machine_name(cid))
         # SYSTEMD_SECCOMP=0: the spec's seccomp is unconfined (nspawn's own filter is
         # not declared); SYSTEMD_NSPAWN_LOCK=0: containers may share a rootfs, as with
         # every other driver (nspawn would refuse a "busy" directory tree)
         env = {"SYSTEMD_SECCOMP": "0", "SYSTEMD_NSPAWN_LOCK": "0"}
-        pid, pid_start, monitor, handle = self._spawn(
-            cid, argv, list(dirs.values()), env, stdio, detach, leader=True,
-            default_out=d if detach else None)
-
-        def started(st: ContainerState) -> None:
-            st.pid, st.pid_start = pid, pid_start
-            st.extra["monitor"] = monitor
-            if st.exit is None:
-                st.status = "running"
-        self.state.update(cid, started)
-        return handle
+        started = self._spawn(cid, argv, list(dirs.values()), env, stdio, detach, leader=True,
+                              default_out=d if detach else None)
+        started.save(self.state, cid)
+        return started.handle
 
     def _spawn(self, cid: str, argv: list[str], cgroups: list[str], env: dict[str, str],
-               stdio: Stdio | None, detach: bool, *, leader: bool, default_out: Path | None
-               ) -> tuple[int, int | None, list[int | None], Handle]:
+               stdio: Stdio | None, detach: bool, *, leader: bool, default_out: Path | None,
+               enter: dict[str, Any] | None = None) -> MonitorStart:
         """Start a monitor running ``argv``; wait for it to report the process."""
-        stdio = stdio or Stdio()
-        opened: list[int] = []
-
-        def fd_for(given: int | None, default: str | None, mode: int) -> int | None:
-            if given is not None:
-                return given
-            if not detach:
-                return None  # inherit the caller's
-            fd = os.open(default or os.devnull, mode | os.O_CLOEXEC, 0o600)
-            opened.append(fd)
-            return fd
-        log = str(default_out / "output.log") if default_out else None
-        wr = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        sync_r, sync_w = os.pipe()
-        life_r, life_w = os.pipe() if not detach else (-1, -1)
-        cfg: dict[str, Any] = {
-            "argv": argv, "cgroups": cgroups, "env": env, "leader": leader,
-            "sync_fd": sync_w, "lifeline_fd": life_r if life_r >= 0 else None,
-            "daemonize": detach,
-            "record": {"state_root": str(self.state.root), "id": cid} if leader else None,
-        }
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, MONITOR, json.dumps(cfg)],
-                stdin=fd_for(stdio.stdin, None, os.O_RDONLY),
-                stdout=fd_for(stdio.stdout, log, wr), stderr=fd_for(stdio.stderr, log, wr),
-                pass_fds=[sync_w] + ([life_r] if life_r >= 0 else []),
-                start_new_session=True)
-        finally:
-            for fd in opened + [sync_w] + ([life_r] if life_r >= 0 else []):
-                os.close(fd)
-        reader = _SyncReader(sync_r)
-        # Held until the wait ends; closing it (or our death) tells the monitor.
-        lifeline = open(life_w, "wb", buffering=0) if life_w >= 0 else None  # noqa: SIM115
-        if detach:
-            proc.wait()  # the monitor daemonized; this was the intermediate
-        line = reader.line(START_TIMEOUT)
-        if not line or not line.startswith("started "):
-            reader.close()
-            if lifeline:
-                lifeline.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            if line is None:
-                why = f"the process did not start within {START_TIMEOUT:.0f}s"
-            elif line.startswith("error "):
-                why = line[6:]
-            else:
-                why = "the monitor exited before the process started"
-            raise StepFailed("nspawn start", why, container_id=cid, driver=self.name, id=cid)
-        _, pid, pid_start, mon_pid, mon_start = line.split()
-
-        def waiter(timeout: float | None) -> ExitStatus | None:
-            got = reader.line(timeout)
-            if got is None:
-                return None
-            reader.close()
-            if lifeline:
-                lifeline.close()
-            if not detach:
-                proc.wait()
-            return _parse_exit(got, cid)
-        return (int(pid), int(pid_start) or None, [int(mon_pid), int(mon_start) or None],
-                Handle(cid, int(pid), waiter))
+        log = default_out / "output.log" if default_out else None
+        return start_monitor(
+            [sys.executable, MONITOR],
+            {"argv": argv, "cgroups": cgroups, "env": env, "leader": leader, "enter": enter},
+            container_id=cid, driver=self.name, step="nspawn start" if leader else "nspawn exec", stdio=stdio,
+            detach=detach, stdout_path=log, stderr_path=log,
+            record_in=self.state.root if leader else None, starter="systemd-nspawn",
+            timeout=START_TIMEOUT)
 
     # -- inspection --------------------------------------------------------------
     def _read(self, verb: str, cid: str) -> ContainerState:
@@ -315,18 +227,9 @@ class NspawnDriver(ExecDriver):
         return _read(f"{dirs.get('freezer', '')}/freezer.state") in ("FROZEN", "FREEZING")
 
     def _status(self, st: ContainerState) -> tuple[Status, ExitStatus | None]:
-        if st.exit is None and st.pid is not None and not pid_alive(st.pid, st.pid_start):
-            deadline = time.monotonic() + 3     # the monitor records the exit right after
-            while st.exit is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-                st = self.state.read(st.id)
-        if st.exit is not None:
-            return Status.STOPPED, ExitStatus.from_dict(st.exit)
-        if st.pid is None:
-            return Status(st.status) if st.status in ("creating", "created") \
-                else Status.CREATING, None
-        if not pid_alive(st.pid, st.pid_start):
-            return Status.STOPPED, None
+        decided = recorded_status(self.state, st)
+        if decided is not None:
+            return decided
         return (Status.PAUSED if self._frozen(st.id) else Status.RUNNING), None
 
     def info(self, container_id: str) -> ContainerInfo:
@@ -410,9 +313,7 @@ class NspawnDriver(ExecDriver):
              detach: bool = False) -> ExitStatus | Handle:
         lacking = [f for f, used in (("process.terminal", process.terminal),
                                      ("process.apparmor", process.apparmor_profile),
-                                     ("process.preserve_fds", process.preserve_fds),
-                                     ("process.user", process.user.uid or process.user.gid
-                                      or process.user.additional_gids)) if used]
+                                     ("process.preserve_fds", process.preserve_fds)) if used]
         if lacking:
             raise UnsupportedFeature(self.name, lacking)
         st = self._running("exec", container_id)
@@ -420,10 +321,10 @@ class NspawnDriver(ExecDriver):
         dirs = cgroup_dirs(container_id)
         cgroups = [p for h, p in dirs.items() if h not in ("systemd", "unified", "hybrid")]
         cgroups.append(self._payload_dir(container_id))
-        argv = exec_argv(process.env, process.args, nsenter=NSENTER, leader=st.pid,
-                         cwd=process.cwd, no_new_privileges=process.no_new_privileges)
-        _, _, _, handle = self._spawn(container_id, argv, cgroups, {}, stdio, detach,
-                                      leader=False, default_out=None)
+        enter = {"leader": st.pid, "leader_start": st.pid_start,
+                 "namespaces": list(EXEC_NAMESPACES), "process": exec_config(process)}
+        handle = self._spawn(container_id, [], cgroups, {}, stdio, detach, leader=False,
+                             default_out=None, enter=enter).handle
         if detach:
             return handle
         status = handle.wait()
@@ -450,15 +351,7 @@ class NspawnDriver(ExecDriver):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, _signal.SIGKILL)
             time.sleep(0.02)
-        monitor = st.extra.get("monitor")
-        if monitor:
-            mon_pid, mon_start = monitor
-            deadline = time.monotonic() + 10
-            while pid_alive(mon_pid, mon_start) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if pid_alive(mon_pid, mon_start):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(mon_pid, _signal.SIGKILL)
+        stop_monitor(st)
         from execdriver.host import remove_tree
         for d in dirs:
             remove_tree(d)

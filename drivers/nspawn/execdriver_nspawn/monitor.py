@@ -8,18 +8,14 @@ its real wait status, cannot be missed. It puts nspawn in the container's own
 cgroups before exec (so the leader and all it forks are there), finds the leader
 (nspawn's child in a new pid namespace) and waits for it to run the payload.
 
-Protocol on the sync pipe (one line each)::
-
-    started <pid> <pid_start> <monitor_pid> <monitor_start>   |   error <message>
-    exited <code> <signal or ->
-
-A foreground container's caller holds a lifeline pipe: at its EOF the monitor
-kills the container. Run as ``python monitor.py '<json config>'``; imports stay light.
+The protocol with the driver (started/exited lines on the sync pipe, the
+lifeline of a foreground container, daemonizing when detached, recording the
+exit) is execdriver.monitoring's; at the lifeline's EOF the monitor kills the
+container. Run as ``python monitor.py '<json config>'``; imports stay light.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -30,6 +26,8 @@ import sys
 import time
 from typing import Any
 
+from execdriver.monitoring import Monitor, exit_code, pid_start_time
+
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = 1
 PROC_CN_MCAST_LISTEN = 1
@@ -37,18 +35,6 @@ PROC_EVENT_FORK = 1
 PROC_EVENT_EXIT = 0x80000000
 NLMSG_DONE = 3
 START_TIMEOUT = 60.0
-
-
-def pid_start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    try:
-        return int(data[data.rfind(b")") + 2:].split()[19])
-    except (IndexError, ValueError):
-        return None
 
 
 class ProcEvents:
@@ -130,67 +116,140 @@ def same_file(a: str, b: os.stat_result) -> bool:
     return (st.st_dev, st.st_ino) == (b.st_dev, b.st_ino)
 
 
-class Sync:
-    def __init__(self, fd: int) -> None:
-        self.file = open(fd, "w", buffering=1)  # noqa: SIM115 - lives as long as we do
-
-    def send(self, line: str) -> None:
-        try:
-            self.file.write(line + "\n")
-            self.file.flush()
-        except OSError:
-            pass  # the caller stopped listening (a detached container outlives it)
-
-
 def join_cgroups(dirs: list[str]) -> None:
     for d in dirs:
         with open(os.path.join(d, "cgroup.procs"), "w") as f:
             f.write("0")
 
 
-def record_exit(state_root: str, container_id: str, code: int, sig: int | None) -> None:
-    from execdriver.errors import ExecDriverError
-    from execdriver.state import StateStore
-
-    def change(st: Any) -> None:
-        st.exit = {"code": code, "signal": sig, "oom_killed": False}
-        st.status = "stopped"
-    try:
-        StateStore(state_root).update(container_id, change)
-    except (ExecDriverError, OSError):
-        pass  # terminated meanwhile: nothing left to record into
+#: /proc/<pid>/ns name -> CLONE_NEW* flag, for setns(2) on a pidfd
+NS_FLAGS = {"user": 0x10000000, "mnt": 0x00020000, "pid": 0x20000000, "net": 0x40000000,
+            "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000, "time": 0x00000080}
 
 
-def decode(status: int) -> tuple[int, int | None]:
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status), os.WTERMSIG(status)
-    return os.WEXITSTATUS(status), None
+class Entry:
+    """An exec'd process's way into the container: the leader's namespaces (through a
+    pidfd, so a reused pid cannot stand in for it) and root, then the exec'd process's
+    own cwd, umask, rlimits, oom_score_adj, ids, capability sets and no_new_privs.
+
+    ``open`` runs in the monitor: it joins the leader's pid namespace for its children
+    only (setns on CLONE_NEWPID moves no running process), so the process it forks is
+    in it. ``enter`` runs in that forked child, before exec.
+    """
+
+    def __init__(self, cfg: dict[str, Any], cgroups: list[str]) -> None:
+        from execdriver.host import apply_capabilities, set_no_new_privs, setns
+        self.apply_capabilities, self.set_no_new_privs, self.setns = \
+            apply_capabilities, set_no_new_privs, setns
+        import resource
+        self.setrlimit = resource.setrlimit
+        self.rlimits = [(getattr(resource, name), soft, hard)
+                        for name, soft, hard in cfg["process"]["rlimits"]]
+        self.proc = cfg["process"]
+        self.cgroups = cgroups
+        leader = cfg["leader"]
+        self.pidfd = os.pidfd_open(leader)
+        if pid_start_time(leader) != cfg["leader_start"]:
+            os.close(self.pidfd)
+            raise ProcessLookupError(f"the container's leader {leader} is gone")
+        self.root = os.open(f"/proc/{leader}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.flags = 0
+        for name in cfg["namespaces"]:
+            try:
+                theirs, ours = os.stat(f"/proc/{leader}/ns/{name}"), os.stat(f"/proc/self/ns/{name}")
+            except FileNotFoundError:
+                continue    # a namespace this kernel lacks
+            if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+                self.flags |= NS_FLAGS[name]
+        if self.flags & NS_FLAGS["pid"]:
+            self.setns(self.pidfd, NS_FLAGS["pid"])
+        self.err_r, self.err_w = os.pipe()
+
+    def enter(self) -> None:
+        """In the forked child: join, drop privileges, exec (127 when that fails)."""
+        step = "cgroups"
+        try:
+            join_cgroups(self.cgroups)
+            step = "oom_score_adj"
+            if self.proc["oom_score_adj"] is not None:
+                with open("/proc/self/oom_score_adj", "w") as f:
+                    f.write(str(self.proc["oom_score_adj"]))
+            # Nothing of the monitor's may reach the container: the exec below is ours,
+            # before subprocess would close the fds.
+            for fd in os.listdir("/proc/self/fd"):
+                if int(fd) > 2 and int(fd) != self.err_w:
+                    try:
+                        os.set_inheritable(int(fd), False)
+                    except OSError:
+                        pass
+            step = "setns"
+            self.setns(self.pidfd, self.flags & ~NS_FLAGS["pid"])
+            step = "root"
+            os.fchdir(self.root)
+            os.chroot(".")
+            step = "cwd"
+            os.chdir(self.proc["cwd"])
+            os.umask(self.proc["umask"])
+            step = "rlimits"
+            for kind, soft, hard in self.rlimits:
+                self.setrlimit(kind, (soft, hard))
+            step = "capabilities"
+            caps = self.proc["capabilities"]
+            self.apply_capabilities(uid=self.proc["uid"], gid=self.proc["gid"],
+                                    additional_gids=self.proc["additional_gids"], **caps)
+            if self.proc["no_new_privileges"]:
+                self.set_no_new_privs()
+        except BaseException as exc:  # noqa: BLE001 - the child must not return into the monitor
+            os.write(self.err_w, f"{step}: {exc}".encode())
+            os._exit(1)
+        args = self.proc["args"]
+        try:
+            os.execvpe(args[0], args, self.proc["env"])
+        except OSError as exc:
+            os.write(2, f"exec {args[0]}: {exc.strerror}\n".encode())
+            os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+
+    def failure(self) -> str | None:
+        """Why ``enter`` failed in the child, if it did (after the child was started)."""
+        os.close(self.err_w)
+        with os.fdopen(self.err_r, "rb") as f:
+            why = f.read().decode()
+        return why or None
 
 
 def main(argv: list[str]) -> int:
-    cfg = json.loads(argv[1])
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-        signal.signal(signum, signal.SIG_IGN)
-    if cfg["daemonize"] and os.fork() > 0:
-        os._exit(0)  # the caller reaps this intermediate at once; the child lives on
-    sync = Sync(cfg["sync_fd"])
-    lifeline: int | None = cfg.get("lifeline_fd")
+    mon = Monitor.begin(argv)
+    cfg = mon.config
+    lifeline = mon.lifeline
     events = ProcEvents() if cfg["leader"] else None
-    binary = os.stat(cfg["argv"][0])
     cgroups = cfg.get("cgroups") or []
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **cfg.get("env", {})}
-    try:
-        join = (lambda: join_cgroups(cgroups)) if cgroups else None
-        proc = subprocess.Popen(cfg["argv"], env=env,
-                                preexec_fn=join)  # noqa: PLW1509 - the monitor has one thread
-    except (OSError, subprocess.SubprocessError) as exc:
-        sync.send(f"error {cfg['argv'][0]}: {exc}")
-        return 1
+    if cfg.get("enter"):
+        try:
+            entry = Entry(cfg["enter"], cgroups)
+        except OSError as exc:
+            return mon.error(f"exec: {exc}")
+        try:
+            proc = subprocess.Popen(cfg["enter"]["process"]["args"], env={},
+                                    preexec_fn=entry.enter)  # noqa: PLW1509 - one thread
+        except (OSError, subprocess.SubprocessError) as exc:
+            return mon.error(f"exec: {exc}")
+        why = entry.failure()
+        if why:
+            proc.wait()
+            return mon.error(f"exec: {why}")
+    else:
+        try:
+            join = (lambda: join_cgroups(cgroups)) if cgroups else None
+            proc = subprocess.Popen(cfg["argv"], env=env,
+                                    preexec_fn=join)  # noqa: PLW1509 - the monitor has one thread
+        except (OSError, subprocess.SubprocessError) as exc:
+            return mon.error(f"{cfg['argv'][0]}: {exc}")
     pid = proc.pid
-    me = os.getpid()
     if events is not None:
         events.watch(pid)   # (its fork events wait in the socket until drained)
     if cfg["leader"]:
+        binary = os.stat(cfg["argv"][0])
         # nspawn's child in a new pid namespace, once it runs the payload (not nspawn).
         leader = None
         deadline = time.monotonic() + START_TIMEOUT
@@ -206,20 +265,16 @@ def main(argv: list[str]) -> int:
         if leader is None and proc.poll() is None:
             proc.kill()
             proc.wait()
-            sync.send(f"error systemd-nspawn did not start the payload within {START_TIMEOUT:.0f}s")
-            return 1
+            return mon.error(f"systemd-nspawn did not start the payload within {START_TIMEOUT:.0f}s")
         if leader is None:  # it ran and ended already, or nspawn failed: see the exits
             assert events is not None
             events.drain()
             leader = events.leader()
             if leader is None:
-                sync.send(f"error systemd-nspawn exited with status {proc.returncode} "
-                          "before the container started")
-                return 1
+                return mon.error(f"systemd-nspawn exited with status {proc.returncode} "
+                                 "before the container started")
         pid = leader
-    sync.send(f"started {pid} {pid_start_time(pid) or 0} {me} {pid_start_time(me) or 0}")
-    if cfg.get("record"):
-        import execdriver.state  # noqa: F401 - import (slow: pydantic) while the container runs
+    mon.started(pid)
     try:
         pidfd = os.pidfd_open(proc.pid)
     except ProcessLookupError:  # reaped already (poll() above)
@@ -248,10 +303,8 @@ def main(argv: list[str]) -> int:
     if events is not None:
         events.drain()
         if pid in events.exits:
-            code, sig = decode(events.exits[pid])
-    if cfg.get("record"):
-        record_exit(cfg["record"]["state_root"], cfg["record"]["id"], code, sig)
-    sync.send(f"exited {code} {sig if sig else '-'}")
+            code, sig = exit_code(events.exits[pid])
+    mon.exited(code, sig)
     return 0
 
 

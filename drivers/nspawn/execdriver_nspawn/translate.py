@@ -8,7 +8,9 @@ with tables, without root (tests/unit/test_nspawn_translate.py).
 
 from __future__ import annotations
 
-from execdriver.spec import CAPABILITIES, Mount, Spec, default_mounts
+from typing import Any
+
+from execdriver.spec import CAPABILITIES, Mount, Process, Spec, default_mounts
 
 #: what systemd-nspawn gives the payload when not told otherwise (v252, nspawn.c's
 #: arg_caps_retain): --capability/--drop-capability are relative to it
@@ -114,10 +116,23 @@ def nspawn_argv(spec: Spec, *, nspawn: str, busybox: str, machine: str) -> list[
     return argv
 
 
-def exec_argv(process_env: dict[str, str], args: list[str], *, nsenter: str, leader: int,
-              cwd: str, no_new_privileges: bool) -> list[str]:
-    """nsenter into every namespace of the container's leader, then the same shim."""
-    env = [f"{k}={v}" for k, v in process_env.items()]
-    nnp = [SHIM, "setpriv", "--nnp"] if no_new_privileges else []
-    return [nsenter, f"--target={leader}", "--all", "--root", f"--wd={cwd}",
-            *nnp, SHIM, "env", "-i", *env, *args]
+#: the leader's namespaces an exec'd process joins when they differ from the host's
+#: (kernel names in /proc/<pid>/ns; the monitor turns them into CLONE_NEW* flags)
+EXEC_NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time")
+
+
+def exec_config(process: Process) -> dict[str, Any]:
+    """What the monitor applies to an exec'd process after it joins the container:
+    the process's env (exactly), cwd, user, umask, rlimits, oom_score_adj, capability
+    sets and no_new_privileges (plain data, as JSON)."""
+    caps = process.capabilities
+    return {
+        "args": list(process.args), "env": dict(process.env), "cwd": process.cwd,
+        "uid": process.user.uid, "gid": process.user.gid,
+        "additional_gids": list(process.user.additional_gids), "umask": process.umask,
+        "rlimits": [[f"RLIMIT_{r.type.upper()}", r.soft, r.hard] for r in process.rlimits],
+        "oom_score_adj": process.oom_score_adj,
+        "capabilities": {k: list(getattr(caps, k)) for k in
+                         ("bounding", "effective", "permitted", "inheritable", "ambient")},
+        "no_new_privileges": process.no_new_privileges,
+    }

@@ -18,12 +18,9 @@ import contextlib
 import json
 import os
 import signal as _signal
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import IO, Any
 
 from execdriver.driver import (
     Availability,
@@ -37,50 +34,15 @@ from execdriver.driver import (
     Stdio,
 )
 from execdriver.errors import InvalidArgument, InvalidState, StepFailed, UnsupportedFeature
+from execdriver.monitoring import MonitorStart, recorded_status, start_monitor, stop_monitor
 from execdriver.spec import Process, Spec
-from execdriver.state import ContainerState, pid_alive, validate_id
+from execdriver.state import ContainerState, validate_id
 
 from .oci import oci_process, to_oci_config
-from .runc import DRIVER, RUNC, Runc
+from .runc import RUNC, Runc
 
 MONITOR = str(Path(__file__).with_name("monitor.py"))
 START_TIMEOUT = 120.0
-
-
-class _SyncReader:
-    """Line reader with timeouts over the monitor's sync pipe."""
-
-    def __init__(self, fd: int) -> None:
-        self.file: IO[bytes] = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        self.buf = b""
-
-    def line(self, timeout: float | None) -> str | None:
-        """The next line; "" at EOF; None if ``timeout`` passed first."""
-        import select
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.file], [], [], left)
-            if not ready:
-                return None
-            chunk = self.file.read(4096)
-            if not chunk:
-                return ""
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line.decode()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _parse_exit(line: str, container_id: str) -> ExitStatus:
-    parts = line.split()
-    if len(parts) != 3 or parts[0] != "exited":
-        raise StepFailed("wait", "the monitor ended without an exit status",
-                         container_id=container_id, driver=DRIVER, id=container_id)
-    sig = None if parts[2] == "-" else int(parts[2])
-    return ExitStatus(code=int(parts[1]), signal=sig)
 
 
 class RuncExampleDriver(ExecDriver):
@@ -157,89 +119,25 @@ class RuncExampleDriver(ExecDriver):
         argv = self.runc.argv("--log", str(d / "runc.log"), "--log-format", "json",
                               "run", "-d", "--bundle", str(bundle),
                               "--pid-file", str(d / "init.pid"), cid)
-        pid, pid_start, monitor, handle = self._spawn(
-            cid, argv, d / "init.pid", d / "runc.log", stdio, detach, record=True,
-            kill_argv=self.runc.argv("kill", "--all", cid, "KILL"),
-            default_out=d if detach else None)
-
-        def started(st: ContainerState) -> None:
-            st.pid, st.pid_start = pid, pid_start
-            st.extra["monitor"] = monitor
-            if st.exit is None:
-                st.status = "running"
-        self.state.update(cid, started)
-        return handle
+        started = self._spawn(cid, argv, d / "init.pid", d / "runc.log", stdio, detach,
+                              record=True, kill_argv=self.runc.argv("kill", "--all", cid, "KILL"),
+                              default_out=d if detach else None)
+        started.save(self.state, cid)
+        return started.handle
 
     def _spawn(self, cid: str, argv: list[str], pid_file: Path, log_file: Path,
                stdio: Stdio | None, detach: bool, *, record: bool,
-               kill_argv: list[str] | None, default_out: Path | None
-               ) -> tuple[int, int | None, list[int | None], Handle]:
+               kill_argv: list[str] | None, default_out: Path | None) -> MonitorStart:
         """Start a monitor running ``argv``; wait for it to report the process."""
-        stdio = stdio or Stdio()
-        opened: list[int] = []
-
-        def fd_for(given: int | None, default: str | None, mode: int) -> int | None:
-            if given is not None:
-                return given
-            if not detach:
-                return None  # inherit the caller's
-            fd = os.open(default or os.devnull, mode | os.O_CLOEXEC, 0o600)
-            opened.append(fd)
-            return fd
-        out = str(default_out / "stdout.log") if default_out else None
-        err = str(default_out / "stderr.log") if default_out else None
-        wr = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        sync_r, sync_w = os.pipe()
-        life_r, life_w = os.pipe() if not detach else (-1, -1)
-        cfg: dict[str, Any] = {
-            "argv": argv, "pid_file": str(pid_file), "log_file": str(log_file),
-            "sync_fd": sync_w, "lifeline_fd": life_r if life_r >= 0 else None,
-            "daemonize": detach, "kill_argv": kill_argv,
-            "record": {"state_root": str(self.state.root), "id": cid} if record else None,
-        }
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, MONITOR, json.dumps(cfg)],
-                stdin=fd_for(stdio.stdin, None, os.O_RDONLY),
-                stdout=fd_for(stdio.stdout, out, wr), stderr=fd_for(stdio.stderr, err, wr),
-                pass_fds=[sync_w] + ([life_r] if life_r >= 0 else []),
-                start_new_session=True)
-        finally:
-            for fd in opened + [sync_w] + ([life_r] if life_r >= 0 else []):
-                os.close(fd)
-        reader = _SyncReader(sync_r)
-        # Held until the wait ends; closing it (or our death) tells the monitor.
-        lifeline = open(life_w, "wb", buffering=0) if life_w >= 0 else None  # noqa: SIM115
-        if detach:
-            proc.wait()  # the monitor daemonized; this was the intermediate
-        line = reader.line(START_TIMEOUT)
-        if not line or not line.startswith("started "):
-            reader.close()
-            if lifeline:
-                lifeline.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            if line is None:
-                why = f"runc did not start the process within {START_TIMEOUT:.0f}s"
-            elif line.startswith("error "):
-                why = line[6:]
-            else:
-                why = "the monitor exited before the process started"
-            raise StepFailed("runc start", why, container_id=cid, driver=self.name, id=cid)
-        _, pid, pid_start, mon_pid, mon_start = line.split()
-
-        def waiter(timeout: float | None) -> ExitStatus | None:
-            got = reader.line(timeout)
-            if got is None:
-                return None
-            reader.close()
-            if lifeline:
-                lifeline.close()
-            if not detach:
-                proc.wait()
-            return _parse_exit(got, cid)
-        return (int(pid), int(pid_start) or None, [int(mon_pid), int(mon_start) or None],
-                Handle(cid, int(pid), waiter))
+        return start_monitor(
+            [sys.executable, MONITOR],
+            {"argv": argv, "pid_file": str(pid_file), "log_file": str(log_file),
+             "kill_argv": kill_argv},
+            container_id=cid, driver=self.name, step="runc start", stdio=stdio, detach=detach,
+            stdout_path=default_out / "stdout.log" if default_out else None,
+            stderr_path=default_out / "stderr.log" if default_out else None,
+            record_in=self.state.root if record else None, starter="runc",
+            timeout=START_TIMEOUT)
 
     # -- inspection --------------------------------------------------------------
     def _read(self, verb: str, cid: str) -> ContainerState:
@@ -250,19 +148,9 @@ class RuncExampleDriver(ExecDriver):
         return st
 
     def _status(self, st: ContainerState) -> tuple[Status, ExitStatus | None]:
-        if st.exit is None and st.pid is not None and not pid_alive(st.pid, st.pid_start):
-            # Ended: the monitor records the exit right after reaping it.
-            deadline = time.monotonic() + 3
-            while st.exit is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-                st = self.state.read(st.id)
-        if st.exit is not None:
-            return Status.STOPPED, ExitStatus.from_dict(st.exit)
-        if st.pid is None:
-            return Status(st.status) if st.status in ("creating", "created") \
-                else Status.CREATING, None
-        if not pid_alive(st.pid, st.pid_start):
-            return Status.STOPPED, None
+        decided = recorded_status(self.state, st)
+        if decided is not None:
+            return decided
         try:
             out = json.loads(self.runc.call("state", st.id, "state", st.id))
         except (InvalidState, StepFailed, ValueError):
@@ -349,8 +237,8 @@ class RuncExampleDriver(ExecDriver):
                               "--process", str(files[0]), "--pid-file", str(files[1]),
                               container_id)
         try:
-            _, _, _, handle = self._spawn(container_id, argv, files[1], files[2], stdio, detach,
-                                          record=False, kill_argv=None, default_out=None)
+            handle = self._spawn(container_id, argv, files[1], files[2], stdio, detach,
+                                 record=False, kill_argv=None, default_out=None).handle
         finally:
             for f in files:
                 with contextlib.suppress(OSError):
@@ -370,15 +258,7 @@ class RuncExampleDriver(ExecDriver):
         # cgroups). Both fail harmlessly when runc never got to create it.
         self.runc.call_quietly("resume", container_id)
         self.runc.call_quietly("delete", "--force", container_id)
-        monitor = st.extra.get("monitor")
-        if monitor:
-            mon_pid, mon_start = monitor
-            deadline = time.monotonic() + 10
-            while pid_alive(mon_pid, mon_start) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if pid_alive(mon_pid, mon_start):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(mon_pid, _signal.SIGKILL)
+        stop_monitor(st)
         if self.runc.call_quietly("state", container_id):
             raise StepFailed("terminate", "runc still knows the container after delete --force",
                              container_id=container_id, driver=self.name, id=container_id)

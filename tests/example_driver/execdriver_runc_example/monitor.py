@@ -7,14 +7,11 @@ process is reparented to *it*; it then reaps the process and reports the real
 wait status (signal vs. code, which ``128+N`` from ``runc run`` cannot tell
 apart). It is what containerd-shim and conmon do, in a page.
 
-Protocol on the sync pipe (one line each)::
-
-    started <pid> <pid_start> <monitor_pid> <monitor_start>   |   error <message>
-    exited <code> <signal or ->
-
-For a foreground container the caller also hands over a *lifeline* pipe and
-keeps its write end: if the caller dies, the pipe hits EOF and the monitor
-kills the container, so a foreground container never outlives its caller.
+The protocol with the driver (the sync pipe's "started"/"exited" lines, the
+lifeline of a foreground container, daemonizing for a detached one, recording
+the exit in the state store) is execdriver.monitoring's; this file is what is
+runc's own. If the caller of a foreground container dies, the monitor kills
+the container, so a foreground container never outlives its caller.
 
 Run as ``python monitor.py '<json config>'``; keep imports light, it starts often.
 """
@@ -28,21 +25,10 @@ import select
 import signal
 import subprocess
 import sys
-from typing import Any
+
+from execdriver.monitoring import Monitor, exit_code
 
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def pid_start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    try:
-        return int(data[data.rfind(b")") + 2:].split()[19])
-    except (IndexError, ValueError):
-        return None
 
 
 def runc_log_error(path: str) -> str | None:
@@ -60,18 +46,6 @@ def runc_log_error(path: str) -> str | None:
     except OSError:
         return None
     return " ".join(msg.split()) if msg else None
-
-
-class Sync:
-    def __init__(self, fd: int) -> None:
-        self.file = open(fd, "w", buffering=1)  # noqa: SIM115 - lives as long as we do
-
-    def send(self, line: str) -> None:
-        try:
-            self.file.write(line + "\n")
-            self.file.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the caller stopped listening (a detached container outlives it)
 
 
 def wait_for(pid: int, lifeline: int | None, on_lost: list[str] | None) -> int | None:
@@ -105,55 +79,22 @@ def wait_for(pid: int, lifeline: int | None, on_lost: list[str] | None) -> int |
     return status
 
 
-def record_exit(state_root: str, container_id: str, code: int, sig: int | None) -> None:
-    from execdriver.errors import ExecDriverError
-    from execdriver.state import StateStore
-
-    def change(st: Any) -> None:
-        st.exit = {"code": code, "signal": sig, "oom_killed": False}
-        st.status = "stopped"
-    try:
-        StateStore(state_root).update(container_id, change)
-    except (ExecDriverError, OSError):
-        pass  # terminated meanwhile: nothing left to record into
-
-
 def main(argv: list[str]) -> int:
-    cfg = json.loads(argv[1])
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-        signal.signal(signum, signal.SIG_IGN)
-    if cfg["daemonize"] and os.fork() > 0:
-        os._exit(0)  # the caller reaps this intermediate at once; the child lives on
-    sync = Sync(cfg["sync_fd"])
+    mon = Monitor.begin(argv)
+    cfg = mon.config
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        sync.send(f"error prctl PR_SET_CHILD_SUBREAPER: {os.strerror(ctypes.get_errno())}")
-        return 1
+        return mon.error(f"prctl PR_SET_CHILD_SUBREAPER: {os.strerror(ctypes.get_errno())}")
     rc = subprocess.run(cfg["argv"], check=False).returncode
     if rc != 0:
-        why = runc_log_error(cfg["log_file"]) or f"runc exited with status {rc}"
-        sync.send(f"error {why}")
-        return 1
+        return mon.error(runc_log_error(cfg["log_file"]) or f"runc exited with status {rc}")
     try:
         with open(cfg["pid_file"]) as f:
             pid = int(f.read().strip())
     except (OSError, ValueError) as exc:
-        sync.send(f"error runc pid file {cfg['pid_file']}: {exc}")
-        return 1
-    me = os.getpid()
-    sync.send(f"started {pid} {pid_start_time(pid) or 0} {me} {pid_start_time(me) or 0}")
-    if cfg.get("record"):
-        import execdriver.state  # noqa: F401 - import (slow: pydantic) while the container runs
-    status = wait_for(pid, cfg.get("lifeline_fd"), cfg.get("kill_argv"))
-    if status is None:
-        code, sig = 255, None
-    elif os.WIFSIGNALED(status):
-        code, sig = 128 + os.WTERMSIG(status), os.WTERMSIG(status)
-    else:
-        code, sig = os.WEXITSTATUS(status), None
-    if cfg.get("record"):
-        record_exit(cfg["record"]["state_root"], cfg["record"]["id"], code, sig)
-    sync.send(f"exited {code} {sig if sig else '-'}")
+        return mon.error(f"runc pid file {cfg['pid_file']}: {exc}")
+    mon.started(pid)
+    mon.exited(*exit_code(wait_for(pid, mon.lifeline, cfg.get("kill_argv"))))
     return 0
 
 
