@@ -210,7 +210,7 @@ def apply_security_opt(data: dict[str, Any], opt: str, problems: list[str]) -> N
             return
         data["seccomp"] = {"mode": "profile", "profile": profile}
     elif key == "apparmor" and value:
-        data["process"]["apparmor_profile"] = None if value == "unconfined" else value
+        data["process"]["apparmor_profile"] = value     # "unconfined": no profile, not the default
     else:
         problems.append(f"--security-opt: {opt!r} is not one of no-new-privileges[=true|false], "
                         "seccomp=unconfined|FILE, apparmor=PROFILE")
