@@ -90,7 +90,8 @@ fi
     printf ' %q' "$@"
     echo
 } >"$RESULT/job.sh"
-echo $((VM_TIMEOUT - 60)) >"$RESULT/time-limit"
+# the job stops first, so its output and status still come back
+echo $(( VM_TIMEOUT > 120 ? VM_TIMEOUT - 60 : VM_TIMEOUT / 2 )) >"$RESULT/time-limit"
 
 # --- boot ---------------------------------------------------------------------------------
 echo "vm-lane: booting $KERNEL under qemu (tcg, ${VM_CPUS} CPUs, ${VM_MEMORY} MiB); limit ${VM_TIMEOUT} s"
