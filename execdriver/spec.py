@@ -199,7 +199,9 @@ class Process(_Model):
     rlimits: list[Rlimit] = []
     capabilities: Capabilities = Field(default_factory=Capabilities)
     no_new_privileges: bool = True
-    apparmor_profile: CString | None = None
+    apparmor_profile: CString | None = Field(
+        None, description="AppArmor profile; null: execdriver-default where the host has AppArmor, "
+        "'unconfined': none")
     oom_score_adj: int | None = Field(None, ge=-1000, le=1000)
     preserve_fds: int = Field(0, ge=0, le=1024, description="extra fds 3..3+N-1 kept open")
 
@@ -696,7 +698,7 @@ def features_used(spec: Spec) -> set[str]:
     used.add("process.capabilities")
     if p.no_new_privileges:
         used.add("process.no_new_privileges")
-    if p.apparmor_profile:
+    if p.apparmor_profile and p.apparmor_profile != "unconfined":   # unconfined asks for nothing
         used.add("process.apparmor")
     if p.oom_score_adj is not None:
         used.add("process.oom_score_adj")

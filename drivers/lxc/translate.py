@@ -224,7 +224,7 @@ def unsupported(spec: Spec, host: HostFacts = HostFacts()) -> list[str]:
             out.append(f"namespaces.{ns.type}: path must be absolute")
     p = spec.process
     out += capability_problems(p)
-    if p.apparmor_profile and not host.apparmor:
+    if p.apparmor_profile not in (None, "unconfined") and not host.apparmor:
         out.append("process.apparmor: AppArmor is not enabled on this host")
     if spec.sysctls or spec.domainname:
         for name in spec.sysctls:

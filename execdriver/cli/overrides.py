@@ -190,6 +190,7 @@ def apply_device_flags(data: dict[str, Any], args: argparse.Namespace,
     data["process"]["capabilities"].update(
         {k: list(everything) for k in ("bounding", "effective", "permitted")})
     data["seccomp"] = {"mode": "unconfined", "profile": None}
+    data["process"]["apparmor_profile"] = "unconfined"      # (docker's privileged too)
     data["masked_paths"], data["readonly_paths"] = [], []
     for m in data["mounts"]:
         if m["type"] == "sysfs":
@@ -270,7 +271,7 @@ def apply_security_opt(data: dict[str, Any], opt: str, problems: list[str]) -> N
             return
         data["seccomp"] = {"mode": "profile", "profile": profile}
     elif key == "apparmor" and value:
-        data["process"]["apparmor_profile"] = None if value == "unconfined" else value
+        data["process"]["apparmor_profile"] = value     # "unconfined": no profile, not the default
     else:
         problems.append(f"--security-opt: {opt!r} is not one of no-new-privileges[=true|false], "
                         "seccomp=unconfined|FILE, apparmor=PROFILE")

@@ -40,7 +40,7 @@ import struct
 import termios
 
 from ..config import RootMode
-from . import capabilities, devices, mounts, rlimits, sync
+from . import apparmor, capabilities, devices, mounts, rlimits, sync
 from . import syscalls as sc
 from .initconfig import InitConfig, ProcessConfig
 from .syscalls import Syscalls
@@ -500,6 +500,9 @@ def finish_process(p: ProcessConfig, sock: socket.socket, watch_fd: int = -1,
         step = "exec"
         exe = find_executable(p.args[0], p.env, syscalls)
         env = dict(e.split("=", 1) for e in p.env)   # before the filter: as little as possible after
+        if p.apparmor_profile:
+            step = "apparmor"
+            apparmor.apply_on_exec(p.apparmor_profile, syscalls)
         if p.no_new_privileges:
             step = "no_new_privileges"
             syscalls.set_no_new_privs()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import RootMode
 from ..errors import StepFailed
-from . import capabilities, devices, mounts, rlimits, seccomp
+from . import apparmor, capabilities, devices, mounts, rlimits, seccomp
 from . import syscalls as sc
 
 if TYPE_CHECKING:
@@ -100,10 +100,6 @@ def process_config(proc: Process) -> ProcessConfig:
     env.setdefault("HOME", "/root" if proc.user.uid == 0 else "/")
     if proc.terminal:
         env.setdefault("TERM", "xterm")
-    if proc.apparmor_profile:
-        raise StepFailed("apparmor", "AppArmor is not enabled on this host "
-                         "(/sys/kernel/security/apparmor missing); remove process.apparmor_profile",
-                         profile=proc.apparmor_profile)
     return ProcessConfig(
         args=list(proc.args), env=[f"{k}={v}" for k, v in env.items()], cwd=proc.cwd,
         uid=proc.user.uid, gid=proc.user.gid, additional_gids=list(proc.user.additional_gids),
@@ -111,7 +107,7 @@ def process_config(proc: Process) -> ProcessConfig:
         no_new_privileges=proc.no_new_privileges, seccomp_filter=None,
         rlimits=rlimits.prepare(proc.rlimits), terminal=proc.terminal,
         preserve_fds=proc.preserve_fds, oom_score_adj=proc.oom_score_adj,
-        apparmor_profile=proc.apparmor_profile)
+        apparmor_profile=apparmor.plan(proc.apparmor_profile))
 
 
 def build(container_id: str, spec: Config, *,

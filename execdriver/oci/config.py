@@ -229,8 +229,8 @@ def convert_process(proc: dict[str, Any], where: str = "process",
         rlimits.append({"type": r.get("type", ""), "soft": r.get("soft", 0), "hard": r.get("hard", 0)})
     out["rlimits"] = rlimits
     out["no_new_privileges"] = bool(proc.get("noNewPrivileges", False))
-    if proc.get("apparmorProfile"):
-        out["apparmor_profile"] = proc["apparmorProfile"]
+    # as runc: no apparmorProfile is no profile (the engine above names its default)
+    out["apparmor_profile"] = proc.get("apparmorProfile") or "unconfined"
     if proc.get("oomScoreAdj") is not None:
         out["oom_score_adj"] = proc["oomScoreAdj"]
     if proc.get("selinuxLabel"):

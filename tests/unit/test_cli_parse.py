@@ -275,7 +275,7 @@ def test_docker_flags_set_their_spec_fields(tmp_path: Path) -> None:
     assert [(r.type, r.soft, r.hard) for r in s.process.rlimits] == [("nproc", 20, 30)]
     assert s.sysctls == {"kernel.msgmax": "1"} and s.network.dns == ["192.0.2.1", "192.0.2.2"]
     assert s.annotations == {"a": "b=c"} and s.process.no_new_privileges is False
-    assert s.seccomp.mode == "profile" and s.process.apparmor_profile is None
+    assert s.seccomp.mode == "profile" and s.process.apparmor_profile == "unconfined"
     assert spec_with(tmp_path, "--security-opt", "seccomp=unconfined").seccomp.mode == "unconfined"
     assert spec_with(tmp_path, "--cpuset-cpus", "0-1").resources.cpu.cpus == "0-1"
 

@@ -223,8 +223,9 @@ class RuncExampleDriver(ExecDriver):
 
     def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
              detach: bool = False) -> ExitStatus | Handle:
+        apparmor = process.apparmor_profile not in (None, "unconfined")
         lacking = [f for f, used in (("process.terminal", process.terminal),
-                                     ("process.apparmor", process.apparmor_profile),
+                                     ("process.apparmor", apparmor),
                                      ("process.preserve_fds", process.preserve_fds)) if used]
         if lacking:
             raise UnsupportedFeature(self.name, lacking)
