@@ -7,6 +7,7 @@ prerequisites are missing becomes a "not available: <reason>" row.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from .sides import BenchError, Command, Side, Worker, WorkerRun, check_command, 
 from .workspace import MEMORY_LIMIT, PIDS_LIMIT, Workspace, venv_bin
 
 TRUE = ["/bin/true"]
+DOCKER_IMAGE = "edbench/busybox:latest"
 SLEEP = ["/bin/sleep", "100000"]
 
 
@@ -74,8 +76,29 @@ class Context:
                 time.sleep(0.05)
         return env
 
+    engines: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    _docker: Any = None
+    _ctr: Any = None
+
     def __post_init__(self) -> None:
         self.server_before = self.default_server_running()
+
+    def docker(self) -> Any:
+        """A private dockerd (in its own netns) with execdriver-oci as runtime
+        "execdriver", and the busybox image; started on first use, stopped at close."""
+        if self._docker is None:
+            from execdriver.testing import daemons
+            d = self.engines.enter_context(daemons.private_dockerd(
+                {"execdriver": venv_bin("execdriver-oci")}))
+            d.import_rootfs(self.ws.rootfs, DOCKER_IMAGE)
+            self._docker = d
+        return self._docker
+
+    def containerd(self) -> Any:
+        if self._ctr is None:
+            from execdriver.testing import daemons
+            self._ctr = self.engines.enter_context(daemons.private_containerd())
+        return self._ctr
 
     def default_server_running(self) -> bool:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXECDRIVER_SERVER")}
@@ -87,6 +110,7 @@ class Context:
         return {k: v for k, v in os.environ.items() if not k.startswith("EXECDRIVER_SERVER")}
 
     def close(self) -> None:
+        self.engines.close()
         if self.server_before is False and self.server is None and self.default_server_running():
             env = {k: v for k, v in os.environ.items() if not k.startswith("EXECDRIVER_SERVER")}
             subprocess.run([venv_bin("execdriver"), "server", "stop"], env=env,
@@ -296,9 +320,62 @@ def case_podman(ctx: Context) -> list[Latency]:
                     "podman with runc", 1.2, build_warm, unavailable)]
 
 
+def _engine_unavailable(missing: Callable[[], str | None],
+                        start: Callable[[], Any]) -> str | None:
+    why = missing()
+    if why:
+        return why
+    try:
+        start()
+    except (RuntimeError, OSError) as exc:
+        return str(exc).splitlines()[0][:200]
+    return None
+
+
+def _user_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """As a user would run it: no EXECDRIVER_SERVER* settings (the compiled
+    execdriver-oci starts its server on first use)."""
+    return {k: v for k, v in (base or os.environ).items() if not k.startswith("EXECDRIVER_SERVER")}
+
+
+def case_docker(ctx: Context) -> Latency:
+    """docker run --rm through execdriver-oci against the same with runc, one private
+    dockerd."""
+    from execdriver.testing import daemons
+
+    def side(runtime: str) -> Command:
+        d = ctx.docker()
+        return Command(f"docker run --rm --runtime {runtime}",
+                       lambda cid: d.argv("run", "--rm", "--runtime", runtime, "--name", cid,
+                                          DOCKER_IMAGE, *TRUE),
+                       env=_user_env(d.env), tag="dk")
+    return Latency("docker", "docker run --rm through execdriver-oci", "docker with runc", 1.2,
+                   lambda: (side("execdriver"), side("runc")),
+                   lambda: _engine_unavailable(daemons.docker_missing, ctx.docker))
+
+
+def case_containerd(ctx: Context) -> Latency:
+    """ctr run --rm (containerd's runc v2 shim) with execdriver-oci as its runc binary
+    against runc itself, on a busybox rootfs (no image, no snapshotter)."""
+    from execdriver.testing import daemons
+
+    def side(binary: str, label: str) -> Command:
+        c = ctx.containerd()
+        root = ctx.state_root(f"ctr-{label}")
+        return Command(f"ctr run --rm ({label})",
+                       lambda cid: c.argv("run", "--rm", "--rootfs", "--runc-binary", binary,
+                                          "--runc-root", root, str(ctx.ws.rootfs), cid, *TRUE),
+                       env=_user_env(), tag="ctr")
+    return Latency("containerd", "ctr run --rm through execdriver-oci", "ctr with runc", 1.2,
+                   lambda: (side(venv_bin("execdriver-oci"), "execdriver-oci"),
+                            side(shutil.which("runc") or "runc", "runc")),
+                   lambda: _engine_unavailable(daemons.containerd_missing, ctx.containerd))
+
+
 def latency_cases(ctx: Context) -> list[Latency]:
-    return [case_api(ctx), *case_cli(ctx), *case_podman(ctx), case_lxc(ctx), case_chroot(ctx),
-            case_nspawn(ctx)]
+    return [case_api(ctx), *case_cli(ctx), *case_podman(ctx), case_docker(ctx),
+            case_containerd(ctx), case_lxc(ctx), case_chroot(ctx), case_nspawn(ctx)]
+
 
 
 # --- throughput from threads ------------------------------------------------------------

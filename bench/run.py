@@ -27,8 +27,8 @@ from bench.cases import Context, density, latency_cases, threads
 from bench.sides import BenchError, Worker
 from bench.workspace import Workspace, machine_facts
 
-ALL_CASES = ["api", "cli", "cli-cold", "cli-server", "podman", "podman-server", "lxc", "chroot", "nspawn",
-             "threads", "density"]
+ALL_CASES = ["api", "cli", "cli-cold", "cli-server", "podman", "podman-server", "docker",
+             "containerd", "lxc", "chroot", "nspawn", "threads", "density"]
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -53,6 +53,7 @@ NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "cgroup", "user")
 MAX_SOCKET_PATH = 107       # sun_path holds 108 bytes with the NUL
 DEFAULT_IDLE = 0.0          # seconds without a client before the server exits; 0: never
 MAX_REQUEST = 1 << 20       # bytes; a larger request is dropped (its client runs it itself)
+PREPARED_BUFFER = 4 << 20   # bytes: a translated config.json (spec and Config) in one message
 MAX_FDS = 8                 # fds the client's "go" may carry (stdio and cwd: 4)
 REQUEST_TIMEOUT = 5.0       # seconds a connection has to send its request
 MAX_PENDING = 64            # connections yet to send one; past that the oldest is dropped
@@ -157,6 +158,7 @@ class Server:
         self.listener: socket.socket | None = None
         self.socket_id: tuple[int, int] = (0, 0)
         self.served = 0
+        self.prepared = 0           # OCI creates whose config.json we translated
         self.spare = -1             # an fd to give up when accept() meets EMFILE
 
     def bind(self) -> None:
@@ -333,8 +335,15 @@ class Server:
             req = json.loads(data)
             if isinstance(req, dict) and req.get("status"):
                 _send(conn, {"status": {"pid": os.getpid(), "served": self.served,
-                                        "stopping": self.stopping}})
+                                        "prepared": self.prepared, "stopping": self.stopping}})
                 conn.close()
+                return
+            if isinstance(req, dict) and req.get("v") == warm.PROTOCOL and "prepare" in req:
+                try:
+                    self._prepare(conn, req)
+                finally:
+                    conn.close()
+                self.last_used = time.monotonic()
                 return
             why = self._refuse(conn, req)
             if why:
@@ -370,14 +379,20 @@ class Server:
         fds = req.get("fds")
         if not isinstance(fds, list) or not set(fds) <= {0, 1, 2} or len(set(fds)) != len(fds):
             return "fds"
+        return (self._refuse_installation(req) or refuse_command(req.get("prog"), req.get("argv"))
+                or self._refuse_peer(conn, req, inherit=True))
+
+    def _refuse_installation(self, req: dict[str, Any]) -> str:
         if req.get("key") != self.key:
             return "another installation"
         env = req.get("env")
         if not isinstance(env, dict) or any(env.get(v) != os.environ.get(v) for v in PYTHON_ENV):
             return "another Python environment"     # (what the server imported may differ)
-        why = refuse_command(req.get("prog"), req.get("argv"))
-        if why:
-            return why
+        return ""
+
+    def _refuse_peer(self, conn: socket.socket, req: dict[str, Any], inherit: bool) -> str:
+        """The client as the caller it claims to be: same user, namespaces and root (with
+        ``inherit``: its ulimits and oom_score_adj read into req["inherit"])."""
         if code_snapshot() != self.snapshot:
             self.stop()                     # stale: the next server loads the new code
             return "stale"
@@ -395,12 +410,13 @@ class Server:
                     return "other namespaces"
             except OSError:
                 return "other namespaces"
-            try:
-                inherit = _inheritance(int(pid))
-            except ValueError as exc:
-                return str(exc)
-            except OSError:
-                return "client gone"
+            if inherit:
+                try:
+                    req["inherit"] = _inheritance(int(pid))
+                except ValueError as exc:
+                    return str(exc)
+                except OSError:
+                    return "client gone"
             # Alive now, so alive all along: every /proc/<pid> read above was of the client
             # (its pid cannot have been reused while the process exists).
             if pidfd >= 0 and not _alive(pidfd):
@@ -408,8 +424,31 @@ class Server:
         finally:
             if pidfd >= 0:
                 os.close(pidfd)
-        req["inherit"] = inherit
         return ""
+
+    def _prepare(self, conn: socket.socket, req: dict[str, Any]) -> None:
+        """An OCI create's config.json as plain data (warm.prepare_bundle): the pydantic
+        work done here, the launch left to the client. Computed in this process (a pure
+        translation: it runs nothing); any problem is a fallback, and the client then
+        translates it itself, with its own error messages."""
+        args = req.get("prepare")
+        why = self._refuse_installation(req) or self._refuse_peer(conn, req, inherit=False)
+        if not why and not (isinstance(args, dict) and isinstance(args.get("bundle"), str)
+                            and isinstance(args.get("preserve_fds"), int)
+                            and isinstance(args.get("no_pivot"), bool)):
+            why = "protocol"
+        if why:
+            _send(conn, {"fallback": why})
+            return
+        assert isinstance(args, dict)
+        try:
+            from execdriver.oci.lifecycle import prepare
+            prepared = prepare(args["bundle"], args["preserve_fds"], args["no_pivot"])
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PREPARED_BUFFER)
+            _send(conn, {"prepared": prepared})
+            self.prepared += 1
+        except Exception as exc:  # noqa: BLE001 - the client translates it again, and says why
+            _send(conn, {"fallback": f"prepare: {type(exc).__name__}"})
 
     def _reap(self, sel: selectors.BaseSelector, pidfd: int) -> None:
         pid, conn = self.workers.pop(pidfd)
@@ -740,9 +779,9 @@ def _status(path: str) -> dict[str, Any]:
         _send(sock, {"v": warm.PROTOCOL, "status": True})
         answer = json.loads(sock.recv(4096) or b"{}").get("status") or {}
         return {"running": True, "pid": answer.get("pid"), "served": answer.get("served"),
-                "socket": path}
+                "prepared": answer.get("prepared"), "socket": path}
     except (OSError, ValueError):
-        return {"running": False, "pid": None, "served": None, "socket": path}
+        return {"running": False, "pid": None, "served": None, "prepared": None, "socket": path}
     finally:
         sock.close()
 

@@ -54,6 +54,7 @@ PROTOCOL = 2
 MODE_ENV = "EXECDRIVER_SERVER"            # "off": never use a server; "manual": never start one
 IDLE_ENV = "EXECDRIVER_SERVER_IDLE"       # seconds an auto-started server waits for a client
 AUTOSTART_IDLE = 600.0
+PREPARED_MAX = 4 << 20      # bytes: the largest translated config.json a server sends
 SOCKET_ENV = "EXECDRIVER_SERVER_SOCKET"   # another socket than the default one
 TIMEOUT_ENV = "EXECDRIVER_SERVER_TIMEOUT"  # seconds to wait for the server's answer
 TIMEOUT = 2.0               # a healthy server answers in milliseconds; a stuck one costs this
@@ -201,6 +202,33 @@ def call(prog: str, argv: list[str], error_code: int = EXIT_ERROR) -> int | None
         return _talk(sock, prog, argv, error_code, deadline)
     finally:
         sock.close()
+
+
+def prepare_bundle(bundle: str, preserve_fds: int, no_pivot: bool) -> dict[str, Any] | None:
+    """An OCI create's config.json translated by a running server (see
+    oci.lifecycle.prepare), or None: no server, or it would not (the caller then
+    translates it itself). The launch stays with the caller."""
+    if os.environ.get(MODE_ENV) == "off":
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(client_timeout())
+        sock.connect(socket_path())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PREPARED_MAX)
+        sock.send(json.dumps({"v": PROTOCOL, "key": install_key(), "env": dict(os.environ),
+                              "prepare": {"bundle": bundle, "preserve_fds": preserve_fds,
+                                          "no_pivot": no_pivot}}).encode())
+        data = sock.recv(PREPARED_MAX)
+        answer = json.loads(data) if data else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+    prepared = answer.get("prepared") if isinstance(answer, dict) else None
+    if not isinstance(prepared, dict):
+        _debug("execdriver-oci", str((answer or {}).get("fallback", "no answer")))
+        return None
+    return prepared
 
 
 def _talk(sock: socket.socket, prog: str, argv: list[str], error_code: int,

@@ -11,3 +11,10 @@ containers with execdriver's native driver. Modules:
 - ``lifecycle`` create, run, exec, delete and the other verbs that need the driver
 - ``queries``   list, ps, events, features, spec, update
 """
+
+from collections.abc import Callable
+from typing import Any
+
+#: Set by the console script (execdriver.cli.oci) to warm.prepare_bundle: create asks a
+#: running server to translate config.json (the front end may not import the CLI).
+remote_prepare: Callable[[str, int, bool], dict[str, Any] | None] | None = None

@@ -111,46 +111,43 @@ def _create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | Non
     in the foreground) into ``pty_master[0]``. ``starts_it``: this process starts it
     (run) and keeps the init's sync channel, so Container.start reports exec failures."""
     pty_master = pty_master if pty_master is not None else [None]
-    from ..config import RootMode
-    from ..libcontainer.specconv import config_from_spec
-    from ..spec import revalidate
-    from .config import load_bundle
-
     store = StateStore(ctx.root)
     store.dir(container_id)             # InvalidArgument for a bad id, before any work
     bundle = os.path.abspath(bundle)
-    conv = load_bundle(bundle)
-    for name in conv.ignored:
+    # A running server converts config.json (pydantic, the spec models: most of a cold
+    # create's time) into plain data; the launch stays here, so conmon or the shim
+    # remain the container's ancestors. Without one, the same is done here.
+    from . import remote_prepare
+    prep = ((remote_prepare and remote_prepare(bundle, preserve_fds, no_pivot))
+            or prepare(bundle, preserve_fds, no_pivot))
+    for name in prep["ignored"]:
         ctx.debug(f"config.json: {name} (ignored)")
-    for warning in conv.warnings:
+    for warning in prep["warnings"]:
         ctx.warn(f"config.json: {warning}")
-    spec = conv.spec
-    if console_socket and not spec.process.terminal:
+    if console_socket and not prep["terminal"]:
         raise InvalidArgument("--console-socket: the config has no terminal (process.terminal "
                               "is false)")
-    if spec.process.terminal and not console_socket and not foreground:
+    if prep["terminal"] and not console_socket and not foreground:
         raise InvalidArgument("process.terminal: a detached container with a terminal needs "
                               "--console-socket")
-    spec.process.preserve_fds = preserve_fds
-    revalidate(spec)
-    config = config_from_spec(spec, root_mode=RootMode.MOVE if no_pivot else RootMode.PIVOT,
-                              cgroup_name=conv.cgroup_name or None, caller_reaps=True,
-                              bundle=bundle)
-    c = Container.create(store, container_id, config, owner=state.DRIVER, stdio=(0, 1, 2),
-                         detach=True, wait_for_start=True, warn=ctx.warn,
-                         files={"spec.json": spec.model_dump_json()},
+    from ..config import Config
+    size = prep["console_size"]
+    console_size = (int(size[0]), int(size[1])) if size else None
+    c = Container.create(store, container_id, Config.from_json(prep["config"]),
+                         owner=state.DRIVER, stdio=(0, 1, 2), detach=True, wait_for_start=True,
+                         warn=ctx.warn, files={"spec.json": prep["spec"]},
                          keep_exec_channel=starts_it)
     try:
         master = c.pop_pty_master()
         if master is not None:
             if console_socket:
                 try:
-                    terminal.send_console(console_socket, master, conv.console_size)
+                    terminal.send_console(console_socket, master, console_size)
                 finally:
                     os.close(master)
             else:
-                if conv.console_size:
-                    terminal.set_size(master, *conv.console_size)
+                if console_size:
+                    terminal.set_size(master, *console_size)
                 pty_master[0] = master      # run's foreground proxy takes it
         if pid_file:
             state.write_pid_file(pid_file, c.state.pid or 0)
@@ -162,6 +159,28 @@ def _create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | Non
             pass
         raise
     return c
+
+
+def prepare(bundle: str, preserve_fds: int = 0, no_pivot: bool = False) -> dict[str, Any]:
+    """A bundle's config.json as plain data for create: the Config (JSON), the spec
+    (JSON, kept for update), the cgroup name, the terminal and console size, what was
+    ignored or warned about. SpecError for a config we cannot run. JSON-safe: a warm
+    server computes it for a cold client."""
+    from ..config import RootMode
+    from ..libcontainer.specconv import config_from_spec
+    from ..spec import revalidate
+    from .config import load_bundle
+    conv = load_bundle(bundle)
+    spec = conv.spec
+    spec.process.preserve_fds = preserve_fds
+    revalidate(spec)
+    config = config_from_spec(spec, root_mode=RootMode.MOVE if no_pivot else RootMode.PIVOT,
+                              cgroup_name=conv.cgroup_name or None, caller_reaps=True,
+                              bundle=bundle)
+    return {"config": config.to_json(), "spec": spec.model_dump_json(),
+            "terminal": spec.process.terminal, "ignored": list(conv.ignored),
+            "warnings": list(conv.warnings),
+            "console_size": list(conv.console_size) if conv.console_size else None}
 
 
 def run(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = None,

@@ -336,6 +336,81 @@ def test_oci_create_is_never_served_but_state_is(server: Server, tmp_path: Path,
     assert server.served() == before + 1      # create ran in the client (conmon reaps its init)
 
 
+def oci_bundle(tmp_path: Path, rootfs: Path, args: list[str], **linux: Any) -> Path:
+    from execdriver.oci.queries import default_config
+    config = default_config()
+    config["root"] = {"path": str(rootfs), "readonly": False}
+    config["process"].update(args=args, terminal=False)
+    config["linux"].update(linux)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir(exist_ok=True)
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+CREATE_IMPORTS = """
+import json, sys
+sys.argv = ["execdriver-oci", *sys.argv[1:]]
+from execdriver.cli.oci import main
+code = main()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("pydantic", "stevedore"))
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+@pytest.mark.parametrize("client", ["python", "compiled"])
+def test_oci_create_has_the_server_translate_config_json_and_launches_itself(
+        server: Server, tmp_path: Path, busybox_rootfs: Path, client: str) -> None:
+    """create stays in the caller (its init is the caller's child), but config.json is
+    translated by the server: the caller imports no pydantic, and the container runs."""
+    env = server.client_env()
+    front = ([compiled_client("execdriver-oci")] if client == "compiled"
+             else [sys.executable, "-m", "execdriver.cli.oci"])
+    root = str(tmp_path / "oci")
+    bundle = oci_bundle(tmp_path, busybox_rootfs, ["sleep", "30"])
+    before = server.status()["prepared"]
+    # (files, not pipes: a created container keeps the stdio it was given)
+    with open(tmp_path / "err", "w+") as err:
+        code = subprocess.run([*front, "--root", root, "create", "--bundle", str(bundle), "p1"],
+                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=err, timeout=60, check=False).returncode
+    assert code == 0, (tmp_path / "err").read_text()
+    assert server.status()["prepared"] == before + 1
+    oci = [sys.executable, "-m", "execdriver.cli.oci", "--root", root]
+    subprocess.run([*oci, "start", "p1"], env=env, check=True, timeout=60)
+    state = json.loads(subprocess.run([*oci, "state", "p1"], env=env, capture_output=True,
+                                      text=True, check=True, timeout=60).stdout)
+    assert state["status"] == "running"
+    subprocess.run([*oci, "delete", "--force", "p1"], env=env, check=True, timeout=60)
+    # the same create in a process that reports what it imported
+    with open(tmp_path / "out", "w+") as out:
+        subprocess.run([sys.executable, "-c", CREATE_IMPORTS, "--root", root, "create",
+                        "--bundle", str(bundle), "p2"], env=env, stdin=subprocess.DEVNULL,
+                       stdout=out, stderr=out, timeout=60, check=False)
+    try:
+        text = (tmp_path / "out").read_text()
+        result = json.loads(text.strip().splitlines()[-1])
+        assert result == {"code": 0, "heavy": []}, text
+    finally:
+        subprocess.run([*oci, "delete", "--force", "p2"], env=env, check=False, timeout=60)
+
+
+def test_a_config_the_server_cannot_translate_is_reported_by_the_caller(
+        server: Server, tmp_path: Path, busybox_rootfs: Path) -> None:
+    """The server gives up on a bad config.json; the caller translates it itself and
+    prints the same one-line error as without a server."""
+    bundle = oci_bundle(tmp_path, busybox_rootfs, ["true"], rootfsPropagation="rbogus")
+    outs = []
+    for env in (server.client_env(), {**server.client_env(), "EXECDRIVER_SERVER": "off"}):
+        r = subprocess.run([sys.executable, "-m", "execdriver.cli.oci", "--root",
+                            str(tmp_path / "oci"), "create", "--bundle", str(bundle), "b1"],
+                           env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        outs.append(r.stderr.split("msg=", 1)[1])
+    assert outs[0] == outs[1] and "rootfsPropagation" in outs[0]
+    assert not (tmp_path / "oci" / "b1").exists()
+
+
 # execdriver-oci abbreviates no option: with "--cri" as "--criu", "state" was its value and
 # "create" the verb, which the client (and the server) took for a served "state".
 OCI_TRICKS = [["--cri", "state", "create"], ["--roo", "state", "create"],

@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,25 +21,18 @@ from typing import Any
 
 import pytest
 
+from execdriver.testing import daemons
+
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
-DOCKERD = shutil.which("dockerd")
-# Debian's client matches Debian's daemon (another docker on PATH may be newer)
-DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
 IMAGE = "edtest/busybox:latest"
 VIEW = Path(__file__).with_name("docker_view.sh")
 
 
-class Docker:
-    def __init__(self, base: Path, netns: str) -> None:
-        self.base, self.netns = base, netns
-        self.env = {**os.environ, "DOCKER_HOST": f"unix://{base}/docker.sock"}
-
+class Docker(daemons.Docker):
     def __call__(self, *args: str, check: bool = True, timeout: float = 120,
                  **kw: Any) -> subprocess.CompletedProcess[str]:
-        assert DOCKER
-        r = subprocess.run([DOCKER, *args], capture_output=True, text=True, env=self.env,
-                           timeout=timeout, check=False, **kw)
+        r = super().__call__(*args, check=False, timeout=timeout, **kw)
         if check:
             assert r.returncode == 0, f"docker {' '.join(args)}: rc={r.returncode} {r.stderr}"
         return r
@@ -48,59 +40,16 @@ class Docker:
     def run(self, *args: str, runtime: str = "execdriver", **kw: Any) -> subprocess.CompletedProcess[str]:
         return self("run", "--rm", "--runtime", runtime, *args, check=False, **kw)
 
-    def in_netns(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", *argv],
-                              capture_output=True, text=True, timeout=60, check=False)
-
-    def inspect(self, cid: str, fmt: str) -> str:
-        return self("inspect", "--format", fmt, cid).stdout.strip()
-
 
 @pytest.fixture(scope="module")
 def docker(busybox_rootfs: Path) -> Iterator[Docker]:
-    if not (DOCKERD and DOCKER):
-        pytest.skip("dockerd or docker not installed (apt-get install docker.io)")
-    oci = Path(sys.executable).with_name("execdriver-oci")
-    # short paths: containerd's sockets live under the exec-root (sun_path is 108 bytes)
-    base = Path(tempfile.mkdtemp(prefix="eddk", dir="/tmp"))
-    netns = f"eddk{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
-    log = open(base / "dockerd.log", "w")  # noqa: SIM115 - closed at teardown
-    # nsenter, not `ip netns exec` (which remounts /sys and hides the cgroup mounts)
-    proc = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{netns}", DOCKERD, "--data-root", str(base / "data"),
-         "--exec-root", str(base / "exec"), "--host", f"unix://{base}/docker.sock",
-         "--pidfile", str(base / "docker.pid"), "--storage-driver", "vfs",
-         "--add-runtime", f"execdriver={oci}", "--containerd-namespace", netns,
-         "--containerd-plugins-namespace", f"{netns}p", "--userland-proxy=true"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    d = Docker(base, netns)
-    try:
-        deadline = time.monotonic() + 90
-        while d("version", check=False).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("dockerd did not start: "
-                                     + (base / "dockerd.log").read_text()[-2000:])
-            time.sleep(0.2)
-        tar = subprocess.Popen(["tar", "-C", str(busybox_rootfs), "-c", "."],
-                               stdout=subprocess.PIPE)
-        d("import", "-", IMAGE, stdin=tar.stdout)
-        assert tar.wait() == 0
+    why = daemons.docker_missing()
+    if why:
+        pytest.skip(why)
+    with daemons.private_dockerd({"execdriver": str(Path(sys.executable).with_name(
+            "execdriver-oci"))}, Docker) as d:
+        d.import_rootfs(busybox_rootfs, IMAGE)
         yield d
-    finally:
-        ids = d("ps", "-aq", check=False).stdout.split()
-        if ids:
-            d("rm", "-f", *ids, check=False)
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        subprocess.run(["ip", "netns", "del", netns], check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def name() -> str:

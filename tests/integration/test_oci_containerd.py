@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,22 +20,22 @@ from typing import Any
 
 import pytest
 
+from execdriver.testing import daemons
+
 pytestmark = pytest.mark.root
 
 RUNTIME = Path(sys.executable).parent / "execdriver-oci"
 
 
-class Ctr:
-    def __init__(self, base: Path, rootfs: Path) -> None:
-        self.base = base
-        self.rootfs = rootfs
-        self.address = str(base / "containerd.sock")
-        self.runc_root = str(base / "oci-state")
+class Ctr(daemons.Ctr):
+    rootfs: Path
+    runc_root: str
 
-    def __call__(self, *args: str, ok: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(["ctr", "--address", self.address, *args], check=False, capture_output=True,
-                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if ok:
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120,
+                 ok: bool | None = None) -> subprocess.CompletedProcess[str]:
+        """``ok`` (the tests' word for ``check``): assert success, with the output."""
+        r = super().__call__(*args, check=False, timeout=timeout)
+        if check if ok is None else ok:
             assert r.returncode == 0, f"ctr {args}: rc={r.returncode}\n{r.stderr}"
         return r
 
@@ -48,70 +46,19 @@ class Ctr:
                     self.runc_root, str(self.rootfs), container_id, *command, **kw)
 
 
-def unmount_under(base: Path) -> None:
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    for target in sorted((m for m in mounts if m.startswith(str(base))), key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], check=False)
-
-
 @pytest.fixture(scope="module")
 def ctr(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        pytest.skip("containerd not installed")
-    if shutil.which("containerd-shim-runc-v2") is None:
-        pytest.skip("containerd-shim-runc-v2 not installed")
+    why = daemons.containerd_missing()
+    if why:
+        pytest.skip(why)
     if not RUNTIME.exists():
         pytest.skip(f"{RUNTIME} not installed (pip install -e .)")
     from execdriver.rootfs import build_busybox
     base = tmp_path_factory.mktemp("containerd")
-    rootfs = build_busybox(base / "rootfs")
-    (base / "config.toml").write_text(f"""
-version = 2
-root = "{base}/root"
-state = "{base}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{base}/containerd.sock"
-[ttrpc]
-  address = "{base}/containerd.sock.ttrpc"
-[debug]
-  address = "{base}/debug.sock"
-""")
-    # cgroupsPath is /<namespace>/<id>: the "default" parents are ours to remove
-    # afterwards, unless they were there before.
-    parents = [h / "default" for h in Path("/sys/fs/cgroup").iterdir() if h.is_dir()]
-    existed = {p for p in parents if p.exists()}
-    log = open(base / "containerd.log", "w")  # noqa: SIM115 - closed in the finally below
-    daemon = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
-                              stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    c = Ctr(base, rootfs)
-    try:
-        deadline = time.monotonic() + 30
-        while c("version", ok=False).returncode != 0:
-            assert daemon.poll() is None, (base / "containerd.log").read_text()
-            assert time.monotonic() < deadline, "containerd did not come up"
-            time.sleep(0.1)
+    with daemons.private_containerd(base, Ctr) as c:
+        c.rootfs = build_busybox(base / "rootfs")
+        c.runc_root = str(base / "oci-state")
         yield c
-    finally:
-        for line in c("task", "ls", "-q", ok=False).stdout.split():
-            c("task", "kill", "-s", "KILL", line, ok=False)
-            c("task", "delete", "--force", line, ok=False)
-        for line in c("container", "ls", "-q", ok=False).stdout.split():
-            c("container", "delete", line, ok=False)
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
-        unmount_under(base)
-        for parent in parents:
-            if parent not in existed and parent.is_dir():
-                try:
-                    parent.rmdir()
-                except OSError:
-                    pass        # still in use: not empty
 
 
 def cid() -> str:
