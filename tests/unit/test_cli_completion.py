@@ -13,6 +13,7 @@ from execdriver.cli.completion import bash_script, zsh_script
 from execdriver.cli.parser import build_parser
 
 BASH = shutil.which("bash")
+ZSH = shutil.which("zsh")
 
 
 def complete(words: list[str], tmp_path: Path) -> list[str]:
@@ -65,6 +66,35 @@ def test_zsh_is_the_bash_one_through_bashcompinit() -> None:
     script = zsh_script(build_parser())
     assert script.startswith("#compdef execdriver\n") and "bashcompinit" in script
     assert bash_script(build_parser()) in script
+
+
+@pytest.mark.skipif(ZSH is None, reason="no zsh on this host (apt-get install zsh)")
+def test_the_zsh_script_loads_in_zsh_and_completes(tmp_path: Path) -> None:
+    """Loaded as a user's .zshrc would (compinit), it registers the completer, and the
+    completer answers as it does in bash (zsh then filters by the typed prefix)."""
+    script = tmp_path / "_execdriver"
+    script.write_text(zsh_script(build_parser()))
+    fake = tmp_path / "bin" / "execdriver"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho web1; echo web2\n')
+    fake.chmod(0o755)
+
+    def reply(*words: str) -> list[str]:
+        words_q = " ".join(f"'{w}'" for w in words)
+        code = (f"autoload -U compinit && compinit -u -D; source {script}; "
+                "print -r -- \"comps=${_comps[execdriver]}\"; setopt ksharrays; "
+                f"COMP_WORDS=({words_q}); COMP_CWORD={len(words) - 1}; _execdriver; "
+                "print -l -- \"${COMPREPLY[@]}\"")
+        r = subprocess.run([str(ZSH), "-f", "-c", code], capture_output=True, text=True,
+                           check=False, env={"PATH": f"{fake.parent}:/usr/bin:/bin",
+                                             "HOME": str(tmp_path)}, cwd=tmp_path, timeout=60)
+        assert r.returncode == 0 and not r.stderr, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == "comps=_bash_complete -F _execdriver", lines[0]
+        return lines[1:]
+    assert {"start", "stop", "run", "update"} <= set(reply("execdriver", "st"))
+    assert {"--tmpfs", "--device", "--init"} <= set(reply("execdriver", "run", "--"))
+    assert reply("execdriver", "kill", "w") == ["web1", "web2"]
 
 
 def test_the_completion_command(tmp_path: Path) -> None:
