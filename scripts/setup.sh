@@ -20,4 +20,5 @@ fi
 for cmd in .venv/bin/execdriver .venv/bin/execdriver-oci; do [ ! -L "$cmd" ] || rm -f "$cmd"; done
 .venv/bin/pip install -q --disable-pip-version-check -e '.[lxc,test,dev,bench]' -e tests/example_driver -e drivers/nspawn
 # (the package build compiled the C container monitor and the execdriver/execdriver-oci front)
-[ -x demo-rootfs/bin/busybox ] || .venv/bin/execdriver rootfs busybox demo-rootfs
+# (EXECDRIVER_SERVER=manual: the set-up starts no resident server)
+[ -x demo-rootfs/bin/busybox ] || EXECDRIVER_SERVER=manual .venv/bin/execdriver rootfs busybox demo-rootfs

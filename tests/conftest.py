@@ -13,9 +13,11 @@ REPO = Path(__file__).resolve().parent.parent
 # pytest run of the environment): a driver's test suite names the plugin.
 pytest_plugins = ["execdriver.testing.plugin"]
 
-# The compiled front starts a server on first use; tests that want one start their own
-# (on a private socket), so no command of the suite leaves one running behind it.
-os.environ.setdefault("EXECDRIVER_SERVER", "manual")
+# The compiled front starts a server on first use and uses a running one: the suite's
+# commands run in their own processes (a server one of them or the set-up started must
+# not serve the rest), and tests that want a server start their own on a private socket
+# with an environment of their own.
+os.environ["EXECDRIVER_SERVER"] = "off"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

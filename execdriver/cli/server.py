@@ -800,7 +800,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps(st))
         else:
-            print(f"running, pid {st['pid']}, {st['served']} commands served, socket {path}"
+            print(f"running, pid {st['pid']}, {st['served']} commands served, "
+                  f"{st['prepared']} configs translated, socket {path}"
                   if st["running"]
                   else f"not running (socket {path})")
         return 0 if st["running"] else 1

@@ -486,7 +486,8 @@ def test_start_status_stop(tmp_path: Path) -> None:
     pid = int(r.stdout.split()[2].rstrip(","))
     try:
         st = json.loads(server_cmd("status", "--format", "json").stdout)
-        assert st == {"running": True, "pid": pid, "served": 0, "socket": sock}
+        assert st == {"running": True, "pid": pid, "served": 0, "prepared": 0,
+                      "socket": sock}
         r = server_cmd("start")
         assert r.returncode == 125 and "already answers" in r.stderr
         assert len(r.stderr.splitlines()) == 1
