@@ -41,7 +41,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help=f"comma-separated subset of {','.join(ALL_CASES)} (default: all)")
     p.add_argument("--rounds", type=int, help="rounds per latency case (default 20, quick 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs of each side first")
-    p.add_argument("--density", type=int, help="containers in the density case (default 500)")
+    p.add_argument("--density", type=int, help="containers in the density case (default 1000)")
     p.add_argument("--density-rounds", type=int, help="density rounds (default 2, quick 1)")
     p.add_argument("--out", default=str(REPO / "bench" / "results"),
                    help="directory for results.json and chart.png")
@@ -52,7 +52,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if bad:
         p.error(f"unknown case(s): {', '.join(sorted(bad))}")
     args.rounds = args.rounds or (5 if args.quick else 20)
-    args.density = args.density or (50 if args.quick else 500)
+    args.density = args.density or (50 if args.quick else 1000)
     args.density_rounds = args.density_rounds or (1 if args.quick else 2)
     return args
 
