@@ -46,9 +46,6 @@ NSPAWN = "systemd-nspawn"   # found through PATH (nspawn_path)
 BUSYBOX = "/bin/busybox"
 CGROUP_ROOT = "/sys/fs/cgroup"
 V1_HIERARCHIES = ("freezer", "pids", "memory", "cpuacct", "systemd")
-#: where nspawn keeps a directory per machine; it refuses to clean it up when /run is
-#: not a tmpfs (and says so on the container's stderr), so the driver mounts one there
-PROPAGATE = "/run/systemd/nspawn/propagate"
 START_TIMEOUT = 90.0
 
 
@@ -87,19 +84,6 @@ def _read(path: str) -> str | None:
 def _int(path: str) -> int | None:
     text = _read(path)
     return int(text) if text and text.lstrip("-").isdigit() else None
-
-
-def _ensure_propagate_tmpfs() -> None:
-    os.makedirs(PROPAGATE, mode=0o755, exist_ok=True)
-    with open("/proc/self/mountinfo") as f:
-        if any(line.split()[4] == PROPAGATE for line in f):
-            return
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m,nosuid,nodev,noexec",
-                           "execdriver-nspawn", PROPAGATE], capture_output=True, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        raise StepFailed("propagate tmpfs", " ".join(proc.stderr.split()) or "mount failed",
-                         path=PROPAGATE)
 
 
 class NspawnDriver(ExecDriver):
@@ -182,7 +166,6 @@ class NspawnDriver(ExecDriver):
             self.state.record(cid, "cgroup", path)
         for path in dirs.values():
             os.mkdir(path, 0o755)
-        _ensure_propagate_tmpfs()
         spec = spec.model_copy(deep=True)
         spec.root.path = str(rootfs)
         nspawn = nspawn_path()

@@ -217,6 +217,32 @@ class Entry:
         return why or None
 
 
+#: nspawn's run-time directory (a directory per machine, and its lock files). On a host
+#: whose /run is not a tmpfs nspawn refuses to clean it up and says so on the container's
+#: stderr; each nspawn gets a tmpfs there, in a mount namespace of its own, which goes
+#: when nspawn does: nothing of it stays on the host.
+RUN_DIR = "/run/systemd/nspawn"
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_SLAVE = 2, 4, 8, 1 << 14, 1 << 19
+CLONE_NEWNS = 0x00020000
+
+
+def private_run_dir() -> None:
+    """In nspawn's process, before exec: its own mount namespace (a slave of the host's)
+    with a tmpfs on RUN_DIR."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+    check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    check(libc.mount(None, b"/", None, MS_SLAVE | MS_REC, None), "make / a slave")
+    os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
+    check(libc.mount(b"execdriver-nspawn", RUN_DIR.encode(), b"tmpfs",
+                     MS_NOSUID | MS_NODEV | MS_NOEXEC, b"mode=0755,size=1m"), f"tmpfs on {RUN_DIR}")
+
+
 def main(argv: list[str]) -> int:
     mon = Monitor.begin(argv)
     cfg = mon.config
@@ -240,9 +266,12 @@ def main(argv: list[str]) -> int:
             return mon.error(f"exec: {why}")
     else:
         try:
-            join = (lambda: join_cgroups(cgroups)) if cgroups else None
+            def prepare() -> None:
+                private_run_dir()
+                if cgroups:
+                    join_cgroups(cgroups)
             proc = subprocess.Popen(cfg["argv"], env=env,
-                                    preexec_fn=join)  # noqa: PLW1509 - the monitor has one thread
+                                    preexec_fn=prepare)  # noqa: PLW1509 - the monitor has one thread
         except (OSError, subprocess.SubprocessError) as exc:
             return mon.error(f"{cfg['argv'][0]}: {exc}")
     pid = proc.pid
