@@ -649,6 +649,9 @@ class Spec(_Model):
         if "user" in types and not self.namespace_path("user") and not (
                 self.uid_mappings and self.gid_mappings):
             raise ValueError("a new user namespace needs uid_mappings and gid_mappings")
+        if self.namespace_path("mount") and "user" in types and not self.namespace_path("user"):
+            raise ValueError("joining a mount namespace needs the user namespace that owns it: "
+                             "join that one by path too, or create no user namespace")
         if self.hostname and "uts" not in types:
             raise ValueError("setting hostname needs a uts namespace")
         net_ns = "network" in types

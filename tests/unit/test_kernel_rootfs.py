@@ -257,7 +257,7 @@ def test_the_default_devices_are_made_in_the_new_dev_before_the_pivot(userns: bo
     """mknod in the rootfs's /dev (opened in the root); in a user namespace, where
     mknod is refused, the host's nodes are bind-mounted onto empty files instead."""
     fake = FakeSyscalls(files=FILES)
-    run_setup(fake, mounts=[PROC, DEV], populate_dev=True, new_userns=userns)
+    run_setup(fake, mounts=[PROC, DEV], populate_dev=True, new_userns=userns, devices_by_bind=userns)
     calls = fake.calls
     pivot = index(calls, "pivot_root")
     dev_fd = max(fd for fd, (name, args) in fake.opened_by.items()    # the last /dev opened
