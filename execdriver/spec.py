@@ -324,6 +324,12 @@ class MemoryResources(_Model):
     reservation: Size | None = None
     swap: Annotated[int, BeforeValidator(parse_size)] | None = Field(
         None, description="memory+swap limit; -1 for unlimited")
+    swappiness: int | None = Field(
+        None, ge=0, le=100, description="the kernel's swap tendency for this cgroup (cgroup v1 "
+        "memory.swappiness; cgroup v2 has none: a warning there)")
+    disable_oom_killer: bool = Field(
+        False, description="at the limit, processes wait instead of being killed (cgroup v1 "
+        "memory.oom_control; cgroup v2 has none: a warning there)")
 
     @field_validator("limit", "reservation")
     @classmethod

@@ -352,9 +352,7 @@ def convert_resources(res: dict[str, Any], where: str, p: _Problems) -> dict[str
     out["devices"] = convert_devices(_list(res.get("devices"), f"{where}.devices", p),
                                      f"{where}.devices", p)
     mem = _obj(res.get("memory"), f"{where}.memory", p)
-    p.check_keys(mem, f"{where}.memory", _MEMORY, {
-        "swappiness": "not supported", "disableOOMKiller": "not supported",
-        "checkBeforeUpdate": "not supported"})
+    p.check_keys(mem, f"{where}.memory", _MEMORY, {"checkBeforeUpdate": "not supported"})
     for key in ("kernel", "kernelTCP"):
         if not _empty(mem.get(key)):
             # deprecated by the runtime spec and the kernel; runc ignores them too
@@ -368,6 +366,14 @@ def convert_resources(res: dict[str, Any], where: str, p: _Problems) -> dict[str
     swap = _int(mem.get("swap"), f"{where}.memory.swap", p)
     if swap is not None and swap != 0:
         memory["swap"] = -1 if swap < 0 else swap
+    swappiness = _int(mem.get("swappiness"), f"{where}.memory.swappiness", p)
+    if swappiness is not None and swappiness != -1:      # -1: the kernel's (docker's unset)
+        memory["swappiness"] = swappiness
+    oom = mem.get("disableOOMKiller")
+    if oom is not None and not isinstance(oom, bool):
+        p.add(f"{where}.memory.disableOOMKiller", "must be a boolean")
+    elif oom:
+        memory["disable_oom_killer"] = True
     out["memory"] = memory
     cpu = _obj(res.get("cpu"), f"{where}.cpu", p)
     p.check_keys(cpu, f"{where}.cpu", _CPU, {

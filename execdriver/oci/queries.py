@@ -244,6 +244,11 @@ def resource_changes(oci_resources: dict[str, Any] | None,
                 if value < 0 and not (section == "memory" and key == "swap"):
                     raise refuse(f"resources.{oci_key}.{key}", value)
                 changes.setdefault(section, {})[key] = value
+            if oci_key == "memory":     # 0 is a swappiness; -1 the kernel's (unset)
+                if given.get("swappiness") not in (None, -1):
+                    changes.setdefault("memory", {})["swappiness"] = given["swappiness"]
+                if given.get("disableOOMKiller"):
+                    changes.setdefault("memory", {})["disable_oom_killer"] = True
             if oci_key == "cpu":
                 for key in ("cpus", "mems"):
                     if given.get(key):
