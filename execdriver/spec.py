@@ -263,6 +263,10 @@ class Mount(_Model):
         if (self.type == "bind" or "bind" in self.options or "rbind" in self.options) \
                 and not self.source:
             raise ValueError("a bind mount needs a source")
+        from .kernel.mounts import option_problems  # lazy: the kernel's option tables
+        problems = option_problems(self.type, self.options)
+        if problems:
+            raise ValueError(f"options: {'; '.join(problems)}")
         return self
 
 

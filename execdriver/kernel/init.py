@@ -393,8 +393,19 @@ def enter_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
         except OSError as exc:
             _step(exc, f"readonly {path}")
             raise
-    if cfg.root_propagation_final and cfg.root_mode != RootMode.CHROOT:
-        syscalls.mount(None, "/", None, cfg.root_propagation_final)
+    if cfg.root_mode != RootMode.CHROOT:
+        if cfg.root_propagation_final:
+            syscalls.mount(None, "/", None, cfg.root_propagation_final)
+        # Again, after the pivot: making the tree rslave there (pivot_into) turned a shared
+        # mount private, and the root's recursive propagation is only the default; a
+        # mount's own option wins.
+        for m in cfg.mounts:
+            for prop in m.propagation:
+                try:
+                    syscalls.mount(None, m.destination, None, prop)
+                except OSError as exc:
+                    _step(exc, f"mount {m.destination}")
+                    raise
     if cfg.readonly_root:
         syscalls.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 

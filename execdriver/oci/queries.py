@@ -124,13 +124,14 @@ def features() -> dict[str, Any]:
     from .. import __version__
     from ..hooks import STEPS
     from ..kernel import syscall_table
+    from ..kernel.mounts import KNOWN_OPTIONS
     from ..spec import CAPABILITIES
-    from .config import MOUNT_FLAGS, NAMESPACES, SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS
+    from .config import NAMESPACES, SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": state.OCI_VERSION,
         "hooks": list(STEPS),
-        "mountOptions": sorted(MOUNT_FLAGS),
+        "mountOptions": sorted(KNOWN_OPTIONS),
         "linux": {
             "namespaces": list(NAMESPACES),
             "capabilities": list(CAPABILITIES),

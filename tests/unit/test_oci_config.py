@@ -209,8 +209,8 @@ def test_as_runc_kernel_memory_and_unknown_capabilities_are_warned_about_not_ref
     ("ociVersion", "2.0.0", "ociVersion: '2.0.0' is not supported"),
     ("hooks.prestart", [{"path": "relative/hook"}], "hooks.prestart[0].path: required, an absolute path"),
     ("hooks.poststop", [{"path": "/bin/true", "timeout": 0}], "hooks.poststop[0].timeout: must be"),
-    ("mounts", [{"destination": "/x", "source": "/tmp", "options": ["rbind", "rro"]}],
-     "mounts[0].options: 'rro' is not supported"),
+    ("mounts", [{"destination": "/x", "source": "/tmp", "options": ["rbind", "tmpcopyup"]}],
+     "mounts[0].options: 'tmpcopyup' is not supported"),
     ("mounts", [{"destination": "/x", "source": "/tmp", "options": ["rbind", "size=1k"]}],
      "mounts[0].options: 'size=1k' is not a bind mount option"),
     ("mounts", [{"destination": "/x", "source": "/tmp"}], "mounts[0].type: required"),
@@ -459,3 +459,21 @@ def test_bad_memory_knobs_are_named(memory: dict[str, Any], problem: str) -> Non
     with pytest.raises(SpecError) as info:
         conv(with_("linux.resources", {"memory": memory}))
     assert problem in info.value.problems
+
+
+@pytest.mark.parametrize("mount", [
+    {"destination": "/t", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "nodev", "mode=755", "size=65536k", "uid=1", "gid=2"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nodev"]},
+    {"destination": "/proc", "type": "proc", "source": "proc", "options": ["hidepid=2"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "rslave"]},
+    {"destination": "/o", "type": "overlay", "source": "overlay",
+     "options": ["lowerdir=/a:/b", "upperdir=/u", "workdir=/w"]},
+    {"destination": "/b", "type": "bind", "source": "/tmp",
+     "options": ["rbind", "rro", "rnosuid", "rshared", "runbindable"]},
+])
+def test_every_filesystem_type_keeps_its_data_options(mount: dict[str, Any]) -> None:
+    got = conv(with_("mounts", [mount])).spec.mounts[0]
+    assert (got.type, got.options) == (mount["type"], mount["options"])
