@@ -110,6 +110,8 @@ class MemoryResources:
     limit: int | None = None
     reservation: int | None = None
     swap: int | None = None
+    swappiness: int | None = None
+    disable_oom_killer: bool = False
 
 
 @dataclass(frozen=True)

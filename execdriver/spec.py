@@ -263,6 +263,10 @@ class Mount(_Model):
         if (self.type == "bind" or "bind" in self.options or "rbind" in self.options) \
                 and not self.source:
             raise ValueError("a bind mount needs a source")
+        from .kernel.mounts import option_problems  # lazy: the kernel's option tables
+        problems = option_problems(self.type, self.options)
+        if problems:
+            raise ValueError(f"options: {'; '.join(problems)}")
         return self
 
 
@@ -324,6 +328,12 @@ class MemoryResources(_Model):
     reservation: Size | None = None
     swap: Annotated[int, BeforeValidator(parse_size)] | None = Field(
         None, description="memory+swap limit; -1 for unlimited")
+    swappiness: int | None = Field(
+        None, ge=0, le=100, description="the kernel's swap tendency for this cgroup (cgroup v1 "
+        "memory.swappiness; cgroup v2 has none: a warning there)")
+    disable_oom_killer: bool = Field(
+        False, description="at the limit, processes wait instead of being killed (cgroup v1 "
+        "memory.oom_control; cgroup v2 has none: a warning there)")
 
     @field_validator("limit", "reservation")
     @classmethod
@@ -649,6 +659,9 @@ class Spec(_Model):
         if "user" in types and not self.namespace_path("user") and not (
                 self.uid_mappings and self.gid_mappings):
             raise ValueError("a new user namespace needs uid_mappings and gid_mappings")
+        if self.namespace_path("mount") and "user" in types and not self.namespace_path("user"):
+            raise ValueError("joining a mount namespace needs the user namespace that owns it: "
+                             "join that one by path too, or create no user namespace")
         if self.hostname and "uts" not in types:
             raise ValueError("setting hostname needs a uts namespace")
         net_ns = "network" in types

@@ -76,6 +76,10 @@ def apply_run_flags(data: dict[str, Any], args: argparse.Namespace, problems: li
     res = data["resources"]
     if args.memory is not None:
         res["memory"]["limit"] = args.memory
+    if getattr(args, "memory_swappiness", None) not in (None, -1):     # -1: docker's unset
+        res["memory"]["swappiness"] = args.memory_swappiness
+    if getattr(args, "oom_kill_disable", False):
+        res["memory"]["disable_oom_killer"] = True
     if args.cpus is not None:
         quota = cpu_quota(args.cpus, problems)
         if quota is not None:

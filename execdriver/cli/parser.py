@@ -181,6 +181,11 @@ examples:
     ov = p.add_argument_group("spec overrides")
     ov.add_argument("--hostname", metavar="NAME", help="host name inside the container")
     ov.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 64M, 1G")
+    ov.add_argument("--memory-swappiness", metavar="0-100", type=int,
+                    help="the kernel's swap tendency for the container (cgroup v1; -1: the "
+                         "kernel's default)")
+    ov.add_argument("--oom-kill-disable", action="store_true",
+                    help="at the memory limit, wait instead of being OOM-killed (cgroup v1)")
     ov.add_argument("--cpus", metavar="N", help="CPU limit in CPUs, e.g. 1.5 (quota per 100ms period)")
     ov.add_argument("--pids-limit", metavar="N", type=int, help="maximum number of processes")
     ov.add_argument("--cap-add", metavar="CAP", action="append", default=[],

@@ -14,6 +14,7 @@ left out of every mask, like runc does.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 from dataclasses import dataclass, field
 
@@ -125,7 +126,14 @@ def apply_user(uid: int, gid: int, additional_gids: list[int] | tuple[int, ...],
     for cap in plan.drop_bounding:
         syscalls.prctl(sc.PR_CAPBSET_DROP, cap)
     syscalls.prctl(sc.PR_SET_KEEPCAPS, 1)
-    syscalls.setgroups(additional_gids)
+    try:
+        syscalls.setgroups(additional_gids)
+    except PermissionError:
+        # A user namespace joined by path may deny setgroups (its maker wrote "deny" to
+        # /proc/PID/setgroups): as runc, no supplementary groups then, unless asked for.
+        if additional_gids:
+            raise PermissionError(errno.EPERM, "setgroups denied in this user namespace "
+                                  "(process.user.additional_gids cannot be set)") from None
     syscalls.setresgid(gid, gid, gid)
     syscalls.setresuid(uid, uid, uid)
     syscalls.capset(plan._header, plan._data)

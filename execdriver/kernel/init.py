@@ -124,6 +124,10 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int],
         # Likewise the exec fifo: opened (O_PATH) while we are still host root.
         fifo_fd = (syscalls.open(cfg.exec_fifo, sc.O_PATH | os.O_CLOEXEC) if cfg.exec_fifo
                    else -1)
+        if cfg.join_mount:
+            # Opened now, as host root in the host's namespaces; the init joins it.
+            step = "namespace mount"
+            cfg.join_mount_fd = syscalls.open(cfg.join_mount, os.O_RDONLY | os.O_CLOEXEC)
         step = "cgroup join"
         for path in cfg.cgroup_procs:
             _write(path, "0", syscalls)
@@ -165,6 +169,8 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int],
             syscalls.close(watch_w)
         if fifo_fd >= 0:
             syscalls.close(fifo_fd)
+        if cfg.join_mount_fd >= 0:
+            syscalls.close(cfg.join_mount_fd)
         # The monitor leaves the container's cgroup (it was there only so the
         # cgroup namespace and the init start inside it): it must not count
         # against the container's pids/memory limits.
@@ -236,7 +242,11 @@ def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int, watch_fd:
             syscalls.set_pdeathsig(signal.SIGKILL)
             cfg.process.die_with_parent = True
             cfg.process.parent_pid = syscalls.getppid()
-        if cfg.unshare_flags & sc.CLONE_NEWNS:
+        if cfg.join_mount_fd >= 0:
+            step = "namespace mount"
+            syscalls.setns(cfg.join_mount_fd, sc.CLONE_NEWNS)
+            syscalls.close(cfg.join_mount_fd)
+        elif cfg.unshare_flags & sc.CLONE_NEWNS:
             step = "namespace mount"
             syscalls.unshare(sc.CLONE_NEWNS)
         sync.expect(sock, "continue", container_id=cfg.container_id)
@@ -316,7 +326,7 @@ def setup_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
 def mount_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
     """Every mount of the spec, made under the rootfs (resolved in it), before pivot_root."""
     root = cfg.rootfs
-    if cfg.unshare_flags & sc.CLONE_NEWNS:
+    if cfg.own_mount_ns:
         syscalls.mount(None, "/", None, cfg.root_propagation)
         # A bind of the rootfs onto itself makes it a mount point pivot_root accepts.
         syscalls.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
@@ -337,7 +347,7 @@ def mount_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
                     syscalls.close(target)
         if cfg.populate_dev:
             skip = devices.dev_names(cfg.devices) | (set() if cfg.dev_core else {"core"})
-            devices.populate_dev(root_fd, use_bind=cfg.new_userns, syscalls=syscalls, skip=skip)
+            devices.populate_dev(root_fd, use_bind=cfg.devices_by_bind, syscalls=syscalls, skip=skip)
         if cfg.devices:
             devices.create_devices(root_fd, cfg.devices, cfg.devices_by_bind, syscalls)
         if cfg.cgroup_mount:
@@ -383,8 +393,19 @@ def enter_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
         except OSError as exc:
             _step(exc, f"readonly {path}")
             raise
-    if cfg.root_propagation_final and cfg.root_mode != RootMode.CHROOT:
-        syscalls.mount(None, "/", None, cfg.root_propagation_final)
+    if cfg.root_mode != RootMode.CHROOT:
+        if cfg.root_propagation_final:
+            syscalls.mount(None, "/", None, cfg.root_propagation_final)
+        # Again, after the pivot: making the tree rslave there (pivot_into) turned a shared
+        # mount private, and the root's recursive propagation is only the default; a
+        # mount's own option wins.
+        for m in cfg.mounts:
+            for prop in m.propagation:
+                try:
+                    syscalls.mount(None, m.destination, None, prop)
+                except OSError as exc:
+                    _step(exc, f"mount {m.destination}")
+                    raise
     if cfg.readonly_root:
         syscalls.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 

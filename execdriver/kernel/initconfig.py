@@ -9,6 +9,7 @@ capability masks, mount option parsing) happen here, once, in the parent.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,16 @@ class InitConfig:
     unshare_flags: int = 0              # every new namespace except user
     new_userns: bool = False
     join: list[tuple[int, str]] = field(default_factory=list)   # (flag, path), user first
+    # A mount namespace joined by path: the init joins it (stage-1, the monitor, keeps the
+    # host's: pivot_root there moves the root of every process whose root was the old one),
+    # and sets the rootfs up in it as in a new one (runc's behaviour).
+    join_mount: str | None = None
+    join_mount_fd: int = -1             # opened by stage-1 before any namespace changes
+
+    @property
+    def own_mount_ns(self) -> bool:
+        """Whether the init sets the rootfs up in a mount namespace of its own (new or joined)."""
+        return bool(self.unshare_flags & sc.CLONE_NEWNS) or self.join_mount is not None
     uid_map: str = ""
     gid_map: str = ""
     cgroup_procs: list[str] = field(default_factory=list)
@@ -88,6 +99,35 @@ class InitConfig:
     # Stop after the rootfs mounts, before pivot_root, and wait for the parent
     # (it runs the OCI createContainer hooks in the container's mount namespace).
     pause_before_pivot: bool = False
+
+
+NS_GET_NSTYPE = 0xB703      # ioctl on a namespace file: its CLONE_NEW* type
+
+
+def check_namespace_file(ns_type: str, path: str) -> None:
+    """A path to join must be a namespace file of that type, and a mount namespace
+    not the runtime's own: the rootfs set-up in it would change the host's mounts."""
+    def fail(why: str, err: int | None = None) -> StepFailed:
+        return StepFailed("namespace", why, errno=err, type=ns_type, path=path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise fail(exc.strerror or str(exc), exc.errno) from None
+    try:
+        try:
+            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:
+            kind = None
+        if kind != sc.NS_FLAGS[ns_type]:
+            raise fail(f"not a {ns_type} namespace file")
+        if ns_type == "mount":
+            own = os.stat(f"/proc/self/ns/{sc.NS_PROC_NAMES['mount']}")
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                raise fail("the runtime's own mount namespace (the host's): the rootfs "
+                           "would be set up in it")
+    finally:
+        os.close(fd)
 
 
 def _idmap(mappings: Sequence[Any]) -> str:
@@ -140,10 +180,11 @@ def build(container_id: str, spec: Config, *,
     for ns in spec.namespaces:
         flag = sc.NS_FLAGS[ns.type]
         if ns.path:
-            if not os.path.exists(ns.path):
-                raise StepFailed("namespace", "no such file", type=ns.type, path=ns.path)
+            check_namespace_file(ns.type, ns.path)
             entry = (flag, ns.path)
-            if ns.type == "user":
+            if ns.type == "mount":
+                cfg.join_mount = ns.path
+            elif ns.type == "user":
                 cfg.join.insert(0, entry)
             else:
                 cfg.join.append(entry)
@@ -177,7 +218,7 @@ def build(container_id: str, spec: Config, *,
         if m.destination == "/dev" and m.type == "tmpfs":
             cfg.populate_dev = True
             cfg.dev_core = os.path.exists("/proc/kcore")
-    cfg.devices_by_bind = cfg.new_userns or any(flag == sc.CLONE_NEWUSER for flag, _ in cfg.join)
+    cfg.devices_by_bind = in_userns
     cfg.devices = devices.plan_devices(spec.devices, cfg.devices_by_bind)
     for path in list(cfg.sysctls):
         if not os.path.exists("/proc/sys/" + path.replace(".", "/")):

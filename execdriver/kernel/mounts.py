@@ -40,7 +40,42 @@ _PROPAGATION = {
     "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
+# Recursive attributes, set with mount_setattr(AT_RECURSIVE) on the whole tree after the
+# mount (runc's rro, rnosuid, ...): (attributes to set, attributes to clear).
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MOUNT_ATTR__ATIME, MOUNT_ATTR_RELATIME, MOUNT_ATTR_NOATIME = 0x70, 0x0, 0x10
+MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_NODIRATIME, MOUNT_ATTR_NOSYMFOLLOW = 0x20, 0x80, 0x200000
+_RECURSIVE = {
+    "rro": (MOUNT_ATTR_RDONLY, 0), "rrw": (0, MOUNT_ATTR_RDONLY),
+    "rnosuid": (MOUNT_ATTR_NOSUID, 0), "rsuid": (0, MOUNT_ATTR_NOSUID),
+    "rnodev": (MOUNT_ATTR_NODEV, 0), "rdev": (0, MOUNT_ATTR_NODEV),
+    "rnoexec": (MOUNT_ATTR_NOEXEC, 0), "rexec": (0, MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (MOUNT_ATTR_NODIRATIME, 0), "rdiratime": (0, MOUNT_ATTR_NODIRATIME),
+    "rnosymfollow": (MOUNT_ATTR_NOSYMFOLLOW, 0), "rsymfollow": (0, MOUNT_ATTR_NOSYMFOLLOW),
+    "rrelatime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+    "rnoatime": (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+    "rstrictatime": (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+}
+# Options of the runtime-spec's vocabulary this runtime does not implement.
+UNSUPPORTED_OPTIONS = frozenset({
+    "ratime", "rnorelatime", "rnostrictatime", "idmap", "ridmap", "tmpcopyup", "copy-symlink",
+    "acl", "noacl"})
+#: every option that is a kernel flag, a propagation or a recursive attribute (not fs data)
+KNOWN_OPTIONS = frozenset(_FLAGS) | frozenset(_PROPAGATION) | frozenset(_RECURSIVE)
 PROC_SUPER_MAGIC = 0x9FA0
+
+
+def option_problems(fstype: str, options: Sequence[str]) -> list[str]:
+    """What is wrong with a mount's options: one unsupported by this runtime, or fs data
+    on a bind mount (the kernel would drop it silently). Other types take their data."""
+    is_bind = fstype == "bind" or "bind" in options or "rbind" in options
+    out = []
+    for opt in options:
+        if opt in UNSUPPORTED_OPTIONS:
+            out.append(f"{opt!r} is not supported")
+        elif is_bind and opt not in KNOWN_OPTIONS:
+            out.append(f"{opt!r} is not a bind mount option")
+    return out
 
 
 def propagation_flags(name: str) -> int:
@@ -58,33 +93,35 @@ class MountPlan:
     flags: int
     data: str
     propagation: list[int] = field(default_factory=list)
+    attr_set: int = 0               # recursive attributes (mount_setattr, AT_RECURSIVE)
+    attr_clr: int = 0
 
     @property
     def is_bind(self) -> bool:
         return bool(self.flags & sc.MS_BIND)
 
 
-def parse_options(options: Sequence[str]) -> tuple[int, list[int], str]:
-    """Split mount options into (flags, propagation flags, fs data string)."""
-    flags = 0
-    prop: list[int] = []
+def plan_mount(destination: str, fstype: str, source: str | None, options: Sequence[str]) -> MountPlan:
+    """Split the options as runc's parseMountOptions does: kernel flags, propagation
+    (applied after the mount), recursive attributes (after that), and the rest: the
+    filesystem's data (``mode=755,size=64k``, ``lowerdir=...``)."""
+    plan = MountPlan(destination, "" if fstype == "bind" else fstype, source,
+                     sc.MS_BIND if fstype == "bind" else 0, "")
     data: list[str] = []
     for opt in options:
         if opt in _FLAGS:
             bit, on = _FLAGS[opt]
-            flags = (flags | bit) if on else (flags & ~bit)
+            plan.flags = (plan.flags | bit) if on else (plan.flags & ~bit)
         elif opt in _PROPAGATION:
-            prop.append(_PROPAGATION[opt])
+            plan.propagation.append(_PROPAGATION[opt])
+        elif opt in _RECURSIVE:
+            set_, clr = _RECURSIVE[opt]
+            plan.attr_set = (plan.attr_set & ~clr) | set_
+            plan.attr_clr = (plan.attr_clr & ~set_) | clr
         else:
             data.append(opt)
-    return flags, prop, ",".join(data)
-
-
-def plan_mount(destination: str, fstype: str, source: str | None, options: Sequence[str]) -> MountPlan:
-    flags, prop, data = parse_options(options)
-    if fstype == "bind":
-        flags |= sc.MS_BIND
-    return MountPlan(destination, "" if fstype == "bind" else fstype, source, flags, data, prop)
+    plan.data = ",".join(data)
+    return plan
 
 
 # --- in-root resolution -------------------------------------------------
@@ -173,6 +210,16 @@ def mount_in_root(root_fd: int, m: MountPlan, syscalls: Syscalls = LIBC) -> None
             syscalls.close(target)
             target = open_in_root(root_fd, m.destination, syscalls=syscalls)
             syscalls.mount(None, fd_path(target), None, prop)
+        if m.attr_set or m.attr_clr:
+            syscalls.close(target)
+            target = open_in_root(root_fd, m.destination, syscalls=syscalls)
+            try:
+                syscalls.mount_setattr(target, m.attr_set, m.attr_clr)
+            except OSError as exc:
+                if exc.errno == errno.ENOSYS:   # Linux < 5.12
+                    raise OSError(errno.ENOSYS, "recursive mount options (rro, rnosuid, ...) "
+                                  "need mount_setattr (Linux 5.12)", m.destination) from None
+                raise
     finally:
         syscalls.close(target)
 

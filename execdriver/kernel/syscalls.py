@@ -95,6 +95,8 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
 O_PATH = 0o10000000
 
 CLOSE_RANGE_CLOEXEC = 1 << 2
@@ -175,6 +177,7 @@ class Syscalls(Protocol):
     def chmod(self, path: str, mode: int, *, dir_fd: int | None = None) -> None: ...
     def symlink(self, target: str, path: str, *, dir_fd: int | None = None) -> None: ...
     def statfs_type(self, path: str) -> int | None: ...
+    def mount_setattr(self, fd: int, attr_set: int, attr_clr: int) -> None: ...
 
     # --- namespaces and what they hold ----------------------------------------
     def unshare(self, flags: int) -> None: ...
@@ -250,6 +253,12 @@ class LibcSyscalls:
         how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
         return _retry(libc.syscall, NR["openat2"], dirfd, _b(path), ctypes.byref(how),
                       ctypes.sizeof(how), path=path)
+
+    def mount_setattr(self, fd: int, attr_set: int, attr_clr: int) -> None:
+        """The mount tree at ``fd`` (AT_EMPTY_PATH | AT_RECURSIVE) gets these attributes."""
+        attr = (ctypes.c_uint64 * 4)(attr_set, attr_clr, 0, 0)     # struct mount_attr
+        _retry(libc.syscall, NR["mount_setattr"], fd, b"", AT_EMPTY_PATH | AT_RECURSIVE,
+               ctypes.byref(attr), ctypes.sizeof(attr), path=f"fd {fd}")
 
     mkdir = staticmethod(os.mkdir)
 

@@ -181,6 +181,8 @@ class Container:
         cg.create()
         # What destroy and signal may later act on: see kernel/cgroups/ownership.py.
         ownership.mark(cg, ownership.owner_token(cdir))
+        for warning in cg.not_applied(config.resources):
+            self.warn(f"create id={cid}: {warning}")
         cg.apply(config.resources, config.devices)
         extra_binds, net_setup = self._network()
         hooks = set(self.state.hooks)

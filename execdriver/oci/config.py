@@ -79,19 +79,6 @@ SECCOMP_ARCHES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 _SECCOMP = {"defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath",
             "listenerMetadata", "syscalls"}
 
-# Mount options the kernel layer understands as flags or propagation; any other
-# option of a bind mount would be silently dropped by the kernel, so it is refused.
-MOUNT_FLAGS = frozenset({
-    "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async",
-    "dirsync", "remount", "mand", "nomand", "atime", "noatime", "diratime", "nodiratime",
-    "bind", "rbind", "relatime", "norelatime", "strictatime", "nostrictatime", "nosymfollow",
-    "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable",
-    "runbindable"})
-MOUNT_OPTIONS_UNSUPPORTED = frozenset({
-    "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec", "rexec", "rnosymfollow",
-    "rsymfollow", "ratime", "rnoatime", "rdiratime", "rnodiratime", "rrelatime", "rnorelatime",
-    "rstrictatime", "rnostrictatime", "idmap", "ridmap", "tmpcopyup", "copy-symlink", "acl",
-    "noacl"})
 
 
 @dataclass
@@ -289,11 +276,9 @@ def convert_mount(m: dict[str, Any], where: str, bundle: str, p: _Problems) -> d
     if not mtype:
         p.add(f"{where}.type", "required (unless options has bind or rbind)")
         return None
-    for o in options:
-        if o in MOUNT_OPTIONS_UNSUPPORTED:
-            p.add(f"{where}.options", f"{o!r} is not supported")
-        elif is_bind and o not in MOUNT_FLAGS:
-            p.add(f"{where}.options", f"{o!r} is not a bind mount option")
+    from ..kernel.mounts import option_problems  # the spec's own check, named here
+    for problem in option_problems("bind" if is_bind else mtype, options):
+        p.add(f"{where}.options", problem)
     source = m.get("source")
     if is_bind and isinstance(source, str) and source and not os.path.isabs(source):
         source = os.path.normpath(os.path.join(bundle, source))
@@ -352,9 +337,7 @@ def convert_resources(res: dict[str, Any], where: str, p: _Problems) -> dict[str
     out["devices"] = convert_devices(_list(res.get("devices"), f"{where}.devices", p),
                                      f"{where}.devices", p)
     mem = _obj(res.get("memory"), f"{where}.memory", p)
-    p.check_keys(mem, f"{where}.memory", _MEMORY, {
-        "swappiness": "not supported", "disableOOMKiller": "not supported",
-        "checkBeforeUpdate": "not supported"})
+    p.check_keys(mem, f"{where}.memory", _MEMORY, {"checkBeforeUpdate": "not supported"})
     for key in ("kernel", "kernelTCP"):
         if not _empty(mem.get(key)):
             # deprecated by the runtime spec and the kernel; runc ignores them too
@@ -368,6 +351,14 @@ def convert_resources(res: dict[str, Any], where: str, p: _Problems) -> dict[str
     swap = _int(mem.get("swap"), f"{where}.memory.swap", p)
     if swap is not None and swap != 0:
         memory["swap"] = -1 if swap < 0 else swap
+    swappiness = _int(mem.get("swappiness"), f"{where}.memory.swappiness", p)
+    if swappiness is not None and swappiness != -1:      # -1: the kernel's (docker's unset)
+        memory["swappiness"] = swappiness
+    oom = mem.get("disableOOMKiller")
+    if oom is not None and not isinstance(oom, bool):
+        p.add(f"{where}.memory.disableOOMKiller", "must be a boolean")
+    elif oom:
+        memory["disable_oom_killer"] = True
     out["memory"] = memory
     cpu = _obj(res.get("cpu"), f"{where}.cpu", p)
     p.check_keys(cpu, f"{where}.cpu", _CPU, {

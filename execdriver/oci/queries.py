@@ -124,13 +124,14 @@ def features() -> dict[str, Any]:
     from .. import __version__
     from ..hooks import STEPS
     from ..kernel import syscall_table
+    from ..kernel.mounts import KNOWN_OPTIONS
     from ..spec import CAPABILITIES
-    from .config import MOUNT_FLAGS, NAMESPACES, SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS
+    from .config import NAMESPACES, SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": state.OCI_VERSION,
         "hooks": list(STEPS),
-        "mountOptions": sorted(MOUNT_FLAGS),
+        "mountOptions": sorted(KNOWN_OPTIONS),
         "linux": {
             "namespaces": list(NAMESPACES),
             "capabilities": list(CAPABILITIES),
@@ -244,6 +245,11 @@ def resource_changes(oci_resources: dict[str, Any] | None,
                 if value < 0 and not (section == "memory" and key == "swap"):
                     raise refuse(f"resources.{oci_key}.{key}", value)
                 changes.setdefault(section, {})[key] = value
+            if oci_key == "memory":     # 0 is a swappiness; -1 the kernel's (unset)
+                if given.get("swappiness") not in (None, -1):
+                    changes.setdefault("memory", {})["swappiness"] = given["swappiness"]
+                if given.get("disableOOMKiller"):
+                    changes.setdefault("memory", {})["disable_oom_killer"] = True
             if oci_key == "cpu":
                 for key in ("cpus", "mems"):
                     if given.get(key):

@@ -264,3 +264,17 @@ def test_run_privileged(cli: Cli, busybox_rootfs: Path) -> None:
         r = cli("run", "--rootfs", busybox_rootfs, "--privileged", "--", "/bin/sh", "-c",
                 "exec 3<>/dev/fuse && echo fuse")
         assert r.stdout == "fuse\n", r.stderr
+
+
+@pytest.mark.skipif(not (os.path.exists("/sys/fs/cgroup/memory/memory.swappiness")
+                         and os.path.exists("/sys/fs/cgroup/memory/memory.oom_control")),
+                    reason="no cgroup v1 memory.swappiness/memory.oom_control on this host")
+def test_memory_swappiness_and_oom_kill_disable_reach_the_cgroup(cli: Cli, busybox_rootfs: Path) -> None:
+    r = cli("run", "--rootfs", busybox_rootfs, "--memory-swappiness", "7", "--oom-kill-disable",
+            "--", "/bin/sh", "-c", "cat /sys/fs/cgroup/memory/memory.swappiness; "
+            "grep oom_kill_disable /sys/fs/cgroup/memory/memory.oom_control")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["7", "oom_kill_disable 1"]
+    r = cli("run", "--rootfs", busybox_rootfs, "--memory-swappiness", "101", "--", "/bin/true")
+    assert r.returncode == 125 and "resources.memory.swappiness: Input should be less than or " \
+        "equal to 100" in r.stderr, r.stderr

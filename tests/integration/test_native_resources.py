@@ -70,3 +70,43 @@ def test_pids_limit_stops_a_fork_bomb(native: Box) -> None:
     if pid == 0:
         os._exit(0)
     assert os.waitpid(pid, 0)[1] == 0
+
+
+# --- swappiness, the OOM killer, reservation (#14 item 3) -------------------------------------
+
+def _memory_file(name: str) -> bool:
+    """The host's v1 memory hierarchy has this file (probed: not every kernel does)."""
+    return os.path.exists(f"/sys/fs/cgroup/memory/{name}")
+
+
+def _container_memory_file(cid: str, name: str) -> str:
+    dirs = [d for d in cgroup_dirs(cid) if "/memory/" in d]
+    assert dirs, cgroup_dirs(cid)
+    return Path(dirs[0], name).read_text()
+
+
+@pytest.mark.skipif(not (_memory_file("memory.swappiness") and _memory_file("memory.oom_control")
+                         and _memory_file("memory.soft_limit_in_bytes")),
+                    reason="no cgroup v1 memory.swappiness/oom_control/soft_limit_in_bytes here")
+def test_swappiness_oom_killer_and_reservation_are_in_the_v1_files(native: Box) -> None:
+    spec = native.spec(args=["sleep", "100"])
+    spec.resources.memory.limit = 64 << 20
+    spec.resources.memory.reservation = 32 << 20
+    spec.resources.memory.swappiness = 13
+    spec.resources.memory.disable_oom_killer = True
+    cid, _h, _ = native.start(spec)
+    assert _container_memory_file(cid, "memory.swappiness").strip() == "13"
+    assert "oom_kill_disable 1" in _container_memory_file(cid, "memory.oom_control")
+    assert int(_container_memory_file(cid, "memory.soft_limit_in_bytes")) == 32 << 20
+
+
+@pytest.mark.skipif(not _memory_file("memory.oom_control"), reason="no cgroup v1 memory.oom_control")
+def test_with_the_oom_killer_disabled_a_process_at_the_limit_waits(native: Box) -> None:
+    spec = native.spec(args=DD_64M)
+    spec.resources.memory.limit = 16 << 20
+    spec.resources.memory.disable_oom_killer = True
+    cid, handle, _ = native.start(spec)
+    wait_until(lambda: "under_oom 1" in _container_memory_file(cid, "memory.oom_control"),
+               what="the container to sit at its limit")
+    assert handle.wait(0.5) is None          # not killed: waiting for memory
+    native.terminate(cid)

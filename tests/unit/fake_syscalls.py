@@ -261,6 +261,9 @@ class FakeSyscalls:
         assert resolved is not None
         return self.fs_types.get(resolved)
 
+    def mount_setattr(self, fd: int, attr_set: int, attr_clr: int) -> None:
+        self._call("mount_setattr", fd, attr_set, attr_clr)
+
     # --- namespaces ---------------------------------------------------------------
 
     def unshare(self, flags: int) -> None:

@@ -287,3 +287,28 @@ def test_bpf_program_allows_the_spec_device_nodes_the_rules_leave_open() -> None
     deny = DeviceRule(allow=False, type="c", major=10, minor=229)
     code = bd.encode(bd.build_program(container_rules([deny], [fuse])))
     assert run_bpf(code, "c", 10, 229, "r") == 0      # the spec's rule decides
+
+
+def test_swappiness_and_the_oom_killer_need_memory_on_v1_and_are_warnings_on_v2() -> None:
+    r = Resources.model_validate({"memory": {"swappiness": 0, "disable_oom_killer": True}})
+    assert required_controllers(r, 1) == {"memory": "resources.memory"}
+    assert required_controllers(r, 2) == {}
+    assert CgroupV2Manager("ed/x", "/sys/fs/cgroup").not_applied(r) == [  # type: ignore[arg-type]
+        "resources.memory.swappiness: cgroup v2 has no memory.swappiness; ignored",
+        "resources.memory.disable_oom_killer: cgroup v2 cannot disable the OOM killer; ignored"]
+    v1 = CgroupV1Manager("ed/x", hierarchies={"memory": "/sys/fs/cgroup/memory"})
+    assert v1.not_applied(r) == []      # type: ignore[arg-type]
+
+
+def test_a_v1_memory_knob_the_host_lacks_is_an_error_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from execdriver.config import MemoryResources
+    from execdriver.config import Resources as PlainResources
+    (tmp_path / "ed" / "x").mkdir(parents=True)
+    v1 = CgroupV1Manager("ed/x", hierarchies={"memory": str(tmp_path)})
+    for name in ("memory.limit_in_bytes", "memory.swappiness"):
+        (tmp_path / "ed" / "x" / name).write_text("")
+    v1.apply(PlainResources(memory=MemoryResources(swappiness=5)))
+    assert (tmp_path / "ed" / "x" / "memory.swappiness").read_text() == "5"
+    with pytest.raises(StepFailed, match=r"resources.memory.disable_oom_killer: not supported "
+                                         r"on this host \(memory.oom_control missing\)"):
+        v1.apply(PlainResources(memory=MemoryResources(disable_oom_killer=True)))

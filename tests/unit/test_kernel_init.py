@@ -293,3 +293,23 @@ def test_rlimits_are_set_first_through_the_seam_and_a_refused_one_names_itself()
     assert fin.status == init.EXIT_SETUP_FAILED and "close_range" not in names(fin.calls)
     assert fin.msg["step"] == "rlimit"
     assert fin.msg["message"].startswith("rlimit type=nofile hard=128: [Errno 1]")
+
+
+def test_a_joined_mount_namespace_is_entered_by_the_init_and_set_up_as_a_new_one() -> None:
+    """runc's behaviour: setns into the joined namespace (stage-1 opened it), then the
+    same rootfs set-up as in a new one: "/" made rslave, the rootfs bound onto itself."""
+    cfg = init_config(mounts=[PROC], unshare_flags=0, join_mount="/proc/42/ns/mnt",
+                      join_mount_fd=9)
+    assert cfg.own_mount_ns
+    it = Init(cfg)
+    sync.send(it.sock, {"type": "continue"})
+    it.expect("ready")
+    status, calls = it.finish()
+    assert status == 0
+    assert "unshare" not in names(calls)
+    setns = index(calls, "setns")
+    assert calls[setns] == ("setns", (9, sc.CLONE_NEWNS))
+    first_mount = index(calls, "mount")
+    assert setns < first_mount
+    assert calls[first_mount][1][:4] == (None, "/", None, sc.MS_SLAVE | sc.MS_REC)
+    assert calls[first_mount + 1][1][3] == sc.MS_BIND | sc.MS_REC

@@ -257,7 +257,7 @@ def test_the_default_devices_are_made_in_the_new_dev_before_the_pivot(userns: bo
     """mknod in the rootfs's /dev (opened in the root); in a user namespace, where
     mknod is refused, the host's nodes are bind-mounted onto empty files instead."""
     fake = FakeSyscalls(files=FILES)
-    run_setup(fake, mounts=[PROC, DEV], populate_dev=True, new_userns=userns)
+    run_setup(fake, mounts=[PROC, DEV], populate_dev=True, new_userns=userns, devices_by_bind=userns)
     calls = fake.calls
     pivot = index(calls, "pivot_root")
     dev_fd = max(fd for fd, (name, args) in fake.opened_by.items()    # the last /dev opened
@@ -278,3 +278,29 @@ def test_the_default_devices_are_made_in_the_new_dev_before_the_pivot(userns: bo
     # the umask is cleared for the nodes and put back; the /dev fd is closed before the pivot
     assert ("umask", (0,)) in calls[:pivot] and index(calls, "close", dev_fd) < pivot
     assert fake.open_fds == set()
+
+
+def test_mount_options_split_as_runc_s_parse_mount_options() -> None:
+    plan = mounts.plan_mount("/t", "tmpfs", "tmpfs", ["nosuid", "mode=755", "rshared", "size=1k",
+                                                      "rro", "rnoatime", "nodev"])
+    assert plan.flags == sc.MS_NOSUID | sc.MS_NODEV
+    assert plan.data == "mode=755,size=1k"
+    assert plan.propagation == [sc.MS_SHARED | sc.MS_REC]
+    assert plan.attr_set == mounts.MOUNT_ATTR_RDONLY | mounts.MOUNT_ATTR_NOATIME
+    assert plan.attr_clr == mounts.MOUNT_ATTR__ATIME
+    assert mounts.option_problems("bind", ["rbind", "mode=755", "tmpcopyup", "rro"]) == [
+        "'mode=755' is not a bind mount option", "'tmpcopyup' is not supported"]
+    assert mounts.option_problems("tmpfs", ["mode=755", "size=1k"]) == []
+
+
+def test_recursive_attributes_are_set_on_the_mounted_tree_after_propagation() -> None:
+    fake = FakeSyscalls(files=FILES)
+    plan = mounts.plan_mount("/data", "bind", "/srv", ["rbind", "rslave", "rro"])
+    run_setup(fake, mounts=[PROC, plan])
+    names_ = [c[0] for c in fake.calls]
+    setattr_at = names_.index("mount_setattr")
+    fd, attr_set, attr_clr = fake.calls[setattr_at][1]
+    assert (attr_set, attr_clr) == (mounts.MOUNT_ATTR_RDONLY, 0)
+    assert fake.resolve(mounts.fd_path(fd)) == f"{ROOTFS}/data"
+    slave = [i for i, c in enumerate(fake.calls) if c[0] == "mount" and c[1][3] == sc.MS_SLAVE | sc.MS_REC]
+    assert slave[1] < setattr_at < names_.index("pivot_root")

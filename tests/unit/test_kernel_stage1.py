@@ -279,3 +279,19 @@ def test_the_exec_helper_mirrors_its_child_s_status() -> None:
     h.sock.close()
     assert h.run.wait() == 5
     assert h.run.calls[-2:] == [("waitpid", (4300, 0)), ("_exit", (5,))]
+
+
+def test_a_joined_mount_namespace_is_opened_first_and_left_to_the_init() -> None:
+    """stage-1 (the monitor) keeps the host's mount namespace: pivot_root in the joined
+    one moves the root of every process there. It opens the file first, as host root."""
+    cfg = init_config(join=[(sc.CLONE_NEWNET, "/proc/77/ns/net")], unshare_flags=NS & ~sc.CLONE_NEWNS,
+                      join_mount="/proc/77/ns/mnt")
+    fake = FakeSyscalls(fork=[4300], waitpid=[(4300, 0)])
+    st = Stage1(cfg, fake)
+    st.expect("pid")
+    status, calls = st.finish()
+    assert status == 0
+    mnt_fd = st.fd("open", "/proc/77/ns/mnt")
+    assert index(calls, "open", "/proc/77/ns/mnt") < index(calls, "open", "/proc/77/ns/net")
+    assert ("setns", (mnt_fd, sc.CLONE_NEWNS)) not in calls
+    assert index(calls, "fork") < index(calls, "close", mnt_fd)

@@ -176,8 +176,10 @@ def test_update_changes() -> None:
                                          "cpu": {"shares": 100}, "pids": {"limit": 5}}
     with pytest.raises(Exception, match="removing a limit is not supported"):
         resource_changes({"pids": {"limit": -1}}, {})
-    with pytest.raises(Exception, match=r"memory\.swappiness"):
-        resource_changes({"memory": {"swappiness": 1}}, {})
+    assert resource_changes({"memory": {"swappiness": 0, "disableOOMKiller": True}}, {}) == {
+        "memory": {"swappiness": 0, "disable_oom_killer": True}}
+    with pytest.raises(Exception, match=r"memory\.checkBeforeUpdate"):
+        resource_changes({"memory": {"checkBeforeUpdate": True}}, {})
     with pytest.raises(Exception, match="devices"):
         resource_changes({"devices": [{"allow": True}]}, {})
 

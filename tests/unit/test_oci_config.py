@@ -186,7 +186,8 @@ def test_as_runc_kernel_memory_and_unknown_capabilities_are_warned_about_not_ref
     ("linux.cgroupsPath", "/a/../b", "linux.cgroupsPath: '/a/../b' is not a cgroup path"),
     ("linux.resources.hugepageLimits", [{"pageSize": "2MB", "limit": 1}],
      "linux.resources.hugepageLimits: hugetlb"),
-    ("linux.resources.memory", {"swappiness": 10}, "linux.resources.memory.swappiness: not supported"),
+    ("linux.resources.memory", {"checkBeforeUpdate": True},
+     "linux.resources.memory.checkBeforeUpdate: not supported"),
     ("linux.resources.cpu", {"realtimeRuntime": 5}, "linux.resources.cpu.realtimeRuntime"),
     ("linux.resources.blockIO", {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}]},
      "linux.resources.blockIO.throttleReadBpsDevice: not supported"),
@@ -208,8 +209,8 @@ def test_as_runc_kernel_memory_and_unknown_capabilities_are_warned_about_not_ref
     ("ociVersion", "2.0.0", "ociVersion: '2.0.0' is not supported"),
     ("hooks.prestart", [{"path": "relative/hook"}], "hooks.prestart[0].path: required, an absolute path"),
     ("hooks.poststop", [{"path": "/bin/true", "timeout": 0}], "hooks.poststop[0].timeout: must be"),
-    ("mounts", [{"destination": "/x", "source": "/tmp", "options": ["rbind", "rro"]}],
-     "mounts[0].options: 'rro' is not supported"),
+    ("mounts", [{"destination": "/x", "source": "/tmp", "options": ["rbind", "tmpcopyup"]}],
+     "mounts[0].options: 'tmpcopyup' is not supported"),
     ("mounts", [{"destination": "/x", "source": "/tmp", "options": ["rbind", "size=1k"]}],
      "mounts[0].options: 'size=1k' is not a bind mount option"),
     ("mounts", [{"destination": "/x", "source": "/tmp"}], "mounts[0].type: required"),
@@ -434,3 +435,45 @@ def test_load_bundle_errors(tmp_path: Any) -> None:
         load_bundle(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps(PODMAN))
     assert load_bundle(str(tmp_path)).spec.hostname == "e5eea75f2ef1"
+
+
+@pytest.mark.parametrize("memory,want", [
+    ({"swappiness": 60, "disableOOMKiller": True, "reservation": 1 << 20},
+     {"swappiness": 60, "disable_oom_killer": True, "reservation": 1 << 20}),
+    ({"swappiness": 0, "disableOOMKiller": False}, {"swappiness": 0, "disable_oom_killer": False}),
+    ({"swappiness": -1}, {"swappiness": None}),          # docker's "not set"
+])
+def test_memory_swappiness_oom_killer_and_reservation_are_converted(
+        memory: dict[str, Any], want: dict[str, Any]) -> None:
+    cfg = with_("linux.resources", {"memory": memory})
+    got = conv(cfg).spec.resources.memory.model_dump()
+    assert {k: got[k] for k in want} == want
+
+
+@pytest.mark.parametrize("memory,problem", [
+    ({"swappiness": 101}, "resources.memory.swappiness: Input should be less than or equal to 100"),
+    ({"disableOOMKiller": "yes"}, "linux.resources.memory.disableOOMKiller: must be a boolean"),
+    ({"swappiness": "60"}, "linux.resources.memory.swappiness: must be an integer"),
+])
+def test_bad_memory_knobs_are_named(memory: dict[str, Any], problem: str) -> None:
+    with pytest.raises(SpecError) as info:
+        conv(with_("linux.resources", {"memory": memory}))
+    assert problem in info.value.problems
+
+
+@pytest.mark.parametrize("mount", [
+    {"destination": "/t", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "nodev", "mode=755", "size=65536k", "uid=1", "gid=2"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nodev"]},
+    {"destination": "/proc", "type": "proc", "source": "proc", "options": ["hidepid=2"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "rslave"]},
+    {"destination": "/o", "type": "overlay", "source": "overlay",
+     "options": ["lowerdir=/a:/b", "upperdir=/u", "workdir=/w"]},
+    {"destination": "/b", "type": "bind", "source": "/tmp",
+     "options": ["rbind", "rro", "rnosuid", "rshared", "runbindable"]},
+])
+def test_every_filesystem_type_keeps_its_data_options(mount: dict[str, Any]) -> None:
+    got = conv(with_("mounts", [mount])).spec.mounts[0]
+    assert (got.type, got.options) == (mount["type"], mount["options"])

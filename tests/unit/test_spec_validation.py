@@ -195,3 +195,14 @@ def test_a_bare_profile_is_left_to_the_compilers_own_check() -> None:
     # kernel/seccomp.py refuses unknown names itself; only a container's profile is checked here
     prof = SeccompProfile(syscalls=[SeccompRule(names=["frobnicate"])])
     assert prof.syscalls[0].names == ["frobnicate"]
+
+
+def test_a_joined_mount_namespace_with_a_new_user_namespace_is_refused() -> None:
+    ids = [{"container_id": 0, "host_id": 100000, "size": 65536}]
+    doc = {"namespaces": [{"type": "mount", "path": "/proc/7/ns/mnt"}, {"type": "user"}],
+           "uid_mappings": ids, "gid_mappings": ids}
+    assert problems(doc) == ["joining a mount namespace needs the user namespace "
+                             "that owns it: join that one by path too, or create no user namespace"]
+    doc["namespaces"][1]["path"] = "/proc/7/ns/user"
+    doc["network"] = {"mode": "host"}
+    validate_spec({"root": {"path": "/x"}, **doc, "uid_mappings": [], "gid_mappings": []})

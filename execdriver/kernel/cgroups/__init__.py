@@ -50,7 +50,9 @@ def check_name(name: str) -> str:
 def required_controllers(res: Resources, version: int) -> dict[str, str]:
     """Controller -> the resource that needs it, for what ``res`` asks (devices excluded)."""
     need: dict[str, str] = {}
-    if res.memory.limit or res.memory.reservation or res.memory.swap:
+    mem = res.memory
+    v1_only = version == 1 and (mem.swappiness is not None or mem.disable_oom_killer)
+    if mem.limit or mem.reservation or mem.swap or v1_only:
         need["memory"] = "resources.memory"
     if res.cpu.shares or res.cpu.quota or res.cpu.period:
         need["cpu"] = "resources.cpu"
@@ -205,6 +207,11 @@ class CgroupManager(abc.ABC):
     def apply(self, resources: Resources, devices: Sequence[Device] = ()) -> None:
         """Write the limits and the device rules (default deny + allow list + spec's, then
         an allow rule for each of ``devices``, the device nodes, the rules leave undecided)."""
+
+    def not_applied(self, resources: Resources) -> list[str]:
+        """Warnings for what ``resources`` asks and this cgroup version does not have
+        (apply leaves it out, as runc does); none by default."""
+        return []
 
     @abc.abstractmethod
     def directories(self) -> list[str]:

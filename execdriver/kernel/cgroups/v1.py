@@ -183,6 +183,16 @@ class CgroupV1Manager(CgroupManager):
                 write_file(self._file("memory", fname), value)
             if mem.reservation:
                 write_file(self._file("memory", "memory.soft_limit_in_bytes"), mem.reservation)
+            knobs: list[tuple[str, int | None, str]] = [
+                ("memory.swappiness", mem.swappiness, "swappiness"),
+                ("memory.oom_control", 1 if mem.disable_oom_killer else None, "disable_oom_killer")]
+            for fname, knob, field in knobs:
+                if knob is None:
+                    continue
+                if not os.path.exists(self._file("memory", fname)):
+                    raise StepFailed("cgroup apply", f"resources.memory.{field}: not supported "
+                                     f"on this host ({fname} missing)", name=self.name)
+                write_file(self._file("memory", fname), knob)
         if cpu.shares:
             write_file(self._file("cpu", "cpu.shares"), cpu.shares)
         self._apply_cfs(cpu.quota, cpu.period)

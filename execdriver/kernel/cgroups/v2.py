@@ -150,6 +150,16 @@ class CgroupV2Manager(CgroupManager):
         return set((read_file(self._file("cgroup.controllers")) or "").split())
 
     # -- limits ------------------------------------------------------------------
+    def not_applied(self, resources: Resources) -> list[str]:
+        mem = resources.memory
+        out = []
+        if mem.swappiness is not None:
+            out.append("resources.memory.swappiness: cgroup v2 has no memory.swappiness; ignored")
+        if mem.disable_oom_killer:
+            out.append("resources.memory.disable_oom_killer: cgroup v2 cannot disable the OOM "
+                       "killer; ignored")
+        return out
+
     def apply(self, resources: Resources, devices: Sequence[Device] = ()) -> None:
         have = self.controllers()
         for controller, why in required_controllers(resources, 2).items():
