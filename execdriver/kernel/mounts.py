@@ -58,7 +58,7 @@ _RECURSIVE = {
 }
 # Options of the runtime-spec's vocabulary this runtime does not implement.
 UNSUPPORTED_OPTIONS = frozenset({
-    "ratime", "rnorelatime", "rnostrictatime", "idmap", "ridmap", "tmpcopyup", "copy-symlink",
+    "ratime", "rnorelatime", "rnostrictatime", "idmap", "ridmap", "copy-symlink",
     "acl", "noacl"})
 #: every option that is a kernel flag, a propagation or a recursive attribute (not fs data)
 KNOWN_OPTIONS = frozenset(_FLAGS) | frozenset(_PROPAGATION) | frozenset(_RECURSIVE)
@@ -73,6 +73,8 @@ def option_problems(fstype: str, options: Sequence[str]) -> list[str]:
     for opt in options:
         if opt in UNSUPPORTED_OPTIONS:
             out.append(f"{opt!r} is not supported")
+        elif opt == "tmpcopyup" and (is_bind or fstype != "tmpfs"):
+            out.append("'tmpcopyup' is a tmpfs option")
         elif is_bind and opt not in KNOWN_OPTIONS:
             out.append(f"{opt!r} is not a bind mount option")
     return out
@@ -95,6 +97,7 @@ class MountPlan:
     propagation: list[int] = field(default_factory=list)
     attr_set: int = 0               # recursive attributes (mount_setattr, AT_RECURSIVE)
     attr_clr: int = 0
+    copy_up: bool = False           # tmpcopyup: the tmpfs starts with the directory's contents
 
     @property
     def is_bind(self) -> bool:
@@ -118,6 +121,8 @@ def plan_mount(destination: str, fstype: str, source: str | None, options: Seque
             set_, clr = _RECURSIVE[opt]
             plan.attr_set = (plan.attr_set & ~clr) | set_
             plan.attr_clr = (plan.attr_clr & ~set_) | clr
+        elif opt == "tmpcopyup":
+            plan.copy_up = True
         else:
             data.append(opt)
     plan.data = ",".join(data)
@@ -205,7 +210,17 @@ def mount_in_root(root_fd: int, m: MountPlan, syscalls: Syscalls = LIBC) -> None
                 tpath = fd_path(target)
                 syscalls.mount(None, tpath, None, sc.MS_BIND | sc.MS_REMOUNT | extra)
         else:
-            syscalls.mount(m.source or m.fstype, tpath, m.fstype, m.flags, m.data or None)
+            below = (syscalls.open(tpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                     if m.copy_up else -1)
+            try:
+                syscalls.mount(m.source or m.fstype, tpath, m.fstype, m.flags, m.data or None)
+                if below >= 0:
+                    syscalls.close(target)
+                    target = open_in_root(root_fd, m.destination, syscalls=syscalls)
+                    copy_up(below, fd_path(target))
+            finally:
+                if below >= 0:
+                    syscalls.close(below)
         for prop in m.propagation:
             syscalls.close(target)
             target = open_in_root(root_fd, m.destination, syscalls=syscalls)
@@ -222,6 +237,42 @@ def mount_in_root(root_fd: int, m: MountPlan, syscalls: Syscalls = LIBC) -> None
                 raise
     finally:
         syscalls.close(target)
+
+
+def copy_up(below_fd: int, into: str) -> None:
+    """tmpcopyup (runc's): copy what the directory held before the tmpfs covered it (read
+    through ``below_fd``, opened before the mount) into the new tmpfs, with modes, owners
+    and times; symlinks are copied as links, never followed."""
+    import shutil
+
+    def owner(src: str, dst: str) -> None:
+        st = os.lstat(src)
+        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+    src = fd_path(below_fd)
+    shutil.copystat(src, into)
+    owner(src, into)
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = os.path.relpath(dirpath, src)
+        target_dir = os.path.normpath(os.path.join(into, rel))
+        for name in dirnames + filenames:
+            s, d = os.path.join(dirpath, name), os.path.join(target_dir, name)
+            if os.path.islink(s):
+                os.symlink(os.readlink(s), d)
+            elif os.path.isdir(s):
+                os.mkdir(d)
+                shutil.copystat(s, d)
+            elif stat.S_ISREG(os.lstat(s).st_mode):
+                shutil.copy2(s, d, follow_symlinks=False)
+            else:
+                st = os.lstat(s)
+                if stat.S_ISSOCK(st.st_mode):
+                    continue                    # (a socket is not content)
+                os.mknod(d, st.st_mode, st.st_rdev)     # device nodes and fifos as they are
+            owner(s, d)
+        for name in dirnames:       # (os.walk does not follow links; a dir's times last)
+            s = os.path.join(dirpath, name)
+            if not os.path.islink(s):
+                shutil.copystat(s, os.path.join(target_dir, name))
 
 
 def is_procfs(path: str, syscalls: Syscalls = LIBC) -> bool:

@@ -109,3 +109,35 @@ def test_rro_makes_every_submount_of_a_bind_read_only(native: Box, tmp_path: Pat
         assert not os.path.exists(tmp_path / "sub" / "x")
     finally:
         subprocess.run(["umount", str(tmp_path / "sub")], check=True)
+
+
+def test_tmpcopyup_starts_the_tmpfs_with_what_the_directory_held(native: Box,
+                                                                 rootfs: Path) -> None:
+    """runc's tmpcopyup (podman asks for it on --tmpfs): files, modes, owners, symlinks,
+    subdirectories and device nodes of the image directory, on a writable tmpfs over a
+    read-only root; the image itself is not changed."""
+    d = rootfs / "seed"
+    (d / "sub").mkdir(parents=True)
+    (d / "file").write_text("seeded\n")
+    (d / "file").chmod(0o640)
+    os.chown(d / "file", 12, 34)
+    (d / "sub" / "deep").write_text("deep\n")
+    (d / "link").symlink_to("/etc/passwd")
+    os.mkfifo(d / "fifo")
+    spec = native.spec("cat /seed/file /seed/sub/deep; stat -c '%a %u %g' /seed/file; "
+                       "readlink /seed/link; test -p /seed/fifo && echo fifo; "
+                       "echo new > /seed/new && cat /seed/new; "
+                       "grep ' /seed ' /proc/self/mountinfo | grep -c tmpfs", rootfs=rootfs)
+    spec.root.readonly = True
+    spec.mounts.append(Mount(destination="/seed", type="tmpfs", source="tmpfs",
+                             options=["nosuid", "nodev", "tmpcopyup", "size=1m"]))
+    status, out = native.run(spec)
+    assert status.exit_code == 0, out
+    assert out.splitlines() == ["seeded", "deep", "640 12 34", "/etc/passwd", "fifo", "new",
+                                "1"], out
+    assert not (d / "new").exists()                 # written to the tmpfs only
+
+
+def test_tmpcopyup_is_a_tmpfs_option_only(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'tmpcopyup' is a tmpfs option"):
+        Mount(destination="/b", type="bind", source=str(tmp_path), options=["rbind", "tmpcopyup"])

@@ -195,9 +195,25 @@ def test_exec_and_run_with_a_terminal(podman: Podman) -> None:
 
 
 def test_unsupported_option_is_a_clear_error(podman: Podman) -> None:
-    r = podman.run("--rm", "--memory-swappiness", "10", IMAGE, "true", ok=False)
+    r = podman.run("--rm", "--cpu-rt-runtime", "1000", IMAGE, "true", ok=False)
     assert r.returncode != 0
-    assert "linux.resources.memory.swappiness: not supported" in r.stderr
+    assert ("linux.resources.cpu.realtimeRuntime: realtime scheduling is not supported"
+            in r.stderr), r.stderr
+
+
+def test_tmpfs_starts_with_the_image_directory_and_swappiness_applies(podman: Podman) -> None:
+    """podman's --tmpfs asks for tmpcopyup (the tmpfs starts with what the image has
+    there); --memory-swappiness reaches the memory cgroup where it exists."""
+    swappiness = os.path.exists("/sys/fs/cgroup/memory/memory.swappiness")
+    r = podman.run("--rm", "--tmpfs", "/etc", *(["--memory-swappiness", "7"] if swappiness else []),
+                   IMAGE, "sh", "-c", "grep -c root /etc/passwd; echo x > /etc/new && cat /etc/new; "
+                   "grep ' /etc ' /proc/self/mountinfo | grep -c tmpfs; "
+                   "cat /sys/fs/cgroup/memory/memory.swappiness 2>/dev/null || echo none",
+                   ok=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    assert lines[:3] == ["1", "x", "1"], r.stdout
+    assert lines[3] == ("7" if swappiness else "none"), r.stdout
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse on this host")

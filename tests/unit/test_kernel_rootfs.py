@@ -289,7 +289,7 @@ def test_mount_options_split_as_runc_s_parse_mount_options() -> None:
     assert plan.attr_set == mounts.MOUNT_ATTR_RDONLY | mounts.MOUNT_ATTR_NOATIME
     assert plan.attr_clr == mounts.MOUNT_ATTR__ATIME
     assert mounts.option_problems("bind", ["rbind", "mode=755", "tmpcopyup", "rro"]) == [
-        "'mode=755' is not a bind mount option", "'tmpcopyup' is not supported"]
+        "'mode=755' is not a bind mount option", "'tmpcopyup' is a tmpfs option"]
     assert mounts.option_problems("tmpfs", ["mode=755", "size=1k"]) == []
 
 

@@ -210,7 +210,7 @@ def test_as_runc_kernel_memory_and_unknown_capabilities_are_warned_about_not_ref
     ("hooks.prestart", [{"path": "relative/hook"}], "hooks.prestart[0].path: required, an absolute path"),
     ("hooks.poststop", [{"path": "/bin/true", "timeout": 0}], "hooks.poststop[0].timeout: must be"),
     ("mounts", [{"destination": "/x", "source": "/tmp", "options": ["rbind", "tmpcopyup"]}],
-     "mounts[0].options: 'tmpcopyup' is not supported"),
+     "mounts[0].options: 'tmpcopyup' is a tmpfs option"),
     ("mounts", [{"destination": "/x", "source": "/tmp", "options": ["rbind", "size=1k"]}],
      "mounts[0].options: 'size=1k' is not a bind mount option"),
     ("mounts", [{"destination": "/x", "source": "/tmp"}], "mounts[0].type: required"),
