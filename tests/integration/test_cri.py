@@ -4,11 +4,13 @@ What kubelet does on a node, without kubelet: a private containerd (Debian's 1.6
 plugin on, in a network namespace of its own) has a runtime handler "execdriver" — the
 runc v2 shim with ``BinaryName`` = execdriver-oci, what a RuntimeClass with
 ``handler: execdriver`` selects — and the test drives it over the CRI gRPC API
-(runtime.v1) with execdriver.testing.cri's client: RunPodSandbox, CreateContainer,
-StartContainer, ContainerStatus, ExecSync, ListContainers, StopPodSandbox,
-RemovePodSandbox, and ListImages. The pause and app images are OCI archives the test
-builds from the busybox rootfs and imports with ``ctr -n k8s.io images import``: nothing
-is pulled. Pods use the node's network (the daemon's namespace): no CNI.
+(runtime.v1) with execdriver.testing.cri's client: RunPodSandbox, PodSandboxStatus,
+CreateContainer, StartContainer, ContainerStatus, ExecSync, ListContainers,
+StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox, and ListImages. The
+pause and app images are OCI archives the test builds from the busybox rootfs and
+imports with ``ctr -n k8s.io images import``: nothing is pulled. Pods use the node's
+network (the daemon's namespace): no CNI. That execdriver-oci, not runc, ran them is
+checked with ``execdriver-oci --root <the shim's Root>/k8s.io list``.
 """
 
 from __future__ import annotations
@@ -135,8 +137,22 @@ def test_pod_through_execdriver(node: daemons.CriContainerd, tmp_path: Path) -> 
                                            {"filter": {"pod_sandbox_id": pod}}).containers}
     assert ids == {one: 2, sleeper: 1}, ids
 
+    # no command: the image's Cmd runs
+    default = cri.call("CreateContainer", {
+        "pod_sandbox_id": pod, "sandbox_config": config,
+        "config": {**container_config("default", []), "command": []},
+    }).container_id
+    cri.call("StartContainer", {"container_id": default})
+    st = wait_exited(node, default)
+    assert st.exit_code == 0 and Path(st.log_path).read_text().endswith(" stdout F app\n")
+    cri.call("RemoveContainer", {"container_id": default})
+
+    # StopContainer: SIGTERM, and sleep dies of it
+    cri.call("StopContainer", {"container_id": sleeper, "timeout": 10})
+    st = wait_exited(node, sleeper)
+    assert (st.state, st.exit_code) == (2, 143), st
+
     cri.call("StopPodSandbox", {"pod_sandbox_id": pod})
-    assert wait_exited(node, sleeper).state == 2
     assert cri.call("PodSandboxStatus", {"pod_sandbox_id": pod}).status.state == 1  # NOTREADY
     cri.call("RemovePodSandbox", {"pod_sandbox_id": pod})
     assert not cri.call("ListContainers", {"filter": {"pod_sandbox_id": pod}}).containers
