@@ -172,6 +172,25 @@ def _unmount_under(base: Path) -> None:
 C = TypeVar("C", bound=Ctr)
 
 
+def _containerd_config(base: Path, top: str) -> str:
+    """The head of a private containerd's config.toml: root, state, sockets (and the "opt"
+    plugin's directory: not /opt/containerd) under ``base``; ``top``: more top-level keys."""
+    return f"""
+version = 2
+root = "{base}/root"
+state = "{base}/state"
+{top}
+[grpc]
+  address = "{base}/containerd.sock"
+[ttrpc]
+  address = "{base}/containerd.sock.ttrpc"
+[debug]
+  address = "{base}/debug.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{base}/opt"
+"""
+
+
 @contextlib.contextmanager
 def private_containerd(base: Path | None = None,
                        client: type[C] = Ctr) -> Iterator[C]:  # type: ignore[assignment]
@@ -182,18 +201,8 @@ def private_containerd(base: Path | None = None,
         raise RuntimeError(why)
     made = base is None
     base = Path(tempfile.mkdtemp(prefix="edctd", dir="/tmp")) if base is None else base
-    (base / "config.toml").write_text(f"""
-version = 2
-root = "{base}/root"
-state = "{base}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{base}/containerd.sock"
-[ttrpc]
-  address = "{base}/containerd.sock.ttrpc"
-[debug]
-  address = "{base}/debug.sock"
-""")
+    cri_off = 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'
+    (base / "config.toml").write_text(_containerd_config(base, cri_off))
     # cgroupsPath is /<namespace>/<id>: the "default" parents are ours to remove
     # afterwards, unless they were there before.
     parents = [h / "default" for h in Path("/sys/fs/cgroup").iterdir() if h.is_dir()]
@@ -218,5 +227,184 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             if parent not in existed and parent.is_dir():
                 with contextlib.suppress(OSError):
                     parent.rmdir()          # (still in use: not empty)
+        if made:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+# -- containerd with its CRI plugin: Kubernetes' node path without kubelet ------------
+
+class CriContainerd:
+    """One private CRI-enabled containerd: ``ctr`` (namespace k8s.io, as the CRI uses),
+    ``cri`` (an execdriver.testing.cri.CriClient on its socket), and where each runtime
+    handler's shim keeps its OCI runtime state (``runtime_root[handler]``, the
+    ``--root`` to give that runtime's ``list``)."""
+
+    def __init__(self, base: Path, netns: str, snapshotter: str, sandbox_image: str,
+                 cgroup_parent: str, runtime_root: dict[str, Path]) -> None:
+        self.base, self.netns, self.snapshotter = base, netns, snapshotter
+        self.sandbox_image, self.cgroup_parent, self.runtime_root = (
+            sandbox_image, cgroup_parent, runtime_root)
+        self.socket = base / "containerd.sock"
+        self.ctr = Ctr(base)
+        self.cri: Any = None
+
+    def import_image(self, archive: Path, name: str) -> None:
+        """``ctr -n k8s.io images import`` an OCI archive whose image is ``name`` (repo:tag)."""
+        self.ctr("-n", "k8s.io", "images", "import", "--all-platforms", "--snapshotter",
+                 self.snapshotter, "--base-name", name.rsplit(":", 1)[0], str(archive))
+
+
+def overlay_works(scratch: Path) -> bool:
+    """Whether an overlay mount works in ``scratch`` (containerd's overlayfs snapshotter)."""
+    dirs = {d: scratch / d for d in ("lower", "upper", "work", "merged")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}",
+                        str(dirs["merged"])], capture_output=True, check=False)
+    if r.returncode == 0:
+        subprocess.run(["umount", str(dirs["merged"])], check=False)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return r.returncode == 0
+
+
+def cri_missing() -> str | None:
+    """Why no CRI-enabled containerd can be driven here (None: it can)."""
+    why = containerd_missing()
+    if why:
+        return why
+    import importlib.util
+    for module, package in (("grpc", "grpcio"), ("google.protobuf", "protobuf")):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:         # (google itself absent)
+            found = False
+        if not found:
+            return f"{package} not installed (pip install -e '.[test]')"
+    return None
+
+
+def _kill_shims(base: Path) -> None:
+    """The shims our containerd started (their argv names its socket) that outlived it."""
+    needle = f"{base}/containerd.sock".encode()
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and needle in argv:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def _remove_cgroup_tree(path: Path) -> None:
+    """rmdir ``path`` and everything below it, deepest first (a busy one stays)."""
+    if not path.is_dir():
+        return
+    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                      reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+@contextlib.contextmanager
+def private_cri_containerd(runtimes: dict[str, str], sandbox_image: str,
+                           base: Path | None = None) -> Iterator[CriContainerd]:
+    """A containerd with the CRI plugin on, in a network namespace of its own (pods use the
+    node's network: no CNI). ``runtimes``: {handler: OCI runtime binary}, each a runc v2
+    shim handler with that ``BinaryName`` (runc stays the default handler);
+    ``sandbox_image``: the pause image's name, to be imported before the first pod.
+    Everything it made is removed afterwards: pods, tasks, shims, mounts, cgroups."""
+    why = cri_missing()
+    if why:
+        raise RuntimeError(why)
+    from execdriver.testing.cri import CriClient
+    made = base is None
+    base = Path(tempfile.mkdtemp(prefix="edcri", dir="/tmp")) if base is None else base
+    snapshotter = "overlayfs" if overlay_works(base / "overlay-probe") else "native"
+    tag = uuid.uuid4().hex[:8]
+    netns, cgroup_parent = f"edcri{tag}", f"/edcri{tag}"
+    runtimes = {"runc": shutil.which("runc") or "runc", **runtimes}
+    runtime_root = {h: base / f"{h}-root" for h in runtimes}
+    cri = '[plugins."io.containerd.grpc.v1.cri"'
+    handlers = "".join(f"""
+{cri}.containerd.runtimes.{h}]
+  runtime_type = "io.containerd.runc.v2"
+{cri}.containerd.runtimes.{h}.options]
+  BinaryName = "{path}"
+  Root = "{runtime_root[h]}"
+""" for h, path in runtimes.items())
+    (base / "config.toml").write_text(_containerd_config(base, "") + f"""
+{cri}]
+  sandbox_image = "{sandbox_image}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  # pods' oom_score_adj no lower than containerd's own: below it needs CAP_SYS_RESOURCE,
+  # which a host without it (like this VM) cannot grant, under runc as under execdriver-oci
+  restrict_oom_score_adj = true
+{cri}.cni]
+  bin_dir = "{base}/cni/bin"
+  conf_dir = "{base}/cni/conf"
+{cri}.containerd]
+  snapshotter = "{snapshotter}"
+  default_runtime_name = "runc"
+{handlers}""")
+    # cgroups: pods get cgroup_parent (ours entirely); a container without one would get
+    # /k8s.io/<id>: those parents are removed too unless they were there before.
+    hierarchies = [h for h in Path("/sys/fs/cgroup").iterdir() if h.is_dir()]
+    existed = {h / "k8s.io" for h in hierarchies if (h / "k8s.io").exists()}
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    c = CriContainerd(base, netns, snapshotter, sandbox_image, cgroup_parent, runtime_root)
+    log = base / "containerd.log"
+    proc: subprocess.Popen[Any] | None = None
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        with open(log, "w") as out:
+            # nsenter, not `ip netns exec` (which remounts /sys and hides the cgroup mounts)
+            proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{netns}", "containerd",
+                                     "--config", str(base / "config.toml")],
+                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+        def cri_up() -> bool:
+            if not c.socket.exists():
+                return False
+            if c.cri is None:
+                c.cri = CriClient(c.socket, timeout=10)
+            try:
+                c.cri.call("Version", {"version": "v1"})
+            except Exception:  # noqa: BLE001 - not serving yet: asked again
+                return False
+            return True
+
+        _wait_up(cri_up, proc, log, "containerd (CRI)")
+        c.cri.timeout = 120
+        yield c
+    finally:
+        if c.cri is not None:
+            with contextlib.suppress(Exception):
+                for pod in c.cri.call("ListPodSandbox").items:
+                    c.cri.call("StopPodSandbox", {"pod_sandbox_id": pod.id})
+                    c.cri.call("RemovePodSandbox", {"pod_sandbox_id": pod.id})
+            c.cri.close()
+        if proc is not None and proc.poll() is None:
+            k8s = c.ctr
+            for task in k8s("-n", "k8s.io", "task", "ls", "-q", check=False).stdout.split():
+                k8s("-n", "k8s.io", "task", "kill", "-s", "KILL", task, check=False)
+                k8s("-n", "k8s.io", "task", "delete", "--force", task, check=False)
+            for container in k8s("-n", "k8s.io", "container", "ls", "-q", check=False).stdout.split():
+                k8s("-n", "k8s.io", "container", "delete", container, check=False)
+        if proc is not None:
+            _stop(proc, 30)
+        _kill_shims(base)
+        _unmount_under(base)
+        for h in hierarchies:
+            _remove_cgroup_tree(h / cgroup_parent.lstrip("/"))
+            if h / "k8s.io" not in existed:
+                _remove_cgroup_tree(h / "k8s.io")
+        subprocess.run(["ip", "netns", "del", netns], check=False)
         if made:
             shutil.rmtree(base, ignore_errors=True)
