@@ -286,7 +286,7 @@ def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int, watch_fd:
             syscalls.write(fd, b"0")
             syscalls.close(fd)
             syscalls.close(fifo_fd)
-            cfg.process.errors_to_stderr = True
+            cfg.process.errors_to_stderr = not cfg.exec_heard
         syscalls.setsid()
         if cfg.process.terminal:
             claim_terminal(syscalls)

@@ -45,8 +45,9 @@ class ProcessConfig:
     apparmor_profile: str | None = None
     die_with_parent: bool = False       # re-arm PDEATHSIG after the uid change
     parent_pid: int = 0
-    # past a created container's start gate nobody reads the sync socket: a failure is
-    # also written to the process's stderr (its log), as one line
+    # past a created container's start gate nobody reads the sync socket (unless the
+    # creator starts it: InitConfig.exec_heard): a failure is also written to the
+    # process's stderr (its log), as one line
     errors_to_stderr: bool = False
 
 
@@ -82,6 +83,7 @@ class InitConfig:
     cgroup_mount: str | None = None
     cgroup_binds: list[tuple[str, str]] = field(default_factory=list)   # (subdir, host dir)
     populate_dev: bool = False
+    exec_heard: bool = False            # the creator reads the sync socket after start
     dev_core: bool = True               # /dev/core -> /proc/kcore (as runc: only if it exists)
     devices: list[devices.DeviceNode] = field(default_factory=list)
     devices_by_bind: bool = False       # in a user namespace: bind the host's nodes

@@ -218,6 +218,7 @@ class Container:
             kwargs["on_before_pivot"] = on_before_pivot
         # Starting it ourselves (startContainer hooks), we hear what fails before exec.
         keep = use_fifo and (keep_exec_channel or not wait_for_start)
+        cfg.exec_heard = keep
         spawned = launch.spawn(cfg, fds, on_init=on_init, wait_exec=not use_fifo,
                                keep_channel=keep, **kwargs)
         self.exec_channel = spawned.exec_channel

@@ -10,8 +10,15 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || say "cannot mount cgroup2"
 mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
+# The checkout may live under /tmp or /run (a CI clone): keep it visible through the
+# fresh tmpfs mounts there by moving a bind of it back on top.
+repo=$(cd "$(dirname "$0")/../.." && pwd -P)
+case "$repo" in /tmp/*|/run/*) mkdir -p /.checkout && mount --bind "$repo" /.checkout ;; esac
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+if [ -d /.checkout ]; then
+    mkdir -p "$repo" && mount --move /.checkout "$repo" || say "cannot keep the checkout at $repo"
+fi
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666,gid=5,mode=620 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
