@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-PKGS="busybox-static runc lxc lxc-dev liblxc1 pkg-config gcc python3-dev nftables iproute2 podman buildah conmon containerd docker.io zsh uidmap systemd-container"
+PKGS="busybox-static runc lxc lxc-dev liblxc1 pkg-config gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user python3-dev nftables iproute2 podman buildah conmon containerd docker.io zsh uidmap systemd-container"
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -214,3 +214,35 @@ def test_a_fresh_venv_runs_containers_with_the_c_helpers_moves_and_uninstalls(
     sh(moved / "bin" / "python", "-m", "pip", "uninstall", "-y", "-q", "execdriver")
     left = [str(p) for p in moved.rglob("*execdriver*")]
     assert left == [], f"pip uninstall left {left}"
+
+
+CROSS = {"cc": shutil.which("aarch64-linux-gnu-gcc"), "qemu": shutil.which("qemu-aarch64")}
+
+
+@pytest.mark.skipif(not all(CROSS.values()),
+                    reason="no aarch64 cross compiler or qemu-user (apt-get install "
+                           "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)")
+def test_an_aarch64_wheel_cross_built_runs_its_helpers_under_qemu(sdist: Path,
+                                                                   tmp_path: Path) -> None:
+    """The same build hook makes the aarch64 wheel (CC and --plat-name), and its compiled
+    helpers run on aarch64 (here emulated by qemu-user): the init passes an exit code
+    through, the front execs Python."""
+    sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+       tmp_path, "--config-settings=--build-option=--plat-name=linux_aarch64", sdist,
+       CC=str(CROSS["cc"]))
+    wheel = tmp_path / f"{NAME}-py3-none-linux_aarch64.whl"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(tmp_path / "x")
+    x = tmp_path / "x"
+    init, front = x / "execdriver/kernel/execdriver-init", x / f"{NAME}.data/scripts/execdriver"
+    for binary in (x / "execdriver/kernel/execdriver-waiter", init, front):
+        assert binary.read_bytes()[18:20] == (183).to_bytes(2, "little"), binary  # EM_AARCH64
+        binary.chmod(0o755)
+    qemu = [str(CROSS["qemu"]), "-L", "/usr/aarch64-linux-gnu"]
+    r = subprocess.run([*qemu, str(init), "--", "/bin/sh", "-c", "echo from-init; exit 5"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert (r.returncode, r.stdout) == (5, "from-init\n"), r.stderr
+    r = subprocess.run([*qemu, str(front), "--version"], capture_output=True, text=True,
+                       timeout=60, check=False, env={**os.environ, "EXECDRIVER_SERVER": "off",
+                                                     "EXECDRIVER_PYTHON": sys.executable})
+    assert (r.returncode, r.stdout) == (0, f"execdriver {execdriver.__version__}\n"), r.stderr
