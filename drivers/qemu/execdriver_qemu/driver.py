@@ -9,8 +9,8 @@ monitor (monitor.py) runs qemu, relays stdio and records the exit. The VM's memo
 vCPUs are the spec's memory limit and CPU quota; pause is qemu's stop (QMP); stats are
 the qemu process's.
 
-Layout: ``<state root>/<id>/`` holds the initrd, console.log, qemu.log and the stdin
-links; the unix sockets (signal, agent, QMP) are in ``/run/execdriver-qemu/<hash>/``
+Layout: ``<state root>/<id>/`` holds the initrd, console.log and qemu.log; the unix
+sockets (stdin, signal, agent, QMP) are in ``/run/execdriver-qemu/<hash>/``
 (a state root can be too long a path for a socket), recorded before they are made.
 """
 
@@ -202,7 +202,7 @@ class QemuDriver(ExecDriver):
                 "cpus": cpus(cpu.quota, cpu.period, os.cpu_count() or 1),
                 "rootfs": str(rootfs), "readonly": spec.root.readonly,
                 "console_log": str(d / "console.log"),
-                "sockets": {"signal": str(runs / "signal.sock"), "agent": str(runs / "agent.sock")},
+                "sockets": {name: str(runs / f"{name}.sock") for name in ("stdin", "signal", "agent")},
                 "qmp": str(runs / "qmp.sock")}
         log = d / "output.log" if detach else None
         started = start_monitor(

@@ -192,9 +192,9 @@ static void frame(char type, const char *data, size_t len) {
             ssize_t w = write(agent_fd, s, n);
             if (w < 0) {
                 if (errno == EINTR) continue;
-                if (errno == EAGAIN) {
+                if (errno == EAGAIN) {  /* the host has not taken what we sent yet */
                     struct pollfd pf = {agent_fd, POLLOUT, 0};
-                    if (poll(&pf, 1, 1000) <= 0) return;
+                    if (poll(&pf, 1, 1000) > 0 && (pf.revents & POLLHUP)) return;  /* gone */
                     continue;
                 }
                 return;

@@ -60,6 +60,8 @@ class StdinRelay:
         self.source: int | None = 0
         self.target: int | None = target
         self.pending = b""
+        #: the socket once shut down (closed when the VM ends)
+        self.finished: int | None = None
         os.set_blocking(target, False)
 
     def readers(self) -> list[int]:
@@ -96,9 +98,32 @@ class StdinRelay:
             self.close()
 
     def close(self) -> None:
+        """EOF for the guest: shut our side down for writing, but keep the socket open
+        (a closed one is a hang-up, and qemu would drop what it has not read yet)."""
         if self.target is not None:
-            os.close(self.target)
+            try:
+                sock = socket.socket(fileno=os.dup(self.target))
+                sock.shutdown(socket.SHUT_WR)
+                sock.close()
+            except OSError:
+                pass
+            self.finished = self.target
             self.target = None
+
+
+def _connect_stdin(path: str, proc: subprocess.Popen[bytes]) -> int | None:
+    """Our end of the guest's stdin port (a connected unix socket), once qemu listens."""
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            time.sleep(0.01)
+            continue
+        return sock.detach()
+    return None
 
 
 def run_vm(mon: Monitor, cfg: dict[str, Any]) -> int:
@@ -107,25 +132,28 @@ def run_vm(mon: Monitor, cfg: dict[str, Any]) -> int:
     control_r, control_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    in_r, in_w = os.pipe()
-    for name, target in (("stdin.in", f"/proc/self/fd/{in_r}"), ("stdin.out", os.devnull)):
-        link = state_dir / name
-        link.unlink(missing_ok=True)
-        link.symlink_to(target)
     plan = VmPlan(**{**cfg["plan"], "files": {
         "control": f"/proc/self/fd/{control_w}", "stdout": f"/proc/self/fd/{out_w}",
-        "stderr": f"/proc/self/fd/{err_w}", "stdin": str(state_dir / "stdin")}})
+        "stderr": f"/proc/self/fd/{err_w}"}})
     qemu_log = state_dir / "qemu.log"
     try:
         with open(qemu_log, "ab") as log:
             proc = subprocess.Popen(qemu_argv(plan), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=log,
-                                    pass_fds=(control_w, out_w, err_w, in_r),
+                                    pass_fds=(control_w, out_w, err_w),
                                     start_new_session=True)
     except OSError as exc:
         return mon.error(f"qemu: {exc.strerror or exc}")
-    for fd in (control_w, out_w, err_w, in_r):
+    for fd in (control_w, out_w, err_w):
         os.close(fd)
+    # stdin is a socket qemu listens on: closing our end is an EOF the guest sees (the
+    # port's host side disconnects); the guest is still booting when we connect
+    in_w = _connect_stdin(plan.sockets["stdin"], proc)
+    if in_w is None:
+        proc.kill()
+        proc.wait()
+        return mon.error(f"qemu exited with status {proc.returncode} "
+                         f"({_tail(qemu_log) or 'no output'})")
     lifeline = mon.lifeline
     pidfd = os.pidfd_open(proc.pid)
     stdin = StdinRelay(in_w)
@@ -187,6 +215,8 @@ def run_vm(mon: Monitor, cfg: dict[str, Any]) -> int:
             _write_all(outputs[fd], data)
         os.close(fd)
     stdin.close()
+    if stdin.finished is not None:
+        os.close(stdin.finished)
     if not started:
         why = guest_error or f"qemu exited with status {proc.returncode} " \
             f"({_tail(qemu_log) or _tail(state_dir / 'console.log') or 'no output'})"

@@ -71,10 +71,9 @@ class VmPlan:
     rootfs: str
     readonly: bool
     console_log: str
-    #: chardev id -> path qemu opens: a file chardev for control/stdout/stderr, the
-    #: prefix of a pipe chardev (``<prefix>.in``/``.out``) for stdin
+    #: chardev id -> the file qemu writes the guest's output to (control, stdout, stderr)
     files: dict[str, str] = field(default_factory=dict)
-    #: chardev id -> unix socket qemu listens on (signal, agent)
+    #: chardev id -> unix socket qemu listens on (stdin, signal, agent)
     sockets: dict[str, str] = field(default_factory=dict)
     qmp: str = ""
 
@@ -111,8 +110,6 @@ def qemu_argv(plan: VmPlan) -> list[str]:
     for nr, port in enumerate(PORTS, start=1):
         if port in plan.sockets:
             chardev = f"socket,id={port},path={_opt(plan.sockets[port])},server=on,wait=off"
-        elif port == "stdin":
-            chardev = f"pipe,id={port},path={_opt(plan.files[port])}"
         else:
             chardev = f"file,id={port},path={_opt(plan.files[port])}"
         argv += ["-chardev", chardev,
@@ -156,8 +153,9 @@ def probe_kvm(qemu: str, kernel: Kernel, initrd: Path, timeout: float = PROBE_TI
             return f"a KVM guest did not boot within {timeout:.0f}s"
         if log.exists() and "execdriver-probe-ok" in log.read_text(errors="replace"):
             return None
-        why = " ".join(proc.stderr.split())[:200] or f"qemu exited {proc.returncode}"
-        return f"KVM guest failed after {time.monotonic() - start:.1f}s: {why}"
+        errors = [ln.split(": ", 1)[-1].strip() for ln in proc.stderr.splitlines()
+                  if "error" in ln.lower()] or [f"qemu exited {proc.returncode}"]
+        return f"a KVM guest failed after {time.monotonic() - start:.1f}s: {errors[0][:160]}"
 
 
 def choose_accel(qemu: str, kernel: Kernel, initrd: Path | None) -> Accel:
