@@ -178,31 +178,36 @@ static pid_t exec_pid = -1;
 static int exec_in = -1, exec_out = -1, exec_err = -1;
 static char *exec_cfg;
 
-/* Write a frame to the host; dropped if the host is gone. */
+/* Write all of data to a host-side port (non-blocking fd). The guest may read a request
+ * before it learns that the host connected (the control message that says so is handled
+ * asynchronously): a port that looks hung up is retried for a few seconds before what we
+ * write is dropped. Returns 0, or -1 if dropped. */
+static int put(int fd, const char *data, size_t n) {
+    int hup_waits = 0;
+    while (n > 0) {
+        ssize_t w = write(fd, data, n);
+        if (w >= 0) {
+            data += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return -1;
+        struct pollfd pf = {fd, POLLOUT, 0};
+        if (poll(&pf, 1, 1000) > 0 && (pf.revents & POLLHUP)) {
+            if (++hup_waits > 300) return -1;  /* the host is gone */
+            usleep(10000);
+        }
+    }
+    return 0;
+}
+
+/* Write a frame to the agent's host. */
 static void frame(char type, const char *data, size_t len) {
     unsigned char head[5] = {(unsigned char)type, (unsigned char)(len >> 24),
                              (unsigned char)(len >> 16), (unsigned char)(len >> 8),
                              (unsigned char)len};
-    const char *parts[2] = {(const char *)head, data};
-    size_t lens[2] = {5, len};
-    for (int i = 0; i < 2; i++) {
-        const char *s = parts[i];
-        size_t n = lens[i];
-        while (n > 0) {
-            ssize_t w = write(agent_fd, s, n);
-            if (w < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN) {  /* the host has not taken what we sent yet */
-                    struct pollfd pf = {agent_fd, POLLOUT, 0};
-                    if (poll(&pf, 1, 1000) > 0 && (pf.revents & POLLHUP)) return;  /* gone */
-                    continue;
-                }
-                return;
-            }
-            s += w;
-            n -= (size_t)w;
-        }
-    }
+    if (put(agent_fd, (const char *)head, 5) == 0) put(agent_fd, data, len);
 }
 
 static void close_fd(int *fd) {
@@ -396,6 +401,7 @@ int main(void) {
     char sbuf[64];
     size_t slen = 0;
     long sig_back = 0, agent_back = 0;  /* host not connected: retry after this time */
+    long agent_hup_since = 0;
     for (;;) {
         struct pollfd pf[6];
         int n = 0, i_sig = -1, i_agent = -1, i_out = -1, i_err = -1;
@@ -423,7 +429,7 @@ int main(void) {
                     int signum = atoi(sbuf + all);
                     int rc = signum > 0 ? kill(all ? -1 : main_pid, signum) : -1;
                     const char *ack = rc == 0 ? "ok\n" : "error\n";
-                    if (write(sig_fd, ack, strlen(ack)) < 0) {}
+                    put(sig_fd, ack, strlen(ack));
                     size_t used = (size_t)(nl - sbuf) + 1;
                     memmove(sbuf, nl + 1, slen - used + 1);
                     slen -= used;
@@ -434,11 +440,19 @@ int main(void) {
         if (i_agent >= 0 && pf[i_agent].revents) {
             ssize_t r = read(agent_fd, abuf + alen, sizeof abuf - alen);
             if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-                agent_gone();
-                agent_back = now_ms() + 20;
-            } else if (r > 0) {
-                alen += (size_t)r;
-                agent_frames();
+                /* The host is not connected (or we have not heard yet that it is: the
+                 * news comes asynchronously, after a new host's data at times): its exec
+                 * is killed once that has lasted a second. */
+                long t_now = now_ms();
+                if (!agent_hup_since) agent_hup_since = t_now;
+                if (t_now - agent_hup_since > 1000) agent_gone();
+                agent_back = t_now + 20;
+            } else {
+                agent_hup_since = 0;
+                if (r > 0) {
+                    alen += (size_t)r;
+                    agent_frames();
+                }
             }
         }
         if (pf[0].revents) {

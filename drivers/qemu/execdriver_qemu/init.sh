@@ -44,7 +44,7 @@ mkdir -p /newroot
 mount -t 9p -o "$opts" rootfs /newroot || fail "cannot mount the container's root over 9p"
 # the spec's mounts (kernel file systems only: init.conf's guest_mounts calls mnt for each)
 mnt() {     # TYPE SOURCE OPTIONS DESTINATION
-    [ -d "/newroot$4" ] || [ "$READONLY" = 1 ] || mkdir -p "/newroot$4" 2>/dev/null
+    [ -d "/newroot$4" ] || mkdir -p "/newroot$4" 2>/dev/null
     [ -d "/newroot$4" ] || fail "mount $4: no such directory in the container's root"
     mount -t "$1" -o "$3" "$2" "/newroot$4" || fail "mount $4 ($1) failed"
     [ "$4" = /dev ] && devnodes
