@@ -99,17 +99,24 @@ def cpio(entries: Iterable[Entry]) -> bytes:
     return out + _cpio_entry("TRAILER!!!", 0)
 
 
-def base_entries(busybox: bytes, guest: bytes, init: bytes,
-                 modules: Sequence[tuple[str, bytes]]) -> list[Entry]:
-    """The base image: the layout /init expects."""
-    entries = [Entry(d) for d in ("bin", "dev", "proc", "sys", "modules", "newroot",
-                                  "execdriver")]
+def image_entries(busybox: bytes, init: bytes, modules: Sequence[tuple[str, bytes]],
+                  extra: Sequence[Entry] = ()) -> list[Entry]:
+    """A busybox initramfs: /bin/busybox (and /bin/sh), /init, the modules as
+    /modules/<name>.ko with /modules/order (load them in that order), then ``extra``."""
+    entries = [Entry(d) for d in ("bin", "dev", "proc", "sys", "modules")]
     entries += [Entry("bin/busybox", 0o755, busybox), Entry("bin/sh", target="busybox"),
-                Entry("bin/execdriver-guest", 0o755, guest), Entry("init", 0o755, init)]
+                Entry("init", 0o755, init)]
     entries += [Entry(f"modules/{name}.ko", 0o644, data) for name, data in modules]
     entries.append(Entry("modules/order", 0o644,
                          "".join(f"{name}\n" for name, _ in modules).encode()))
-    return entries
+    return entries + list(extra)
+
+
+def base_entries(busybox: bytes, guest: bytes, init: bytes,
+                 modules: Sequence[tuple[str, bytes]]) -> list[Entry]:
+    """The driver's base image: the layout init.sh expects."""
+    return image_entries(busybox, init, modules, [
+        Entry("newroot"), Entry("execdriver"), Entry("bin/execdriver-guest", 0o755, guest)])
 
 
 def config_archive(init_conf_text: str, process_config: bytes) -> bytes:
@@ -140,10 +147,11 @@ def _module_bytes(path: str) -> bytes:
     return raw
 
 
-def host_modules(kver: str) -> list[tuple[str, bytes]]:
-    """The modules of kernel ``kver`` the guest loads, in order (built-in ones left out)."""
+def host_modules(kver: str, wanted: Sequence[str] = WANTED_MODULES) -> list[tuple[str, bytes]]:
+    """The modules of kernel ``kver`` a guest needs for ``wanted``, in load order (built-in
+    ones left out), uncompressed."""
     depends: dict[str, list[str]] = {}
-    todo = list(WANTED_MODULES)
+    todo = list(wanted)
     files: dict[str, str] = {}
     while todo:
         name = todo.pop()
@@ -156,7 +164,7 @@ def host_modules(kver: str) -> list[tuple[str, bytes]]:
         depends[name] = deps
         todo += deps
     return [(name.replace("-", "_"), _module_bytes(files[name]))
-            for name in module_order(WANTED_MODULES, depends)
+            for name in module_order(wanted, depends)
             if files[name] != "(builtin)"]
 
 
@@ -183,6 +191,13 @@ def base_key(kver: str) -> str:
     return h.hexdigest()[:16]
 
 
+def write_image(path: Path, entries: Iterable[Entry]) -> None:
+    """``entries`` as a gzip'ed archive at ``path`` (written aside, then renamed)."""
+    part = path.with_name(f".{path.name}.{os.getpid()}")
+    part.write_bytes(gzip.compress(cpio(entries), compresslevel=1))
+    os.replace(part, path)
+
+
 def base_image(kver: str) -> Path:
     """The cached base image for kernel ``kver``, built (under a lock) if missing."""
     if not os.access(BUSYBOX, os.X_OK):
@@ -200,11 +215,8 @@ def base_image(kver: str) -> Path:
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             guest = Path(tmp) / "execdriver-guest"
             compile_guest(guest)
-            archive = cpio(base_entries(Path(BUSYBOX).read_bytes(), guest.read_bytes(),
-                                        INIT.read_bytes(), host_modules(kver)))
-            part = Path(tmp) / "image"
-            part.write_bytes(gzip.compress(archive, compresslevel=1))
-            os.replace(part, path)
+            write_image(path, base_entries(Path(BUSYBOX).read_bytes(), guest.read_bytes(),
+                                           INIT.read_bytes(), host_modules(kver)))
         for old in cache.glob(f"initramfs-{kver}-*.cpio.gz"):
             if old != path:
                 with contextlib.suppress(OSError):
@@ -221,3 +233,29 @@ def container_image(base: Path, out: Path, init_conf_text: str, process_config: 
         # skipping zeros
         f.write(b"\0" * (-f.tell() % 4))
         f.write(config_archive(init_conf_text, process_config))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m execdriver_qemu.initramfs --kernel VERSION --init FILE --modules 'a b'
+    --out FILE``: a busybox initramfs of one's own (the VM lane's, scripts/vm-lane.sh)."""
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(prog="python -m execdriver_qemu.initramfs",
+                                description=main.__doc__)
+    p.add_argument("--kernel", required=True, help="kernel version (/lib/modules/VERSION)")
+    p.add_argument("--init", required=True, help="the /init to put in it")
+    p.add_argument("--modules", default="", help="modules it loads (dependencies are added)")
+    p.add_argument("--out", required=True, help="where to write the .cpio.gz")
+    args = p.parse_args(argv)
+    try:
+        modules = host_modules(args.kernel, args.modules.replace(",", " ").split())
+        write_image(Path(args.out), image_entries(Path(BUSYBOX).read_bytes(),
+                                                  Path(args.init).read_bytes(), modules))
+    except (BuildError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"initramfs: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
