@@ -142,3 +142,41 @@ def test_bind_mount_refused_in_one_line(conformance_driver: ExecDriver,
         conformance_driver.run(new_id(), validate_spec(data))
     assert "mounts[7] (type bind" in str(err.value) and "\n" not in str(err.value)
     assert conformance_driver.state.ids() == []
+
+
+def test_vm_dies_with_its_foreground_caller(conformance_driver: ExecDriver,
+                                            conformance_rootfs: Path) -> None:
+    """The lifeline: a foreground container's VM ends when its caller is killed."""
+    import os
+    import signal
+
+    from execdriver.driver import Status
+    from execdriver.testing.helpers import wait_until
+    root, cid = conformance_driver.state.root, new_id()
+    caller = subprocess.Popen([sys.executable, "-c", (
+        "import sys\nfrom execdriver import load_driver\n"
+        f"d = load_driver('qemu', state_root={str(root)!r})\n"
+        f"d.run({cid!r}, d.default_spec({str(conformance_rootfs)!r}, ['/bin/sleep', '1000']))")])
+    try:
+        def running() -> int | None:
+            try:
+                info = conformance_driver.info(cid)
+            except Exception:  # noqa: BLE001 - not created yet
+                return None
+            return info.pid if info.status == Status.RUNNING else None
+        pid = wait_until(running, 120, what="the VM to run")
+        caller.send_signal(signal.SIGKILL)
+        caller.wait()
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+        wait_until(gone, 30, what=f"qemu {pid} to end")
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+        conformance_driver.terminate(cid)

@@ -209,3 +209,22 @@ def test_agent_frames() -> None:
     reader = FrameReader()
     assert reader.feed(data[:7]) == []
     assert reader.feed(data[7:]) == [(b"o", b"hello"), (b"x", b"3 -")]
+
+
+def test_acceleration_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from execdriver_qemu.vm import ACCEL_ENV, Kernel, choose_accel
+    kernel = Kernel("v", "/boot/vmlinuz-v", "/lib/modules/v")
+    for name in ("kvm", "tcg"):
+        monkeypatch.setenv(ACCEL_ENV, name)
+        accel = choose_accel("Q", kernel, None)     # decided without probing
+        assert (accel.name, accel.why) == (name, f"{ACCEL_ENV}={name}")
+
+
+def test_unavailable_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from execdriver_qemu import driver
+    monkeypatch.setattr(driver, "qemu_path", lambda: "/usr/bin/qemu-system-x86_64")
+    monkeypatch.setattr(driver, "find_kernel", lambda: None)
+    why = driver.QemuDriver.availability()
+    assert not why.available and why.reason.startswith("no guest kernel")
+    monkeypatch.setattr(driver, "qemu_path", lambda: None)
+    assert "qemu-system-x86_64 not found" in driver.QemuDriver.availability().reason
