@@ -3,15 +3,15 @@
 The base image holds the host's static busybox, the kernel modules the guest needs
 (virtio PCI, 9p over virtio, virtio-serial) in dependency order, the driver's /init
 (init.sh) and execdriver-guest (guest.c, compiled static with the host's C compiler).
-It is cached under ``cache_dir()`` by the hash of everything that goes into it. Each
-container gets the base followed by a small uncompressed archive of its own
-(/execdriver/init.conf and /execdriver/config): the kernel unpacks concatenated archives
-in order.
+It is cached under ``cache_dir()`` by the hash of everything that goes into it (older
+images are left alone: another checkout may be using one; the directory can be removed
+at any time). Each container gets the base followed by a small uncompressed archive of
+its own (/execdriver/init.conf and /execdriver/config): the kernel unpacks concatenated
+archives in order.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import os
@@ -217,10 +217,6 @@ def base_image(kver: str) -> Path:
             compile_guest(guest)
             write_image(path, base_entries(Path(BUSYBOX).read_bytes(), guest.read_bytes(),
                                            INIT.read_bytes(), host_modules(kver)))
-        for old in cache.glob(f"initramfs-{kver}-*.cpio.gz"):
-            if old != path:
-                with contextlib.suppress(OSError):
-                    old.unlink()
     return path
 
 

@@ -170,7 +170,7 @@ def choose_accel(qemu: str, kernel: Kernel, initrd: Path | None) -> Accel:
     if initrd is None:
         return Accel("tcg", "KVM not probed yet")
     from .initramfs import cache_dir
-    stamp = f"{kernel.version}-{os.stat(qemu).st_mtime_ns}-{os.stat(initrd).st_ino}"
+    stamp = f"{kernel.version}-{os.stat(qemu).st_mtime_ns}"   # (per kernel and qemu build)
     cached = cache_dir() / f"accel-{stamp}"
     if cached.is_file():
         name, _, why = cached.read_text().partition(" ")
@@ -179,7 +179,7 @@ def choose_accel(qemu: str, kernel: Kernel, initrd: Path | None) -> Accel:
     accel = Accel("tcg", f"KVM probe: {failure}") if failure else Accel("kvm", "KVM probe booted")
     for old in cached.parent.glob("accel-*"):
         old.unlink(missing_ok=True)
-    tmp = cached.with_suffix(".tmp")
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
     tmp.write_text(f"{accel.name} {accel.why}\n")
     os.replace(tmp, cached)
     return accel
