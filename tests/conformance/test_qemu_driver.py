@@ -4,7 +4,7 @@ Needs it installed (scripts/setup.sh does: pip install -e drivers/qemu), qemu-sy
 and a guest kernel (linux-image-amd64); without them every test is skipped with the
 driver's own reason. A container is a VM here: ~8 s a run under TCG. CI runs the subset
 below (the verbs and the process's view, one test each; ~2 minutes);
-EXECDRIVER_QEMU_FULL=1 runs the whole suite (~6 minutes).
+EXECDRIVER_QEMU_FULL=1 runs the whole suite (~5 minutes).
 """
 
 from __future__ import annotations
