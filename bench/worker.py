@@ -40,7 +40,8 @@ def _spec(driver: Any, rootfs: str, args: list[str]) -> Any:
             spec.resources.memory.limit = MEMORY_LIMIT
             spec.resources.pids.limit = PIDS_LIMIT
             spec = validate_spec(spec.model_dump())
-        elif driver.name == "nspawn":   # no resources.* (nspawn's --property needs systemd)
+        elif driver.name in ("nspawn", "qemu"):   # no resources.* (nspawn: --property needs
+            # systemd; qemu: the VM's size is its limit, the default one)
             spec = driver.default_spec(rootfs, args)
         else:
             spec = validate_spec(spec_dict(rootfs, args))

@@ -12,13 +12,22 @@ if [ -n "$missing" ]; then
     apt-get update -qq
     apt-get install -y -qq $missing >/dev/null
 fi
+# the qemu driver (drivers/qemu) and the VM lane: qemu and a guest kernel, without their
+# recommends (linux-image-amd64 only adds files under /boot and /lib/modules)
+VM_PKGS="qemu-system-x86 linux-image-amd64 kmod cpio"
+missing=""
+for p in $VM_PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 # (an older set-up linked the commands into .venv/libexec: pip replaces files, not links)
 for cmd in .venv/bin/execdriver .venv/bin/execdriver-oci; do [ ! -L "$cmd" ] || rm -f "$cmd"; done
-.venv/bin/pip install -q --disable-pip-version-check -e '.[lxc,test,dev,bench]' -e tests/example_driver -e drivers/nspawn
+.venv/bin/pip install -q --disable-pip-version-check -e '.[lxc,test,dev,bench]' -e tests/example_driver -e drivers/nspawn -e drivers/qemu
 # (the package build compiled the C container monitor and the execdriver/execdriver-oci front)
 # (EXECDRIVER_SERVER=manual: the set-up starts no resident server)
 [ -x demo-rootfs/bin/busybox ] || EXECDRIVER_SERVER=manual .venv/bin/execdriver rootfs busybox demo-rootfs

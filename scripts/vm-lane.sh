@@ -17,8 +17,8 @@ VM_TIMEOUT=${VM_TIMEOUT:-900}
 VM_MEMORY=${VM_MEMORY:-3072}
 VM_CPUS=${VM_CPUS:-2}
 VM_CACHE=${VM_CACHE:-/var/cache/execdriver-vm}
-MODULES="9pnet netfs fscache 9p virtio_ring virtio 9pnet_virtio overlay virtio_pci_modern_dev
-         virtio_pci_legacy_dev virtio_pci"
+# what the guest loads from its initramfs (modinfo adds their dependencies, in order)
+MODULES="9p 9pnet_virtio overlay virtio_pci"
 die() { echo "vm-lane: $*" >&2; exit 3; }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (apt, qemu's 9p shares of /)"
@@ -49,32 +49,15 @@ KVER=$(find /boot -maxdepth 1 -name 'vmlinuz-*-amd64' -printf '%f\n' | sed 's/^v
 KERNEL=/boot/vmlinuz-$KVER
 
 # --- the initramfs: busybox, the modules, scripts/vm/init; cached by content ---------------
-key=$( { echo "$KVER $MODULES"; cat scripts/vm/init /bin/busybox; } | sha256sum | cut -c1-16)
+# built by the qemu driver's builder (drivers/qemu: the same busybox + modules layout)
+BUILDER=drivers/qemu/execdriver_qemu/initramfs.py
+key=$( { echo "$KVER $MODULES"; cat scripts/vm/init /bin/busybox "$BUILDER"; } | sha256sum | cut -c1-16)
 INITRD=$VM_CACHE/initramfs-$KVER-$key.cpio.gz
 if [ ! -s "$INITRD" ]; then
     echo "vm-lane: building $INITRD"
     mkdir -p "$VM_CACHE"
-    build=$(mktemp -d)
-    trap 'rm -rf "$build"' EXIT
-    mkdir -p "$build"/{bin,dev,proc,sys,modules}
-    cp /bin/busybox "$build/bin/busybox"
-    cp scripts/vm/init "$build/init"
-    for m in $MODULES; do
-        ko=$(modinfo -k "$KVER" -n "$m" 2>/dev/null) || die "module $m not found for $KVER"
-        case "$ko" in
-            (builtin) continue ;;
-            (*.ko) cp "$ko" "$build/modules/$m.ko" ;;
-            (*.ko.xz) xz -dc "$ko" >"$build/modules/$m.ko" ;;
-            (*.ko.zst) zstd -qdc "$ko" >"$build/modules/$m.ko" ;;
-            (*.ko.gz) gzip -dc "$ko" >"$build/modules/$m.ko" ;;
-            (*) die "module $m: unexpected file $ko" ;;
-        esac
-        echo "$m" >>"$build/modules/order"
-    done
-    (cd "$build" && find . | cpio -o -H newc --quiet | gzip -1) >"$INITRD.tmp"
-    mv "$INITRD.tmp" "$INITRD"
-    rm -rf "$build"
-    trap - EXIT
+    .venv/bin/python -m execdriver_qemu.initramfs --kernel "$KVER" --init scripts/vm/init \
+        --modules "$MODULES" --out "$INITRD" || die "cannot build the initramfs"
 fi
 
 # --- the job and the result share ---------------------------------------------------------
