@@ -106,7 +106,9 @@ def test_with_the_oom_killer_disabled_a_process_at_the_limit_waits(native: Box) 
     spec.resources.memory.limit = 16 << 20
     spec.resources.memory.disable_oom_killer = True
     cid, handle, _ = native.start(spec)
+    # (the kernel reclaims for a while before it calls the cgroup out of memory: ~5 s
+    # here when idle, more under load)
     wait_until(lambda: "under_oom 1" in _container_memory_file(cid, "memory.oom_control"),
-               what="the container to sit at its limit")
+               timeout=90, what="the container to sit at its limit")
     assert handle.wait(0.5) is None          # not killed: waiting for memory
     native.terminate(cid)
