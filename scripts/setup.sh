@@ -21,3 +21,5 @@ for cmd in .venv/bin/execdriver .venv/bin/execdriver-oci; do [ ! -L "$cmd" ] || 
 .venv/bin/pip install -q --disable-pip-version-check -e '.[lxc,test,dev,bench]' -e tests/example_driver -e drivers/nspawn
 # (the package build compiled the C container monitor and the execdriver/execdriver-oci front)
 [ -x demo-rootfs/bin/busybox ] || .venv/bin/execdriver rootfs busybox demo-rootfs
+# CRIU >= 4.1 for checkpoint/restore (found, or built once and cached; not fatal without)
+./scripts/build-criu.sh >/dev/null || echo "setup: no usable CRIU: checkpoint/restore will be unavailable" >&2
