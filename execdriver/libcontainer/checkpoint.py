@@ -173,6 +173,20 @@ def _bind_mounts(config: Config) -> list[tuple[str, str]]:
     return out
 
 
+def _cgroup_binds(pid: int) -> list[str]:
+    """Mount points of the cgroup hierarchies the container sees below their root (no
+    cgroup namespace: a bind of its cgroup's directory, as podman's and docker's on
+    cgroup v1): external mounts for CRIU, bound to the new cgroup's directories on restore."""
+    out = []
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] in ("cgroup", "cgroup2") and fields[3] != "/":
+                out.append(fields[4])
+    return out
+
+
 def _joined_netns(config: Config) -> str | None:
     for ns in config.namespaces:
         if ns.type == "network" and ns.path:
@@ -252,7 +266,8 @@ def checkpoint(c: Container, image_dir: str | os.PathLike[str], *, leave_running
             args.append("--ext-unix-sk")
         if shell_job:
             args.append("--shell-job")
-        for dest, _ in _bind_mounts(config):
+        cgroup_binds = _cgroup_binds(pid)
+        for dest in [d for d, _ in _bind_mounts(config)] + cgroup_binds:
             args += ["--external", f"mnt[{dest}]:{dest}"]
         netns = _joined_netns(config)
         if netns is not None:
@@ -263,7 +278,7 @@ def checkpoint(c: Container, image_dir: str | os.PathLike[str], *, leave_running
             "version": 1, "id": cid, "driver": c.state.driver, "created": c.state.created,
             "checkpointed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "criu": _examine(criu)[1], "config": json.loads(config.to_json()),
-            "descriptors": descriptors,
+            "descriptors": descriptors, "cgroup_binds": cgroup_binds,
             "options": {"tcp_established": tcp_established, "file_locks": file_locks,
                         "ext_unix_sk": ext_unix_sk, "shell_job": shell_job},
             "leave_running": leave_running}
@@ -296,8 +311,11 @@ def checkpoint(c: Container, image_dir: str | os.PathLike[str], *, leave_running
              "leave_running": leave_running})
     c.state = c.store.update(cid, note)
     if not leave_running:
-        # criu killed the tree: let the monitor record the end
-        c.wait(10)
+        # criu killed the tree: let the monitor (if it has one) record the end
+        from .container import wait_pid_exit
+        wait_pid_exit(c.state.pid, c.state.pid_start, 10.0)
+        if c.state.monitor_pid:
+            wait_pid_exit(c.state.monitor_pid, c.state.monitor_start, 2.0)
     return meta
 
 
@@ -412,6 +430,14 @@ def _restore(c: Container, cg: Any, criu: str, images: Path, meta: dict[str, Any
         args.append("--shell-job")
     for dest, source in _bind_mounts(config):
         args += ["--external", f"mnt[{dest}]:{source}"]
+    from .container import _cgroup_dirs
+    dirs = _cgroup_dirs(cg)
+    for dest in meta.get("cgroup_binds") or []:
+        hierarchy = os.path.basename(dest.rstrip("/"))
+        if hierarchy not in dirs:
+            raise StepFailed("restore", f"the checkpoint binds cgroup hierarchy {hierarchy} "
+                             f"at {dest}, which the new cgroup does not have", container_id=c.id)
+        args += ["--external", f"mnt[{dest}]:{dirs[hierarchy]}"]
     netns = _joined_netns(config)
     if netns is not None:
         nsfd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
@@ -428,17 +454,24 @@ def _restore(c: Container, cg: Any, criu: str, images: Path, meta: dict[str, Any
         number = 3 + len(passed)
         passed.append((number, stdio[fd]))
         args += ["--inherit-fd", f"fd[{number}]:{key}"]
-    exit_path = str(cdir / EXIT_FILE)
-    monitor, init_pid = _spawn_restore_monitor(args, passed, cg.procs_paths(), exit_path,
-                                               work / RESTORE_LOG, cid)
-    monitor_start = pid_start_time(monitor)
-    c.hold_exit_record()
+    if config.caller_reaps:
+        # (OCI) the restored init is our child, re-parented to our caller's subreaper
+        # (conmon, containerd-shim) when we exit, as runc's is: no monitor
+        monitor, init_pid = 0, _restore_as_sibling(args, passed, cg.procs_paths(),
+                                                   work / RESTORE_LOG, cid)
+        monitor_start = None
+    else:
+        monitor, init_pid = _spawn_restore_monitor(args, passed, cg.procs_paths(),
+                                                   str(cdir / EXIT_FILE), work / RESTORE_LOG,
+                                                   cid)
+        monitor_start = pid_start_time(monitor)
+        c.hold_exit_record()
 
     def restored(s: Any) -> None:
         s.status = RUNNING
         s.pid = init_pid
         s.pid_start = pid_start_time(init_pid)
-        s.monitor_pid = monitor
+        s.monitor_pid = monitor or None
         s.monitor_start = monitor_start
         s.detached = True
         s.creator_pid = s.creator_start = None
@@ -510,26 +543,7 @@ def _monitor_child(args: list[str], passed: list[tuple[int, int]], cgroup_procs:
     os.write(w, f"monitor {me} ".encode())
     kinit.LIBC.set_child_subreaper()
     exit_fd = kinit.open_exit_file(exit_path)
-    criu = os.fork()
-    if criu == 0:
-        try:
-            for procs in cgroup_procs:
-                with open(procs, "w") as f:
-                    f.write("0")
-            # the fds criu inherits at their numbers (from above the highest, no clashes)
-            high = 100
-            staged = []
-            for i, (_, fd) in enumerate(passed):
-                staged.append(os.dup2(fd, high + i, inheritable=False))
-            for (number, _), fd in zip(passed, staged, strict=True):
-                os.dup2(fd, number, inheritable=True)
-            null = os.open("/dev/null", os.O_RDWR)
-            for target in (0, 1, 2):
-                os.dup2(null, target)
-            os.execv(args[0], args)
-        finally:
-            os._exit(127)
-    _, status = os.waitpid(criu, 0)
+    _, status = os.waitpid(_fork_criu(args, passed, cgroup_procs), 0)
     if status != 0:
         os.write(w, f"criu-exit {os.waitstatus_to_exitcode(status)}".encode())
         os._exit(1)
@@ -542,3 +556,41 @@ def _monitor_child(args: list[str], passed: list[tuple[int, int]], cgroup_procs:
     os.write(w, f"ok {init_pid}".encode())
     os.close(w)
     kinit.monitor(exit_fd, init_pid, waiter_path)
+
+
+def _fork_criu(args: list[str], passed: list[tuple[int, int]], cgroup_procs: list[str]) -> int:
+    """Fork criu: in the container's cgroups (what it restores lands there), with the
+    fds it inherits at their numbers and /dev/null as its stdio. Returns its pid."""
+    pid = os.fork()
+    if pid == 0:                                        # pragma: no cover - child
+        try:
+            for procs in cgroup_procs:
+                with open(procs, "w") as f:
+                    f.write("0")
+            # (staged above the highest number first: no clashes)
+            staged = [os.dup2(fd, 100 + i, inheritable=False) for i, (_, fd) in enumerate(passed)]
+            for (number, _), fd in zip(passed, staged, strict=True):
+                os.dup2(fd, number, inheritable=True)
+            null = os.open("/dev/null", os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            os.execv(args[0], args)
+        finally:
+            os._exit(127)
+    return pid
+
+
+def _restore_as_sibling(args: list[str], passed: list[tuple[int, int]],
+                        cgroup_procs: list[str], log: Path, cid: str) -> int:
+    """Run criu restore as our child; the restored init becomes our child too
+    (--restore-sibling). Returns the init's pid."""
+    pidfile = args[args.index("--pidfile") + 1]
+    _, status = os.waitpid(_fork_criu(args, passed, cgroup_procs), 0)
+    if status != 0:
+        raise StepFailed("restore", f"criu restore failed: {_criu_errors(log)} "
+                         f"(criu-exit {os.waitstatus_to_exitcode(status)})", container_id=cid)
+    try:
+        with open(pidfile) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        raise StepFailed("restore", "criu restore wrote no pid file", container_id=cid) from None

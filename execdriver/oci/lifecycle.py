@@ -111,31 +111,16 @@ def _create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | Non
     in the foreground) into ``pty_master[0]``. ``starts_it``: this process starts it
     (run) and keeps the init's sync channel, so Container.start reports exec failures."""
     pty_master = pty_master if pty_master is not None else [None]
-    from ..config import RootMode
-    from ..libcontainer.specconv import config_from_spec
-    from ..spec import revalidate
-    from .config import load_bundle
-
     store = StateStore(ctx.root)
     store.dir(container_id)             # InvalidArgument for a bad id, before any work
-    bundle = os.path.abspath(bundle)
-    conv = load_bundle(bundle)
-    for name in conv.ignored:
-        ctx.debug(f"config.json: {name} (ignored)")
-    for warning in conv.warnings:
-        ctx.warn(f"config.json: {warning}")
-    spec = conv.spec
+    conv, spec, config = _bundle_config(ctx, bundle, no_pivot=no_pivot,
+                                        preserve_fds=preserve_fds)
     if console_socket and not spec.process.terminal:
         raise InvalidArgument("--console-socket: the config has no terminal (process.terminal "
                               "is false)")
     if spec.process.terminal and not console_socket and not foreground:
         raise InvalidArgument("process.terminal: a detached container with a terminal needs "
                               "--console-socket")
-    spec.process.preserve_fds = preserve_fds
-    revalidate(spec)
-    config = config_from_spec(spec, root_mode=RootMode.MOVE if no_pivot else RootMode.PIVOT,
-                              cgroup_name=conv.cgroup_name or None, caller_reaps=True,
-                              bundle=bundle)
     c = Container.create(store, container_id, config, owner=state.DRIVER, stdio=(0, 1, 2),
                          detach=True, wait_for_start=True, warn=ctx.warn,
                          files={"spec.json": spec.model_dump_json()},
@@ -162,6 +147,84 @@ def _create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | Non
             pass
         raise
     return c
+
+
+def _bundle_config(ctx: Context, bundle: str, *, no_pivot: bool = False,
+                   preserve_fds: int = 0) -> tuple[Any, Any, Any]:
+    """(the conversion, the spec, the Config) of the bundle's config.json, its ignored
+    fields and warnings logged."""
+    from ..config import RootMode
+    from ..libcontainer.specconv import config_from_spec
+    from ..spec import revalidate
+    from .config import load_bundle
+
+    bundle = os.path.abspath(bundle)
+    conv = load_bundle(bundle)
+    for name in conv.ignored:
+        ctx.debug(f"config.json: {name} (ignored)")
+    for warning in conv.warnings:
+        ctx.warn(f"config.json: {warning}")
+    spec = conv.spec
+    spec.process.preserve_fds = preserve_fds
+    revalidate(spec)
+    config = config_from_spec(spec, root_mode=RootMode.MOVE if no_pivot else RootMode.PIVOT,
+                              cgroup_name=conv.cgroup_name or None, caller_reaps=True,
+                              bundle=bundle)
+    return conv, spec, config
+
+
+# --- checkpoint / restore (CRIU) ---------------------------------------------------
+
+def checkpoint(ctx: Context, container_id: str, image_path: str | None, *,
+               work_path: str | None = None, leave_running: bool = False,
+               tcp_established: bool = False, file_locks: bool = False,
+               ext_unix_sk: bool = False, shell_job: bool = False) -> None:
+    """runc checkpoint: dump the container into ``image_path`` (default ./checkpoint);
+    then, unless ``leave_running``, the container is deleted (as runc does), so that
+    ``restore`` can make it again under the same id."""
+    from ..libcontainer.checkpoint import checkpoint as dump
+    c = Container.load(StateStore(ctx.root), container_id, warn=ctx.warn)
+    dump(c, image_path or os.path.join(os.getcwd(), "checkpoint"), leave_running=leave_running,
+         tcp_established=tcp_established, file_locks=file_locks, ext_unix_sk=ext_unix_sk,
+         shell_job=shell_job, work_dir=work_path)
+    if not leave_running:
+        c.destroy()
+
+
+def restore(ctx: Context, container_id: str, bundle: str, image_path: str | None, *,
+            work_path: str | None = None, pid_file: str | None = None,
+            console_socket: str | None = None, detach: bool = False, no_pivot: bool = False,
+            tcp_established: bool = False, file_locks: bool = False) -> int:
+    """runc restore: a running container from the checkpoint, configured by the bundle's
+    config.json (its rootfs, mounts and cgroup may differ from the checkpointed one's).
+    The restored init is our child: our caller (a subreaper) reaps it once we exit. Without
+    ``detach``, wait for it here, delete it and return its exit code."""
+    from ..libcontainer.checkpoint import restore as restore_images
+    store = StateStore(ctx.root)
+    store.dir(container_id)
+    _, spec, config = _bundle_config(ctx, bundle, no_pivot=no_pivot)
+    if spec.process.terminal or console_socket:
+        raise InvalidArgument("restore: a container with a terminal cannot be restored "
+                              "(nor checkpointed)")
+    if not detach:
+        from ..kernel import syscalls
+        syscalls.set_child_subreaper()
+    c = restore_images(store, container_id, image_path or os.path.join(os.getcwd(),
+                                                                       "checkpoint"),
+                       owner=state.DRIVER, config=config, stdio=(0, 1, 2),
+                       files={"spec.json": spec.model_dump_json()}, work_dir=work_path,
+                       tcp_established=tcp_established or None,
+                       file_locks=file_locks or None, warn=ctx.warn)
+    if pid_file:
+        state.write_pid_file(pid_file, c.state.pid or 0)
+    if detach:
+        return 0
+    forwarder = SignalForwarder()
+    forwarder.target(c.state.pid or 0)
+    _, status = os.waitpid(c.state.pid or 0, 0)
+    _force_delete(ctx, container_id)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
+        128 + os.WTERMSIG(status)
 
 
 def run(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = None,

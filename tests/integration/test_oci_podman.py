@@ -209,3 +209,37 @@ def test_run_device_and_privileged(podman: Podman) -> None:
                    "grep -E '^(CapEff|Seccomp):' /proc/self/status; exec 3<>/dev/fuse && echo opened")
     assert r.returncode == 0 and "Seccomp:\t0" in r.stdout and r.stdout.endswith("opened\n"), \
         (r.stdout, r.stderr)
+
+
+def test_checkpoint_and_restore(podman: Podman) -> None:
+    """podman container checkpoint/restore through execdriver-oci's runc-compatible verbs:
+    the restored counter goes on from where it was."""
+    from execdriver.libcontainer.checkpoint import criu_available
+    usable, why = criu_available()
+    if not usable:
+        pytest.skip(why)
+    name = "ed-" + uuid.uuid4().hex[:8]
+    podman.run("-d", "--name", name, IMAGE, "sh", "-c",
+               "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done")
+    try:
+        import time
+        time.sleep(1)
+        podman("container", "checkpoint", name)
+        inspect = json.loads(podman("inspect", name).stdout)[0]
+        assert inspect["State"]["Status"] == "exited", inspect["State"]
+        assert inspect["State"].get("Checkpointed") is True
+        last = int(podman("logs", name).stdout.split()[-1])
+        podman("container", "restore", name)
+        time.sleep(0.5)
+        inspect = json.loads(podman("inspect", name).stdout)[0]
+        assert inspect["State"]["Status"] == "running", inspect["State"]
+        numbers = [int(n) for n in podman("logs", name).stdout.split()]
+        after = numbers[numbers.index(last) + 1:]
+        assert after and after[0] == last + 1, numbers      # not restarted from 0
+        r = podman("exec", name, "cat", "/proc/1/cmdline")
+        assert r.stdout.split("\0")[0] == "sh"
+        podman("stop", "--time", "1", name)
+        podman("rm", name)
+        assert not leftover_state(inspect["Id"])
+    finally:
+        podman("rm", "--force", "--time", "0", name, ok=False)
