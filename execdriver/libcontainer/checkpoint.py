@@ -187,6 +187,16 @@ def _cgroup_binds(pid: int) -> list[str]:
     return out
 
 
+def _freezer_dir(c: Container) -> str | None:
+    """The directory of the container's freezer (v1) or of its cgroup (v2)."""
+    cg = c.cgroup()
+    if cg is None or not cg.exists():
+        return None
+    rec = cg.record()
+    path = rec.get("path") if rec.get("version") == 2 else rec.get("paths", {}).get("freezer")
+    return path if isinstance(path, str) else None
+
+
 def _joined_netns(config: Config) -> str | None:
     for ns in config.namespaces:
         if ns.type == "network" and ns.path:
@@ -234,10 +244,7 @@ def checkpoint(c: Container, image_dir: str | os.PathLike[str], *, leave_running
     with c.store.lock(cid):
         c.refresh()
         status = c.status()
-        if status == PAUSED:
-            raise InvalidState(f"checkpoint id={cid}: container is paused: resume it first",
-                               container_id=cid, step="checkpoint")
-        if status != RUNNING:
+        if status not in (RUNNING, PAUSED):
             raise InvalidState(f"checkpoint id={cid}: container is {status}, not running",
                                container_id=cid, step="checkpoint")
         config = c.config
@@ -266,6 +273,11 @@ def checkpoint(c: Container, image_dir: str | os.PathLike[str], *, leave_running
             args.append("--ext-unix-sk")
         if shell_job:
             args.append("--shell-job")
+        freezer = _freezer_dir(c)
+        if freezer:
+            # CRIU freezes the cgroup (not each task with ptrace); a paused container
+            # (containerd pauses one before it checkpoints it) stays as it was
+            args += ["--freeze-cgroup", freezer]
         cgroup_binds = _cgroup_binds(pid)
         for dest in [d for d, _ in _bind_mounts(config)] + cgroup_binds:
             args += ["--external", f"mnt[{dest}]:{dest}"]

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     _criu_options(rs)
     _create_options(rs)
     rs.add_argument("-d", "--detach", action="store_true", help="do not wait for the container")
-    rs.add_argument("--no-subreaper", action="store_true", help="accepted (see run)")
+    rs.add_argument("--no-subreaper", "-no-subreaper", action="store_true",
+                    help="accepted (containerd's shim spells it -no-subreaper)")
     rs.add_argument("--auto-dedup", action="store_true", help="accepted, ignored")
     rs.add_argument("--lazy-pages", action="store_true", help="not supported")
     for flag in ("--lsm-profile", "--lsm-mount-context"):

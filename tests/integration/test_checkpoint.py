@@ -175,3 +175,22 @@ def test_cli_checkpoint_and_restore(native: Box, criu: str, tmp_path: Path) -> N
     wait_until(lambda: len(numbers(native, copy)) >= 2, timeout=10)
     assert numbers(native, copy)[0] == last + 1
 
+
+
+def test_a_paused_container_is_checkpointed_as_it_is(native: Box, criu: str,
+                                                     tmp_path: Path) -> None:
+    """As containerd does before a checkpoint: pause, checkpoint (CRIU uses the frozen
+    cgroup); with leave_running it stays paused."""
+    cid, _ = start_counter(native)
+    native.driver.pause(cid)
+    native.driver.checkpoint(cid, tmp_path / "ck1", leave_running=True)
+    assert native.driver.info(cid).status == Status.PAUSED
+    native.driver.checkpoint(cid, tmp_path / "ck2")
+    assert native.driver.info(cid).status == Status.STOPPED
+    last = numbers(native, cid)[-1]
+    handle = native.driver.restore(cid, tmp_path / "ck2")
+    wait_until(lambda: len(numbers(native, cid)) >= 2, timeout=10)
+    assert numbers(native, cid)[0] == last + 1
+    assert native.driver.info(cid).status == Status.RUNNING
+    native.driver.terminate(cid)
+    assert handle.wait(5) is not None
