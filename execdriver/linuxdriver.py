@@ -39,7 +39,12 @@ class LinuxContainerDriver(ExecDriver):
         monitor = (f"C waiter {path} (~0.1 MiB per container)" if path else
                    "Python (~3.5 MiB per container; build the C waiter with "
                    "python -m execdriver.kernel.waiter)")
-        return {"monitor": monitor}
+        out = {"monitor": monitor}
+        if "checkpoint" in cls.features:
+            from .libcontainer.checkpoint import criu_available
+            usable, where = criu_available()
+            out["checkpoint"] = f"CRIU {where}" if usable else where
+        return out
 
     def pop_pty_master(self, container_id: str) -> int | None:
         """The pty master of a terminal container just created (the caller owns it)."""

@@ -194,3 +194,34 @@ def test_a_paused_container_is_checkpointed_as_it_is(native: Box, criu: str,
     assert native.driver.info(cid).status == Status.RUNNING
     native.driver.terminate(cid)
     assert handle.wait(5) is not None
+
+
+def test_a_failed_checkpoint_leaves_the_container_running_and_no_images(
+        native: Box, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "criu"
+    fake.write_text("#!/bin/sh\n"
+                    "case $1 in --version) echo 'Version: 4.1.1';; check) ;;\n"
+                    "dump) while [ $# -gt 0 ]; do [ \"$1\" = --work-dir ] && w=$2; shift; done\n"
+                    "    echo '(00.1) Error (criu/x.c:1): injected failure' > $w/dump.log; "
+                    "exit 1;; esac\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("EXECDRIVER_CRIU", str(fake))
+    cid, _ = start_counter(native)
+    with pytest.raises(StepFailed, match="criu dump failed: injected failure"):
+        native.driver.checkpoint(cid, tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+    assert native.driver.info(cid).status == Status.RUNNING
+    assert "checkpoints" not in native.driver.state.read(cid).extra
+
+
+def test_a_container_with_a_terminal_is_refused(native: Box, criu: str, tmp_path: Path) -> None:
+    cid = new_id("tty")
+    spec = native.spec("sleep 100")
+    spec.process.terminal = True
+    native.ids.append(cid)
+    handle = native.driver.start(cid, spec, detach=True)
+    handle.close()
+    with pytest.raises(StepFailed, match="with a terminal cannot be checkpointed"):
+        native.driver.checkpoint(cid, tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+    assert native.driver.info(cid).status == Status.RUNNING
