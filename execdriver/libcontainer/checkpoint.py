@@ -197,6 +197,27 @@ def _freezer_dir(c: Container) -> str | None:
     return path if isinstance(path, str) else None
 
 
+def _make_mount_targets(config: Config) -> None:
+    """Create the rootfs's missing targets of bind mounts (as create does; CRIU does not):
+    a new container's rootfs lacks those its runtime created in the old one's (podman's
+    /run/.containerenv). Not below the container's own filesystems (a tmpfs /dev):
+    CRIU restores what those held."""
+    from ..kernel import mounts
+    inner = [m.destination.rstrip("/") + "/" for m in config.mounts
+             if m.type != "bind" and "bind" not in m.options and "rbind" not in m.options]
+    root_fd = os.open(config.root.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for dest, source in _bind_mounts(config):
+            if any(dest.startswith(prefix) for prefix in inner):
+                continue
+            try:
+                os.close(mounts.make_target(root_fd, dest, os.path.isdir(source)))
+            except OSError:
+                pass            # (a read-only rootfs: CRIU says what is missing)
+    finally:
+        os.close(root_fd)
+
+
 def _joined_netns(config: Config) -> str | None:
     for ns in config.namespaces:
         if ns.type == "network" and ns.path:
@@ -360,7 +381,7 @@ def restore(store: StateStore, container_id: str, image_dir: str | os.PathLike[s
             owner: str, config: Config | None = None, files: dict[str, str] | None = None,
             stdio: tuple[int, int, int] | None = None, work_dir: str | os.PathLike[str] | None = None,
             tcp_established: bool | None = None, file_locks: bool | None = None,
-            pid_file: str | None = None, warn: Warn | None = None) -> Container:
+            warn: Warn | None = None) -> Container:
     """Make container ``container_id`` from the checkpoint in ``image_dir``: running,
     detached (it outlives the caller; its exit is recorded), with a monitor like a
     created container's. ``config``: the container's Config (default: the one saved
@@ -384,7 +405,7 @@ def restore(store: StateStore, container_id: str, image_dir: str | os.PathLike[s
     opened: list[int] = []
     try:
         _restore(c, cg, criu, images, meta, stdio, work_dir, tcp_established, file_locks,
-                 pid_file, opened)
+                 opened)
     except BaseException as exc:
         c.abandon("restore", exc)
         if isinstance(exc, ExecDriverError):
@@ -399,7 +420,7 @@ def restore(store: StateStore, container_id: str, image_dir: str | os.PathLike[s
 
 def _restore(c: Container, cg: Any, criu: str, images: Path, meta: dict[str, Any],
              stdio: tuple[int, int, int] | None, work_dir: str | os.PathLike[str] | None,
-             tcp_established: bool | None, file_locks: bool | None, pid_file: str | None,
+             tcp_established: bool | None, file_locks: bool | None,
              opened: list[int]) -> None:
     from ..kernel.cgroups import ownership
     from ..state import LOG_FILE, pid_start_time
@@ -442,6 +463,7 @@ def _restore(c: Container, cg: Any, criu: str, images: Path, meta: dict[str, Any
         args.append("--shell-job")
     for dest, source in _bind_mounts(config):
         args += ["--external", f"mnt[{dest}]:{source}"]
+    _make_mount_targets(config)
     from .container import _cgroup_dirs
     dirs = _cgroup_dirs(cg)
     for dest in meta.get("cgroup_binds") or []:
@@ -489,9 +511,6 @@ def _restore(c: Container, cg: Any, criu: str, images: Path, meta: dict[str, Any
         s.creator_pid = s.creator_start = None
         s.extra["restored_from"] = str(images)
     c.state = c.store.update(cid, restored)
-    if pid_file:
-        from ..kernel.fileio import write_atomic
-        write_atomic(Path(pid_file), str(init_pid))
     (cdir / "criu.pid").unlink(missing_ok=True)
 
 

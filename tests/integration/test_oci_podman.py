@@ -11,6 +11,7 @@ used: each test checks that its containers leave nothing there.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -243,3 +244,34 @@ def test_checkpoint_and_restore(podman: Podman) -> None:
         assert not leftover_state(inspect["Id"])
     finally:
         podman("rm", "--force", "--time", "0", name, ok=False)
+
+
+def test_checkpoint_export_and_restore_import_under_a_new_name(podman: Podman,
+                                                               tmp_path: Path) -> None:
+    """podman container checkpoint --export / restore --import --name: a copy of the
+    container, from the archive, as a new container."""
+    from execdriver.libcontainer.checkpoint import criu_available
+    usable, why = criu_available()
+    if not usable:
+        pytest.skip(why)
+    name, copy = "ed-" + uuid.uuid4().hex[:8], "ed-" + uuid.uuid4().hex[:8]
+    archive = tmp_path / "ck.tar.gz"
+    podman.run("-d", "--name", name, IMAGE, "sh", "-c",
+               "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done")
+    try:
+        import time
+        time.sleep(1)
+        podman("container", "checkpoint", "--leave-running", "--export", str(archive), name)
+        assert json.loads(podman("inspect", name).stdout)[0]["State"]["Status"] == "running"
+        podman("container", "restore", "--import", str(archive), "--name", copy)
+        time.sleep(0.5)
+        inspect = json.loads(podman("inspect", copy).stdout)[0]
+        assert inspect["State"]["Status"] == "running", inspect["State"]
+        time.sleep(0.5)
+        numbers = [int(n) for n in podman("logs", copy).stdout.split()]
+        # The archive brings the log along (with what the original, left running, wrote
+        # after the dump: the copy writes those numbers again); never restarted from 0.
+        assert all(b >= a for a, b in itertools.pairwise(numbers)), str(numbers)
+        assert numbers.count(0) == 1 and len(set(numbers)) > 12, str(numbers)
+    finally:
+        podman("rm", "--force", "--time", "0", name, copy, ok=False)
