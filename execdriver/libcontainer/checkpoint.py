@@ -286,6 +286,11 @@ def checkpoint(c: Container, image_dir: str | os.PathLike[str], *, leave_running
                 "--manage-cgroups=ignore"]
         if leave_running:
             args.append("--leave-running")
+        # CRIU locks the network (iptables rules in the container's netns) only to keep
+        # established TCP connections still; iptables-nft leaves empty tables behind in a
+        # namespace that outlives the container (docker's, podman's): skip it otherwise
+        lock = "iptables" if tcp_established else "skip"
+        args += ["--network-lock", lock]
         if tcp_established:
             args.append("--tcp-established")
         if file_locks:
@@ -313,6 +318,7 @@ def checkpoint(c: Container, image_dir: str | os.PathLike[str], *, leave_running
             "criu": _examine(criu)[1], "config": json.loads(config.to_json()),
             "descriptors": descriptors, "cgroup_binds": cgroup_binds,
             "options": {"tcp_established": tcp_established, "file_locks": file_locks,
+                        "network_lock": lock,
                         "ext_unix_sk": ext_unix_sk, "shell_job": shell_job},
             "leave_running": leave_running}
         try:
@@ -453,6 +459,7 @@ def _restore(c: Container, cg: Any, criu: str, images: Path, meta: dict[str, Any
             "--log-file", RESTORE_LOG, "-v4", "--root", config.root.path,
             "--restore-detached", "--restore-sibling", "--pidfile", str(cdir / "criu.pid"),
             "--manage-cgroups=ignore"]
+    args += ["--network-lock", str(options.get("network_lock") or "iptables")]
     if options.get("tcp_established"):
         args.append("--tcp-established")
     if options.get("file_locks"):

@@ -225,3 +225,16 @@ def test_a_container_with_a_terminal_is_refused(native: Box, criu: str, tmp_path
         native.driver.checkpoint(cid, tmp_path / "ck")
     assert not (tmp_path / "ck").exists()
     assert native.driver.info(cid).status == Status.RUNNING
+
+
+def test_a_network_namespace_joined_by_path_is_joined_again(native: Box, criu: str, ns: object,
+                                                           tmp_path: Path) -> None:
+    from execdriver.spec import Network
+    path = ns.path  # type: ignore[attr-defined]
+    cid, _ = start_counter(native, network=Network(mode="netns", netns_path=path))
+    native.driver.checkpoint(cid, tmp_path / "ck")
+    copy = new_id("copy")
+    restored(native, cid, tmp_path / "ck", copy)
+    pid = native.driver.info(copy).pid
+    assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(path).st_ino
+    native.driver.terminate(copy)
