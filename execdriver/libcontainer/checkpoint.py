@@ -236,8 +236,9 @@ def _refuse(config: Config, container_id: str) -> None:
                          "cannot be checkpointed", container_id=container_id)
 
 
-def _criu_errors(log: Path, limit: int = 2) -> str:
-    """The last ``Error`` lines of a criu log, for a one-line message."""
+def _criu_errors(log: Path) -> str:
+    """The ``Error`` lines of a criu log that say why, for a one-line message: the first
+    two (the cause) and the last (what failed)."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
@@ -246,7 +247,9 @@ def _criu_errors(log: Path, limit: int = 2) -> str:
               if "Error (" in ln and "RLIMIT_NOFILE" not in ln]
     if not errors:
         errors = [ln.strip() for ln in lines[-1:]]
-    return "; ".join(errors[-limit:])
+    if len(errors) > 3:
+        errors = [*errors[:2], "...", errors[-1]]
+    return "; ".join(dict.fromkeys(errors))
 
 
 def checkpoint(c: Container, image_dir: str | os.PathLike[str], *, leave_running: bool = False,

@@ -76,6 +76,12 @@ def test_the_error_quotes_the_last_errors_of_the_log(tmp_path: Path) -> None:
                    "(00.03) Error (criu/mount.c:10): mnt: first\n"
                    "(00.04) Error (criu/cr-restore.c:2320): Restoring FAILED.\n")
     assert checkpoint._criu_errors(log) == "mnt: first; Restoring FAILED."
+    log.write_text("(00.05) Error (criu/sockets.c:628): sockets: Can't get 1:16 opt: x\n"
+                   "(00.05) Error (criu/sockets.c:628): sockets: Can't get 1:34 opt: x\n"
+                   "(00.05) Error (criu/cr-dump.c:1681): Dump files (pid: 7) failed with -1\n"
+                   "(00.11) Error (criu/cr-dump.c:2111): Dumping FAILED.\n")
+    assert checkpoint._criu_errors(log) == ("sockets: Can't get 1:16 opt: x; sockets: Can't get "
+                                            "1:34 opt: x; ...; Dumping FAILED.")
     assert checkpoint._criu_errors(tmp_path / "none") == "criu wrote no log"
 
 
