@@ -96,10 +96,23 @@ def _changes(value: object) -> object:
     return value
 
 
+def _path(value: object) -> object:
+    import os
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise TypeError(f"expected a path (str or os.PathLike), got {value!r}")
+    return value
+
+
+def _optional_path(value: object) -> object:
+    return None if value is None else _path(value)
+
+
 CHECKS: dict[str, Callable[[Any], Any]] = {
     "container_id": _id, "spec": _spec, "process": _process, "stdio": _stdio,
     "signal": _signal, "detach": _flag, "all": _flag, "timeout": _timeout,
     "on_start": _callback, "interval": _interval, "changes": _changes,
+    "image_dir": _path, "work_dir": _optional_path, "leave_running": _flag,
+    "tcp_established": _flag, "file_locks": _flag,
 }
 
 

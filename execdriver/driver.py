@@ -279,7 +279,7 @@ class ExecDriver(abc.ABC):
     CHECKED_VERBS: ClassVar[tuple[str, ...]] = (
         "run", "start", "kill", "pause", "unpause", "info", "terminate", "exec", "stats",
         "pids", "handle", "wait", "logs", "exec_start", "exec_capture", "started", "events",
-        "create", "start_created", "update_resources")
+        "create", "start_created", "update_resources", "checkpoint", "restore")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -384,6 +384,27 @@ class ExecDriver(abc.ABC):
         UnsupportedFeature from a driver that cannot (this default); what the host
         lacks is an error naming it."""
         raise UnsupportedFeature(self.name, ["update"])
+
+    def checkpoint(self, container_id: str, image_dir: str | os.PathLike[str], *,
+                   leave_running: bool = False, tcp_established: bool = False,
+                   file_locks: bool = False, work_dir: str | os.PathLike[str] | None = None) -> None:
+        """Save a running container's processes (memory, open files, namespaces) into
+        ``image_dir`` (feature ``checkpoint``; the native driver does it with CRIU >= 4.1).
+        The container then stops, unless ``leave_running``; ``tcp_established``: also
+        established TCP connections; ``file_locks``: also file locks. ``work_dir``: where
+        the checkpointer's log goes (default ``image_dir``). UnsupportedFeature from a
+        driver that cannot (this default); UnsupportedHost where no usable CRIU is found.
+        A failed checkpoint leaves the container running and no images behind."""
+        raise UnsupportedFeature(self.name, ["checkpoint"])
+
+    def restore(self, container_id: str, image_dir: str | os.PathLike[str], *,
+                stdio: Stdio | None = None,
+                work_dir: str | os.PathLike[str] | None = None) -> Handle:
+        """Make a running, detached container ``container_id`` from a checkpoint (the same
+        id, if that container is stopped, or a new one): its processes go on from where
+        they were. ``stdio`` None: /dev/null and the container's log (``logs``). Returns
+        a Handle; every verb works on it. A failed restore leaves nothing behind."""
+        raise UnsupportedFeature(self.name, ["checkpoint"])
 
     @abc.abstractmethod
     def kill(self, container_id: str, signal: int = _signal.SIGTERM, all: bool = False) -> None:

@@ -12,5 +12,5 @@ ALL_FEATURES = (
     "resources.block_io", "resources.devices", "devices", "network.none", "network.host",
     "network.bridge", "network.container", "network.netns", "network.ports",
     "seccomp.default", "seccomp.profile", "masked_paths", "readonly_paths",
-    "sysctls", "hooks", "idmap", "pause", "exec", "stats",
+    "sysctls", "hooks", "idmap", "pause", "exec", "stats", "checkpoint",
 )

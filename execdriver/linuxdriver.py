@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import RootMode
 from .driver import ContainerInfo, ExecDriver, ExitStatus, Handle, NetworkStats, Stats, Status, Stdio
-from .errors import ContainerNotFound, InvalidState
+from .errors import ContainerExists, ContainerNotFound, InvalidState, UnsupportedFeature
 from .libcontainer.container import Container
 
 if TYPE_CHECKING:
@@ -39,7 +39,12 @@ class LinuxContainerDriver(ExecDriver):
         monitor = (f"C waiter {path} (~0.1 MiB per container)" if path else
                    "Python (~3.5 MiB per container; build the C waiter with "
                    "python -m execdriver.kernel.waiter)")
-        return {"monitor": monitor}
+        out = {"monitor": monitor}
+        if "checkpoint" in cls.features:
+            from .libcontainer.checkpoint import criu_available
+            usable, where = criu_available()
+            out["checkpoint"] = f"CRIU {where}" if usable else where
+        return out
 
     def pop_pty_master(self, container_id: str) -> int | None:
         """The pty master of a terminal container just created (the caller owns it)."""
@@ -83,6 +88,32 @@ class LinuxContainerDriver(ExecDriver):
     def update_resources(self, container_id: str, changes: dict[str, dict[str, Any]]) -> None:
         from .libcontainer.update import update_resources
         update_resources(self._container(container_id), changes)
+
+    def checkpoint(self, container_id: str, image_dir: Any, *, leave_running: bool = False,
+                   tcp_established: bool = False, file_locks: bool = False,
+                   work_dir: Any = None) -> None:
+        if "checkpoint" not in self.features:
+            raise UnsupportedFeature(self.name, ["checkpoint"])
+        from .libcontainer.checkpoint import checkpoint
+        checkpoint(self._container(container_id), image_dir, leave_running=leave_running,
+                   tcp_established=tcp_established, file_locks=file_locks, work_dir=work_dir)
+
+    def restore(self, container_id: str, image_dir: Any, *, stdio: Stdio | None = None,
+                work_dir: Any = None) -> Handle:
+        if "checkpoint" not in self.features:
+            raise UnsupportedFeature(self.name, ["checkpoint"])
+        from .libcontainer import checkpoint
+        checkpoint.read_metadata(image_dir)     # before anything else: is it one?
+        if self.state.exists(container_id):
+            # the same id again: the checkpointed (stopped) container makes room
+            old = self._container(container_id)
+            if old.status() != "stopped":
+                raise ContainerExists(container_id)
+            old.destroy()
+        c = checkpoint.restore(self.state, container_id, image_dir, owner=self.name,
+                               stdio=stdio.fds() if stdio is not None else None,
+                               work_dir=work_dir)
+        return self._handle(c)
 
     # -- waiting ------------------------------------------------------------
     def _handle(self, c: Container) -> Handle:

@@ -31,3 +31,5 @@ for cmd in .venv/bin/execdriver .venv/bin/execdriver-oci; do [ ! -L "$cmd" ] || 
 # (the package build compiled the C container monitor and the execdriver/execdriver-oci front)
 # (EXECDRIVER_SERVER=manual: the set-up starts no resident server)
 [ -x demo-rootfs/bin/busybox ] || EXECDRIVER_SERVER=manual .venv/bin/execdriver rootfs busybox demo-rootfs
+# CRIU >= 4.1 for checkpoint/restore (found, or built once and cached; not fatal without)
+./scripts/build-criu.sh >/dev/null || echo "setup: no usable CRIU: checkpoint/restore will be unavailable" >&2

@@ -244,6 +244,54 @@ examples:
     p.add_argument("ids", metavar="ID", nargs="+", help="container ids")
     p.add_argument("-a", "--attach", action="store_true",
                    help="wait in the foreground with its output, exit with its code")
+    # -- checkpoint, restore ------------------------------------------------------
+    p = _verb(sub, "checkpoint", "checkpoints:cmd_checkpoint", common,
+              help="save a running container's processes to disk (CRIU)",
+              description="""\
+Save the processes of a running container (memory, open files, namespaces) with
+CRIU >= 4.1 into an image directory, and print its path. The container then
+stops (its state keeps the checkpoint), unless --leave-running. 'execdriver
+restore' brings it back, as the same container or a copy under a new id.
+Not for containers with a terminal (-t) or on the bridge network.""",
+              epilog="""\
+examples:
+  execdriver checkpoint job1                     # -> $ROOT/.checkpoints/job1
+  execdriver restore job1                        # job1 runs on from where it was
+  execdriver checkpoint --leave-running --image-path /var/tmp/job1.ck job1
+  execdriver restore --image-path /var/tmp/job1.ck --name job1-copy
+
+CRIU: $EXECDRIVER_CRIU, else the one scripts/build-criu.sh built
+(/usr/local/lib/execdriver-criu/criu), else criu on PATH.""")
+    _id(p)
+    p.add_argument("--image-path", metavar="DIR",
+                   help="where to write the checkpoint (default: .checkpoints/ID in the "
+                        "state root)")
+    p.add_argument("--work-path", metavar="DIR", help="where CRIU writes its log (default: "
+                   "the image directory)")
+    p.add_argument("--leave-running", action="store_true",
+                   help="keep the container running after the checkpoint")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="also save established TCP connections")
+    p.add_argument("--file-locks", action="store_true", help="also save file locks")
+    p = _verb(sub, "restore", "checkpoints:cmd_restore", common,
+              help="run a checkpointed container again (CRIU)",
+              description="""\
+Make a running, detached container from a checkpoint and print its id: its
+processes go on from where they were saved. The id is --name, else ID (the
+stopped, checkpointed container of that id is replaced), else the id saved in
+the checkpoint.""",
+              epilog="""\
+examples:
+  execdriver restore job1
+  execdriver restore --name job2 job1            # a copy of job1's checkpoint as job2
+  execdriver restore --image-path /var/tmp/job1.ck --name job1-copy""")
+    p.add_argument("id", metavar="ID", nargs="?",
+                   help="the checkpointed container (its checkpoint's default place)")
+    p.add_argument("--image-path", metavar="DIR",
+                   help="the checkpoint to restore (default: .checkpoints/ID in the state root)")
+    p.add_argument("--work-path", metavar="DIR", help="where CRIU writes its log (default: "
+                   "the container's state directory)")
+    p.add_argument("--name", metavar="NEWID", help="the restored container's id")
     p = _verb(sub, "update", "lifecycle:cmd_update", common,
               help="change the resource limits of containers",
               description="Change the cgroup limits of created, running or paused containers. "

@@ -79,7 +79,7 @@ CLASSIFICATION: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str], 
         frozenset({"run", "exec", "kill", "pause", "unpause", "resume", "info", "state",
                    "list", "ls", "ps", "stats", "terminate", "delete", "rm", "spec", "logs",
                    "wait", "stop", "completion", "events", "drivers", "rootfs", "create", "start",
-                   "update"}),
+                   "update", "checkpoint", "restore"}),
         frozenset({"--root"}), frozenset({"--debug", "--version"}), True),
     "execdriver-oci": (
         frozenset({"state", "start", "kill", "delete", "pause", "resume", "list", "ps",

@@ -139,24 +139,12 @@ class Container:
         ``keep_exec_channel``: the caller will call :meth:`start` on this object, which
         then reports a failure of the init between start and exec (runc run).
         """
-        config = _resolve_network_namespace(store, config)
-        from ..kernel.cgroups import open_manager
-        from ..state import validate_id
-        cg = open_manager(config.cgroup_name or default_cgroup_name(store.root,
-                                                                    validate_id(container_id)))
-        # The cgroup is recorded with the first state write, before it exists.
-        st = store.create(container_id, owner, config=config, files=files,
-                          resources={"cgroup": [cg.record()]})
-        self = cls(store, st, warn=warn, config=config)
+        self, cg = cls.claim(store, container_id, config, owner=owner, files=files, warn=warn)
         opened: list[int] = []
         try:
             self._create(cg, stdio, detach, wait_for_start, opened, keep_exec_channel)
         except BaseException as exc:
-            try:
-                self._cleanup()
-            except Exception as cleanup:  # noqa: BLE001 - the original error is raised
-                self.warn(f"create id={container_id}: cleaning up after {exc!r} failed too: "
-                          f"{cleanup}")
+            self.abandon("create", exc)
             if self.pty_master is not None:
                 os.close(self.pty_master)
                 self.pty_master = None
@@ -172,6 +160,29 @@ class Container:
             for fd in opened:
                 os.close(fd)
         return self
+
+    @classmethod
+    def claim(cls, store: StateStore, container_id: str, config: Config, *, owner: str,
+              files: dict[str, str] | None = None,
+              warn: Warn | None = None) -> tuple[Container, Any]:
+        """Claim the id in the store, recording the container's cgroup (its manager is
+        returned too) with the first state write, before it exists."""
+        config = _resolve_network_namespace(store, config)
+        from ..kernel.cgroups import open_manager
+        from ..state import validate_id
+        cg = open_manager(config.cgroup_name or default_cgroup_name(store.root,
+                                                                    validate_id(container_id)))
+        st = store.create(container_id, owner, config=config, files=files,
+                          resources={"cgroup": [cg.record()]})
+        return cls(store, st, warn=warn, config=config), cg
+
+    def abandon(self, verb: str, exc: BaseException) -> None:
+        """Undo a failed create (or restore): everything recorded is removed; a clean-up
+        that fails too is a warning, ``exc`` stays the error."""
+        try:
+            self._cleanup()
+        except Exception as cleanup:  # noqa: BLE001 - the original error is raised
+            self.warn(f"{verb} id={self.id}: cleaning up after {exc!r} failed too: {cleanup}")
 
     def _create(self, cg: Any, stdio: tuple[int, int, int] | None, detach: bool,
                 wait_for_start: bool, opened: list[int], keep_exec_channel: bool) -> None:

@@ -56,6 +56,8 @@ def dispatch(args: Any, log: Log) -> int:
                                  "itself)")
             return lifecycle.run(ctx, args.id, args.bundle, detach=args.detach,
                                  keep=args.keep, **common)
+    elif verb in ("checkpoint", "restore"):
+        return _checkpoint_restore(args, ctx)
     elif verb == "exec":
         return _exec(args, log)
     elif verb in ("pause", "resume"):
@@ -80,6 +82,33 @@ def dispatch(args: Any, log: Log) -> int:
         from .queries import events, parse_duration
         events(root, args.id, args.stats, parse_duration(args.interval))
     return 0
+
+
+def _checkpoint_restore(args: Any, ctx: Any) -> int:
+    from . import lifecycle
+    verb = args.verb
+    refused = [flag for flag, given in (
+        ("--pre-dump", getattr(args, "pre_dump", False)),
+        ("--lazy-pages", args.lazy_pages),
+        ("--parent-path", getattr(args, "parent_path", None)),
+        ("--page-server", getattr(args, "page_server", None)),
+        ("--status-fd", getattr(args, "status_fd", None)),
+        ("--empty-ns", args.empty_ns),
+        ("--lsm-profile", getattr(args, "lsm_profile", None)),
+        ("--lsm-mount-context", getattr(args, "lsm_mount_context", None))) if given]
+    if refused:
+        raise UsageError(f"{verb} {refused[0]}: not supported")
+    if args.criu:
+        os.environ["EXECDRIVER_CRIU"] = args.criu
+    common = {"work_path": args.work_path, "tcp_established": args.tcp_established,
+              "file_locks": args.file_locks}
+    if verb == "checkpoint":
+        lifecycle.checkpoint(ctx, args.id, args.image_path, leave_running=args.leave_running,
+                             ext_unix_sk=args.ext_unix_sk, shell_job=args.shell_job, **common)
+        return 0
+    return lifecycle.restore(ctx, args.id, args.bundle, args.image_path, pid_file=args.pid_file,
+                             console_socket=args.console_socket, detach=args.detach,
+                             no_pivot=args.no_pivot, **common)
 
 
 def _exec(args: Any, log: Log) -> int:

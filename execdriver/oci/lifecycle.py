@@ -118,12 +118,8 @@ def _create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | Non
     # create's time) into plain data; the launch stays here, so conmon or the shim
     # remain the container's ancestors. Without one, the same is done here.
     from . import remote_prepare
-    prep = ((remote_prepare and remote_prepare(bundle, preserve_fds, no_pivot))
-            or prepare(bundle, preserve_fds, no_pivot))
-    for name in prep["ignored"]:
-        ctx.debug(f"config.json: {name} (ignored)")
-    for warning in prep["warnings"]:
-        ctx.warn(f"config.json: {warning}")
+    prep = _logged(ctx, (remote_prepare and remote_prepare(bundle, preserve_fds, no_pivot))
+                   or prepare(bundle, preserve_fds, no_pivot))
     if console_socket and not prep["terminal"]:
         raise InvalidArgument("--console-socket: the config has no terminal (process.terminal "
                               "is false)")
@@ -181,6 +177,74 @@ def prepare(bundle: str, preserve_fds: int = 0, no_pivot: bool = False) -> dict[
             "terminal": spec.process.terminal, "ignored": list(conv.ignored),
             "warnings": list(conv.warnings),
             "console_size": list(conv.console_size) if conv.console_size else None}
+
+
+def _logged(ctx: Context, prep: dict[str, Any]) -> dict[str, Any]:
+    """``prep`` (prepare()'s), its ignored fields and warnings logged."""
+    for name in prep["ignored"]:
+        ctx.debug(f"config.json: {name} (ignored)")
+    for warning in prep["warnings"]:
+        ctx.warn(f"config.json: {warning}")
+    return prep
+
+
+def _bundle_config(ctx: Context, bundle: str, *, no_pivot: bool = False) -> dict[str, Any]:
+    return _logged(ctx, prepare(os.path.abspath(bundle), 0, no_pivot))
+
+
+# --- checkpoint / restore (CRIU) ---------------------------------------------------
+
+def checkpoint(ctx: Context, container_id: str, image_path: str | None, *,
+               work_path: str | None = None, leave_running: bool = False,
+               tcp_established: bool = False, file_locks: bool = False,
+               ext_unix_sk: bool = False, shell_job: bool = False) -> None:
+    """runc checkpoint: dump the container into ``image_path`` (default ./checkpoint);
+    then, unless ``leave_running``, the container is deleted (as runc does), so that
+    ``restore`` can make it again under the same id."""
+    from ..libcontainer.checkpoint import checkpoint as dump
+    c = Container.load(StateStore(ctx.root), container_id, warn=ctx.warn)
+    dump(c, image_path or os.path.join(os.getcwd(), "checkpoint"), leave_running=leave_running,
+         tcp_established=tcp_established, file_locks=file_locks, ext_unix_sk=ext_unix_sk,
+         shell_job=shell_job, work_dir=work_path)
+    if not leave_running:
+        c.destroy()
+
+
+def restore(ctx: Context, container_id: str, bundle: str, image_path: str | None, *,
+            work_path: str | None = None, pid_file: str | None = None,
+            console_socket: str | None = None, detach: bool = False, no_pivot: bool = False,
+            tcp_established: bool = False, file_locks: bool = False) -> int:
+    """runc restore: a running container from the checkpoint, configured by the bundle's
+    config.json (its rootfs, mounts and cgroup may differ from the checkpointed one's).
+    The restored init is our child: our caller (a subreaper) reaps it once we exit. Without
+    ``detach``, wait for it here, delete it and return its exit code."""
+    from ..config import Config
+    from ..libcontainer.checkpoint import restore as restore_images
+    store = StateStore(ctx.root)
+    store.dir(container_id)
+    prep = _bundle_config(ctx, bundle, no_pivot=no_pivot)
+    if prep["terminal"] or console_socket:
+        raise InvalidArgument("restore: a container with a terminal cannot be restored "
+                              "(nor checkpointed)")
+    if not detach:
+        from ..kernel import syscalls
+        syscalls.set_child_subreaper()
+    c = restore_images(store, container_id, image_path or os.path.join(os.getcwd(),
+                                                                       "checkpoint"),
+                       owner=state.DRIVER, config=Config.from_json(prep["config"]),
+                       stdio=(0, 1, 2), files={"spec.json": prep["spec"]}, work_dir=work_path,
+                       tcp_established=tcp_established or None,
+                       file_locks=file_locks or None, warn=ctx.warn)
+    if pid_file:
+        state.write_pid_file(pid_file, c.state.pid or 0)
+    if detach:
+        return 0
+    forwarder = SignalForwarder()
+    forwarder.target(c.state.pid or 0)
+    _, status = os.waitpid(c.state.pid or 0, 0)
+    _force_delete(ctx, container_id)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
+        128 + os.WTERMSIG(status)
 
 
 def run(ctx: Context, container_id: str, bundle: str, *, pid_file: str | None = None,

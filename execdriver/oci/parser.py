@@ -43,6 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = verb("create", "create a container; its process waits until start")
     _create_options(c)
+    ck = verb("checkpoint", "save a running container's processes with CRIU (>= 4.1)")
+    _criu_options(ck)
+    ck.add_argument("--leave-running", action="store_true",
+                    help="leave the container running after the checkpoint")
+    for flag in ("--pre-dump", "--lazy-pages", "--auto-dedup"):
+        ck.add_argument(flag, action="store_true", help="not supported" if flag != "--auto-dedup"
+                        else "accepted, ignored")
+    for flag in ("--parent-path", "--page-server", "--status-fd"):
+        ck.add_argument(flag, help="not supported")
+    rs = verb("restore", "make a running container from a checkpoint (CRIU >= 4.1)")
+    _criu_options(rs)
+    _create_options(rs)
+    rs.add_argument("-d", "--detach", action="store_true", help="do not wait for the container")
+    rs.add_argument("--no-subreaper", "-no-subreaper", action="store_true",
+                    help="accepted (containerd's shim spells it -no-subreaper)")
+    rs.add_argument("--auto-dedup", action="store_true", help="accepted, ignored")
+    rs.add_argument("--lazy-pages", action="store_true", help="not supported")
+    for flag in ("--lsm-profile", "--lsm-mount-context"):
+        rs.add_argument(flag, help="not supported (no LSM on this host kind)")
     verb("start", "run the user process of a created container")
     verb("state", "print the OCI state of a container")
     k = sub.add_parser("kill", help="send a signal to the container's init (default SIGTERM)")
@@ -122,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="time between stats events (default %(default)s)")
     ev.add_argument("id", help="container id")
     return p
+
+
+def _criu_options(v: argparse.ArgumentParser) -> None:
+    """The options runc's checkpoint and restore share."""
+    v.add_argument("--image-path", help="the checkpoint's directory (default ./checkpoint)")
+    v.add_argument("--work-path", help="where CRIU writes its log (default: the image path "
+                   "when checkpointing, the container's state directory when restoring)")
+    v.add_argument("--tcp-established", action="store_true",
+                   help="established TCP connections too")
+    v.add_argument("--ext-unix-sk", action="store_true", help="external unix sockets")
+    v.add_argument("--shell-job", action="store_true", help="a shell job (a terminal)")
+    v.add_argument("--file-locks", action="store_true", help="file locks too")
+    v.add_argument("--manage-cgroups-mode", help="accepted: the cgroups are the config's "
+                   "(CRIU's ignore mode)")
+    v.add_argument("--empty-ns", action="append", default=[], help="not supported")
 
 
 def _create_options(v: argparse.ArgumentParser) -> None:

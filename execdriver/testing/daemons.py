@@ -95,9 +95,11 @@ D = TypeVar("D", bound=Docker)
 
 
 @contextlib.contextmanager
-def private_dockerd(runtimes: dict[str, str], client: type[D] = Docker) -> Iterator[D]:  # type: ignore[assignment]
+def private_dockerd(runtimes: dict[str, str], client: type[D] = Docker,  # type: ignore[assignment]
+                    extra_args: list[str] | None = None) -> Iterator[D]:
     """A dockerd with ``runtimes`` ({name: path}) added, in a network namespace of its
-    own; ``client``: the Docker class to drive it with (a subclass adds helpers)."""
+    own; ``client``: the Docker class to drive it with (a subclass adds helpers);
+    ``extra_args``: more dockerd options (``--experimental`` for checkpoints)."""
     why = docker_missing()
     if why:
         raise RuntimeError(why)
@@ -117,6 +119,7 @@ def private_dockerd(runtimes: dict[str, str], client: type[D] = Docker) -> Itera
                 "--containerd-plugins-namespace", f"{netns}p"]
         for name, path in runtimes.items():
             argv += ["--add-runtime", f"{name}={path}"]
+        argv += extra_args or []
         with open(log, "w") as out:
             # nsenter, not `ip netns exec` (which remounts /sys and hides the cgroup mounts)
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,

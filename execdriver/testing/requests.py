@@ -16,7 +16,8 @@ from ..spec import Spec, features_used, validate_spec
 SpecDict = dict[str, Any]
 
 # Features no spec can switch on or off (always used, or verbs rather than fields).
-NOT_REQUESTABLE = frozenset({"process.capabilities", "process.umask", "pause", "exec", "stats"})
+NOT_REQUESTABLE = frozenset({"process.capabilities", "process.umask", "pause", "exec", "stats",
+                             "checkpoint"})
 VERB_FEATURES = ("pause", "exec", "stats")
 _MAPPING = [{"container_id": 0, "host_id": 100000, "size": 65536}]
 

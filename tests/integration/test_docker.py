@@ -47,7 +47,7 @@ def docker(busybox_rootfs: Path) -> Iterator[Docker]:
     if why:
         pytest.skip(why)
     with daemons.private_dockerd({"execdriver": str(Path(sys.executable).with_name(
-            "execdriver-oci"))}, Docker) as d:
+            "execdriver-oci"))}, Docker, extra_args=["--experimental"]) as d:  # (checkpoints)
         d.import_rootfs(busybox_rootfs, IMAGE)
         yield d
 
@@ -234,3 +234,30 @@ def test_the_container_sees_the_same_under_runc_and_execdriver(docker: Docker, o
     diff = [f"- {x}" for x in runc_lines if x not in ours] + \
         [f"+ {x}" for x in ours if x not in runc_lines]
     assert not diff, "\n".join(diff)
+
+
+@pytest.mark.parametrize("network", ["none", "bridge"])
+def test_checkpoint_create_and_start_from_it(docker: Docker, network: str) -> None:
+    """docker checkpoint create + docker start --checkpoint (dockerd --experimental): the
+    restored counter goes on from where it was."""
+    from execdriver.libcontainer.checkpoint import criu_available
+    usable, why = criu_available()
+    if not usable:
+        pytest.skip(why)
+    n = name()
+    docker("run", "-d", "--name", n, "--runtime", "execdriver", "--network", network, IMAGE,
+           "sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done")
+    try:
+        time.sleep(1)
+        docker("checkpoint", "create", n, "ck1")
+        assert docker.inspect(n, "{{.State.Running}}") == "false"
+        last = int(docker("logs", n).stdout.split()[-1])
+        docker("start", "--checkpoint", "ck1", n)
+        time.sleep(0.5)
+        assert docker.inspect(n, "{{.State.Running}}") == "true"
+        numbers = [int(x) for x in docker("logs", n).stdout.split()]
+        after = numbers[numbers.index(last) + 1:]
+        assert after and after[0] == last + 1, numbers
+        assert docker("exec", n, "cat", "/proc/1/cmdline").stdout.startswith("sh")
+    finally:
+        docker("rm", "-f", n, check=False)

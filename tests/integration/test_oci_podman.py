@@ -11,6 +11,7 @@ used: each test checks that its containers leave nothing there.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -225,3 +226,68 @@ def test_run_device_and_privileged(podman: Podman) -> None:
                    "grep -E '^(CapEff|Seccomp):' /proc/self/status; exec 3<>/dev/fuse && echo opened")
     assert r.returncode == 0 and "Seccomp:\t0" in r.stdout and r.stdout.endswith("opened\n"), \
         (r.stdout, r.stderr)
+
+
+def test_checkpoint_and_restore(podman: Podman) -> None:
+    """podman container checkpoint/restore through execdriver-oci's runc-compatible verbs:
+    the restored counter goes on from where it was."""
+    from execdriver.libcontainer.checkpoint import criu_available
+    usable, why = criu_available()
+    if not usable:
+        pytest.skip(why)
+    name = "ed-" + uuid.uuid4().hex[:8]
+    podman.run("-d", "--name", name, IMAGE, "sh", "-c",
+               "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done")
+    try:
+        import time
+        time.sleep(1)
+        podman("container", "checkpoint", name)
+        inspect = json.loads(podman("inspect", name).stdout)[0]
+        assert inspect["State"]["Status"] == "exited", inspect["State"]
+        assert inspect["State"].get("Checkpointed") is True
+        last = int(podman("logs", name).stdout.split()[-1])
+        podman("container", "restore", name)
+        time.sleep(0.5)
+        inspect = json.loads(podman("inspect", name).stdout)[0]
+        assert inspect["State"]["Status"] == "running", inspect["State"]
+        numbers = [int(n) for n in podman("logs", name).stdout.split()]
+        after = numbers[numbers.index(last) + 1:]
+        assert after and after[0] == last + 1, numbers      # not restarted from 0
+        r = podman("exec", name, "cat", "/proc/1/cmdline")
+        assert r.stdout.split("\0")[0] == "sh"
+        podman("stop", "--time", "1", name)
+        podman("rm", name)
+        assert not leftover_state(inspect["Id"])
+    finally:
+        podman("rm", "--force", "--time", "0", name, ok=False)
+
+
+def test_checkpoint_export_and_restore_import_under_a_new_name(podman: Podman,
+                                                               tmp_path: Path) -> None:
+    """podman container checkpoint --export / restore --import --name: a copy of the
+    container, from the archive, as a new container."""
+    from execdriver.libcontainer.checkpoint import criu_available
+    usable, why = criu_available()
+    if not usable:
+        pytest.skip(why)
+    name, copy = "ed-" + uuid.uuid4().hex[:8], "ed-" + uuid.uuid4().hex[:8]
+    archive = tmp_path / "ck.tar.gz"
+    podman.run("-d", "--name", name, IMAGE, "sh", "-c",
+               "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done")
+    try:
+        import time
+        time.sleep(1)
+        podman("container", "checkpoint", "--leave-running", "--export", str(archive), name)
+        assert json.loads(podman("inspect", name).stdout)[0]["State"]["Status"] == "running"
+        podman("container", "restore", "--import", str(archive), "--name", copy)
+        time.sleep(0.5)
+        inspect = json.loads(podman("inspect", copy).stdout)[0]
+        assert inspect["State"]["Status"] == "running", inspect["State"]
+        time.sleep(0.5)
+        numbers = [int(n) for n in podman("logs", copy).stdout.split()]
+        # The archive brings the log along (with what the original, left running, wrote
+        # after the dump: the copy writes those numbers again); never restarted from 0.
+        assert all(b >= a for a, b in itertools.pairwise(numbers)), str(numbers)
+        assert numbers.count(0) == 1 and len(set(numbers)) > 12, str(numbers)
+    finally:
+        podman("rm", "--force", "--time", "0", name, copy, ok=False)
