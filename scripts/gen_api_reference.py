@@ -44,6 +44,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
       "UnsupportedFeature", "DriverNotFound", "DriverLoadError", "DriverUnavailable"]),
     ("Host helpers for drivers", "execdriver.host", []),
     ("Monitor processes for drivers", "execdriver.monitoring", []),
+    ("A base for drivers with records of their own", "execdriver.recorded", []),
 ]
 
 

@@ -26,18 +26,17 @@ from typing import Any
 
 from execdriver.driver import (
     Availability,
-    ContainerInfo,
-    ExecDriver,
     ExitStatus,
     Handle,
     Stats,
     Status,
     Stdio,
 )
-from execdriver.errors import InvalidArgument, InvalidState, StepFailed, UnsupportedFeature
-from execdriver.monitoring import MonitorStart, recorded_status, start_monitor, stop_monitor
+from execdriver.errors import StepFailed, UnsupportedFeature
+from execdriver.monitoring import MonitorStart, start_monitor
+from execdriver.recorded import RecordedDriver
 from execdriver.spec import Process, Spec
-from execdriver.state import ContainerState, validate_id
+from execdriver.state import ContainerState
 
 from .translate import EXEC_NAMESPACES, exec_config, nspawn_argv, refusals
 
@@ -86,7 +85,7 @@ def _int(path: str) -> int | None:
     return int(text) if text and text.lstrip("-").isdigit() else None
 
 
-class NspawnDriver(ExecDriver):
+class NspawnDriver(RecordedDriver):
     """Containers run by systemd-nspawn (systemd-container), no systemd PID 1 needed."""
 
     name = "nspawn"
@@ -134,31 +133,8 @@ class NspawnDriver(ExecDriver):
         spec.namespaces = [n for n in spec.namespaces if n.type != "cgroup"]
         return spec
 
-    def check_spec(self, spec: Spec) -> None:
-        super().check_spec(spec)
-        problems = refusals(spec)
-        if problems:
-            raise UnsupportedFeature(self.name, problems)
-
     # -- start -----------------------------------------------------------------
-    def start(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
-              detach: bool = False) -> Handle:
-        validate_id(container_id)
-        self.check_spec(spec)
-        rootfs = Path(os.path.abspath(spec.root.path))
-        if not rootfs.is_dir():
-            why = "not a directory" if rootfs.exists() else "no such directory"
-            raise StepFailed("rootfs", why, container_id=container_id, driver=self.name,
-                             path=rootfs)
-        self.state.create(container_id, self.name, spec)
-        try:
-            return self._start(container_id, spec, rootfs, stdio, detach)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.terminate(container_id)
-            raise
-
-    def _start(self, cid: str, spec: Spec, rootfs: Path, stdio: Stdio | None,
+    def launch(self, cid: str, spec: Spec, rootfs: Path, stdio: Stdio | None,
                detach: bool) -> Handle:
         d = self.state.dir(cid)
         dirs = cgroup_dirs(cid)
@@ -196,12 +172,11 @@ class NspawnDriver(ExecDriver):
             timeout=START_TIMEOUT)
 
     # -- inspection --------------------------------------------------------------
-    def _read(self, verb: str, cid: str) -> ContainerState:
-        st = self.state.read(cid)
-        if st.driver and st.driver != self.name:
-            raise InvalidArgument(f"{verb} id={cid}: container belongs to driver {st.driver}",
-                                  container_id=cid, driver=self.name)
-        return st
+    def refusals(self, spec: Spec) -> list[str]:
+        return refusals(spec)
+
+    def live_status(self, st: ContainerState) -> Status:
+        return Status.PAUSED if self._frozen(st.id) else Status.RUNNING
 
     def _frozen(self, cid: str) -> bool:
         dirs = cgroup_dirs(cid)
@@ -209,35 +184,13 @@ class NspawnDriver(ExecDriver):
             return _read(f"{dirs['unified']}/cgroup.freeze") == "1"
         return _read(f"{dirs.get('freezer', '')}/freezer.state") in ("FROZEN", "FREEZING")
 
-    def _status(self, st: ContainerState) -> tuple[Status, ExitStatus | None]:
-        decided = recorded_status(self.state, st)
-        if decided is not None:
-            return decided
-        return (Status.PAUSED if self._frozen(st.id) else Status.RUNNING), None
-
-    def info(self, container_id: str) -> ContainerInfo:
-        st = self._read("info", container_id)
-        status, exit_status = self._status(st)
-        return ContainerInfo(id=st.id, driver=self.name, status=status, pid=st.pid,
-                             created=st.created, rootfs=st.rootfs, bundle=st.bundle,
-                             exit_status=exit_status, annotations=dict(st.annotations),
-                             resources=dict(st.resources))
-
-    def _running(self, verb: str, cid: str, *ok: Status) -> ContainerState:
-        st = self._read(verb, cid)
-        status, _ = self._status(st)
-        if status not in (ok or (Status.RUNNING,)):
-            raise InvalidState(f"{verb} id={cid}: container is {status.value}",
-                               container_id=cid, driver=self.name, step=verb)
-        return st
-
     def _payload_dir(self, cid: str) -> str:
         """The cgroup nspawn moves the payload into (it keeps itself in ``supervisor``)."""
         dirs = cgroup_dirs(cid)
         return f"{dirs.get('unified') or dirs.get('hybrid') or dirs.get('systemd', '')}/payload"
 
     def stats(self, container_id: str) -> Stats:
-        self._running("stats", container_id, Status.RUNNING, Status.PAUSED)
+        self.in_status("stats", container_id, Status.RUNNING, Status.PAUSED)
         dirs = cgroup_dirs(container_id)
         if "unified" in dirs:
             u = dirs["unified"]
@@ -255,13 +208,13 @@ class NspawnDriver(ExecDriver):
                      pids_current=_int(f"{dirs.get('pids', '')}/pids.current"))
 
     def pids(self, container_id: str) -> list[int]:
-        self._running("pids", container_id, Status.RUNNING, Status.PAUSED)
+        self.in_status("pids", container_id, Status.RUNNING, Status.PAUSED)
         text = _read(f"{self._payload_dir(container_id)}/cgroup.procs") or ""
         return sorted(int(p) for p in text.split())
 
     # -- control -----------------------------------------------------------------
     def kill(self, container_id: str, signal: int = _signal.SIGTERM, all: bool = False) -> None:
-        st = self._running("kill", container_id, Status.RUNNING, Status.PAUSED)
+        st = self.in_status("kill", container_id, Status.RUNNING, Status.PAUSED)
         targets = self.pids(container_id) if all else [st.pid or 0]
         for pid in targets:
             with contextlib.suppress(ProcessLookupError):
@@ -285,11 +238,11 @@ class NspawnDriver(ExecDriver):
             time.sleep(0.01)
 
     def pause(self, container_id: str) -> None:
-        self._running("pause", container_id)
+        self.in_status("pause", container_id)
         self._freeze(container_id, True)
 
     def unpause(self, container_id: str) -> None:
-        self._running("unpause", container_id, Status.PAUSED)
+        self.in_status("unpause", container_id, Status.PAUSED)
         self._freeze(container_id, False)
 
     def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
@@ -299,7 +252,7 @@ class NspawnDriver(ExecDriver):
                                      ("process.preserve_fds", process.preserve_fds)) if used]
         if lacking:
             raise UnsupportedFeature(self.name, lacking)
-        st = self._running("exec", container_id)
+        st = self.in_status("exec", container_id)
         assert st.pid is not None
         dirs = cgroup_dirs(container_id)
         cgroups = [p for h, p in dirs.items() if h not in ("systemd", "unified", "hybrid")]
@@ -308,18 +261,14 @@ class NspawnDriver(ExecDriver):
                  "namespaces": list(EXEC_NAMESPACES), "process": exec_config(process)}
         handle = self._spawn(container_id, [], cgroups, {}, stdio, detach, leader=False,
                              default_out=None, enter=enter).handle
-        if detach:
-            return handle
-        status = handle.wait()
-        assert status is not None
-        return status
+        return self.finished(handle, detach)
 
-    def terminate(self, container_id: str) -> None:
-        validate_id(container_id)
-        if not self.state.exists(container_id):
-            return                      # idempotent: already gone
-        st = self._read("terminate", container_id)
-        dirs = [d for d in (st.resources.get("cgroup") or []) if isinstance(d, str)]
+    @staticmethod
+    def _cgroups(st: ContainerState) -> list[str]:
+        return [d for d in (st.resources.get("cgroup") or []) if isinstance(d, str)]
+
+    def stop(self, st: ContainerState) -> None:
+        container_id, dirs = st.id, self._cgroups(st)
         if any(os.path.isdir(d) for d in dirs):
             with contextlib.suppress(StepFailed):
                 self._freeze(container_id, False)   # a frozen process cannot die
@@ -334,11 +283,11 @@ class NspawnDriver(ExecDriver):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, _signal.SIGKILL)
             time.sleep(0.02)
-        stop_monitor(st)
+
+    def clean_up(self, st: ContainerState) -> None:
         from execdriver.host import remove_tree
-        for d in dirs:
+        for d in self._cgroups(st):
             remove_tree(d)
-        self.state.remove(container_id)
 
     @staticmethod
     def _procs(dirs: list[str], *, payload_only: bool) -> list[int]:

@@ -29,18 +29,17 @@ from pathlib import Path
 
 from execdriver.driver import (
     Availability,
-    ContainerInfo,
-    ExecDriver,
     ExitStatus,
     Handle,
     Stats,
     Status,
     Stdio,
 )
-from execdriver.errors import InvalidArgument, InvalidState, StepFailed, UnsupportedFeature
-from execdriver.monitoring import recorded_status, start_monitor, stop_monitor
+from execdriver.errors import InvalidState, StepFailed, UnsupportedFeature
+from execdriver.monitoring import start_monitor
+from execdriver.recorded import RecordedDriver
 from execdriver.spec import Process, Spec
-from execdriver.state import ContainerState, pid_alive, validate_id
+from execdriver.state import ContainerState, pid_alive
 
 from . import initramfs
 from .translate import init_conf, process_config, refusals
@@ -71,7 +70,7 @@ def _proc_status(pid: int) -> dict[str, str]:
         return {}
 
 
-class QemuDriver(ExecDriver):
+class QemuDriver(RecordedDriver):
     """A qemu micro-VM per container (Debian's kernel, the rootfs over 9p)."""
 
     name = "qemu"
@@ -151,34 +150,11 @@ class QemuDriver(ExecDriver):
                            if f"namespaces.{n.type}" in self.features]
         return spec
 
-    def check_spec(self, spec: Spec) -> None:
-        super().check_spec(spec)
-        problems = refusals(spec)
-        if problems:
-            raise UnsupportedFeature(self.name, problems)
-
     # -- start -----------------------------------------------------------------------
-    def start(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
-              detach: bool = False) -> Handle:
-        validate_id(container_id)
-        self.check_spec(spec)
-        rootfs = Path(os.path.abspath(spec.root.path))
-        if not rootfs.is_dir():
-            why = "not a directory" if rootfs.exists() else "no such directory"
-            raise StepFailed("rootfs", why, container_id=container_id, driver=self.name,
-                             path=rootfs)
-        self.state.create(container_id, self.name, spec)
-        try:
-            return self._start(container_id, spec, rootfs, stdio, detach)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.terminate(container_id)
-            raise
-
     def _fail(self, step: str, why: object, cid: str) -> StepFailed:
         return StepFailed(step, str(why), container_id=cid, driver=self.name, id=cid)
 
-    def _start(self, cid: str, spec: Spec, rootfs: Path, stdio: Stdio | None,
+    def launch(self, cid: str, spec: Spec, rootfs: Path, stdio: Stdio | None,
                detach: bool) -> Handle:
         d = self.state.dir(cid)
         qemu, kernel = qemu_path(), find_kernel()
@@ -220,13 +196,6 @@ class QemuDriver(ExecDriver):
         return started.handle
 
     # -- inspection --------------------------------------------------------------------
-    def _read(self, verb: str, cid: str) -> ContainerState:
-        st = self.state.read(cid)
-        if st.driver and st.driver != self.name:
-            raise InvalidArgument(f"{verb} id={cid}: container belongs to driver {st.driver}",
-                                  container_id=cid, driver=self.name)
-        return st
-
     def _runs(self, st: ContainerState) -> Path:
         return run_dir(self.state.dir(st.id))
 
@@ -238,34 +207,21 @@ class QemuDriver(ExecDriver):
             return False
         return isinstance(status, dict) and status.get("status") == "paused"
 
-    def _status(self, st: ContainerState) -> tuple[Status, ExitStatus | None]:
-        decided = recorded_status(self.state, st)
-        if decided is not None:
-            return decided
-        return (Status.PAUSED if self._paused(st) else Status.RUNNING), None
+    def refusals(self, spec: Spec) -> list[str]:
+        return refusals(spec)
 
-    def info(self, container_id: str) -> ContainerInfo:
-        st = self._read("info", container_id)
-        status, exit_status = self._status(st)
+    def live_status(self, st: ContainerState) -> Status:
+        return Status.PAUSED if self._paused(st) else Status.RUNNING
+
+    def annotations(self, st: ContainerState) -> dict[str, str]:
         annotations = dict(st.annotations)
         if "accel" in st.extra:
             annotations.setdefault("qemu.accel", str(st.extra["accel"]))
-        return ContainerInfo(id=st.id, driver=self.name, status=status, pid=st.pid,
-                             created=st.created, rootfs=st.rootfs, bundle=st.bundle,
-                             exit_status=exit_status, annotations=annotations,
-                             resources=dict(st.resources))
-
-    def _running(self, verb: str, cid: str, *ok: Status) -> ContainerState:
-        st = self._read(verb, cid)
-        status, _ = self._status(st)
-        if status not in (ok or (Status.RUNNING,)):
-            raise InvalidState(f"{verb} id={cid}: container is {status.value}",
-                               container_id=cid, driver=self.name, step=verb)
-        return st
+        return annotations
 
     def stats(self, container_id: str) -> Stats:
         """The VM's cost on the host: the qemu process's CPU time and resident memory."""
-        st = self._running("stats", container_id, Status.RUNNING, Status.PAUSED)
+        st = self.in_status("stats", container_id, Status.RUNNING, Status.PAUSED)
         assert st.pid is not None
         cpu_ns = None
         try:
@@ -287,12 +243,12 @@ class QemuDriver(ExecDriver):
 
     def pids(self, container_id: str) -> list[int]:
         """The host's processes of the container: its VM (qemu)."""
-        st = self._running("pids", container_id, Status.RUNNING, Status.PAUSED)
+        st = self.in_status("pids", container_id, Status.RUNNING, Status.PAUSED)
         return [st.pid] if st.pid else []
 
     # -- control -----------------------------------------------------------------------
     def kill(self, container_id: str, signal: int = _signal.SIGTERM, all: bool = False) -> None:
-        st = self._running("kill", container_id, Status.RUNNING, Status.PAUSED)
+        st = self.in_status("kill", container_id, Status.RUNNING, Status.PAUSED)
         if signal == _signal.SIGKILL:
             self._kill_vm(st)   # the VM, and every process in it, ends at once
             return
@@ -304,7 +260,7 @@ class QemuDriver(ExecDriver):
         try:
             send_signal(str(self._runs(st) / "signal.sock"), signal, all=all)
         except ChannelError as exc:
-            if self._status(self._read("kill", container_id))[0] == Status.STOPPED:
+            if self.status_of(self.record("kill", container_id))[0] == Status.STOPPED:
                 return      # it ended meanwhile
             raise self._fail("kill", exc, container_id) from None
 
@@ -316,18 +272,18 @@ class QemuDriver(ExecDriver):
 
     def _qmp(self, verb: str, cid: str, command: str) -> None:
         from .channels import ChannelError, qmp
-        st = self._read(verb, cid)
+        st = self.record(verb, cid)
         try:
             qmp(str(self._runs(st) / "qmp.sock"), command)
         except ChannelError as exc:
             raise self._fail(verb, exc, cid) from None
 
     def pause(self, container_id: str) -> None:
-        self._running("pause", container_id)
+        self.in_status("pause", container_id)
         self._qmp("pause", container_id, "stop")
 
     def unpause(self, container_id: str) -> None:
-        self._running("unpause", container_id, Status.PAUSED)
+        self.in_status("unpause", container_id, Status.PAUSED)
         self._qmp("unpause", container_id, "cont")
 
     def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
@@ -338,30 +294,22 @@ class QemuDriver(ExecDriver):
                                      ("process.preserve_fds", process.preserve_fds)) if used]
         if lacking:
             raise UnsupportedFeature(self.name, lacking)
-        st = self._running("exec", container_id)
+        st = self.in_status("exec", container_id)
         handle = start_monitor(
             [sys.executable, "-m", "execdriver_qemu.monitor"],
             {"mode": "exec", "agent": str(self._runs(st) / "agent.sock"),
              "process": base64.b64encode(process_config(process)).decode()},
             container_id=container_id, driver=self.name, step="qemu exec", stdio=stdio,
             detach=detach, starter="the guest agent", timeout=START_TIMEOUT).handle
-        if detach:
-            return handle
-        status = handle.wait()
-        assert status is not None
-        return status
+        return self.finished(handle, detach)
 
-    def terminate(self, container_id: str) -> None:
-        validate_id(container_id)
-        if not self.state.exists(container_id):
-            return                      # idempotent: already gone
-        st = self._read("terminate", container_id)
+    def stop(self, st: ContainerState) -> None:
         self._kill_vm(st)
         deadline = time.monotonic() + 10
         while st.pid and pid_alive(st.pid, st.pid_start) and time.monotonic() < deadline:
             time.sleep(0.02)
-        stop_monitor(st)
+
+    def clean_up(self, st: ContainerState) -> None:
         for runs in st.resources.get("rundir") or []:
             if isinstance(runs, str) and runs.startswith(f"{RUN_ROOT}/"):
                 shutil.rmtree(runs, ignore_errors=True)
-        self.state.remove(container_id)

@@ -21,11 +21,10 @@ import signal as _signal
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from execdriver.driver import (
     Availability,
-    ContainerInfo,
-    ExecDriver,
     ExitStatus,
     Handle,
     NetworkStats,
@@ -33,10 +32,11 @@ from execdriver.driver import (
     Status,
     Stdio,
 )
-from execdriver.errors import InvalidArgument, InvalidState, StepFailed, UnsupportedFeature
-from execdriver.monitoring import MonitorStart, recorded_status, start_monitor, stop_monitor
+from execdriver.errors import InvalidState, StepFailed, UnsupportedFeature
+from execdriver.monitoring import MonitorStart, start_monitor
+from execdriver.recorded import RecordedDriver
 from execdriver.spec import Process, Spec
-from execdriver.state import ContainerState, validate_id
+from execdriver.state import ContainerState
 
 from .oci import oci_process, to_oci_config
 from .runc import RUNC, Runc
@@ -45,7 +45,7 @@ MONITOR = str(Path(__file__).with_name("monitor.py"))
 START_TIMEOUT = 120.0
 
 
-class RuncExampleDriver(ExecDriver):
+class RuncExampleDriver(RecordedDriver):
     """Containers run by Debian's runc, from a translated OCI config.json."""
 
     name = "runc-example"
@@ -87,27 +87,13 @@ class RuncExampleDriver(ExecDriver):
         return spec
 
     # -- start -----------------------------------------------------------------
-    def start(self, container_id: str, spec: Spec, *, stdio: Stdio | None = None,
-              detach: bool = False) -> Handle:
-        validate_id(container_id)
-        self.check_spec(spec)
-        rootfs = Path(os.path.abspath(spec.root.path))
-        if not rootfs.is_dir():
-            why = "not a directory" if rootfs.exists() else "no such directory"
-            raise StepFailed("rootfs", why, container_id=container_id, driver=self.name,
-                             path=rootfs)
-        bundle = self.state.dir(container_id) / "bundle"
-        self.state.create(container_id, self.name, spec, bundle=str(bundle))
-        try:
-            return self._start(container_id, spec, rootfs, bundle, stdio, detach)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.terminate(container_id)
-            raise
+    def record_fields(self, container_id: str) -> dict[str, Any]:
+        return {"bundle": str(self.state.dir(container_id) / "bundle")}
 
-    def _start(self, cid: str, spec: Spec, rootfs: Path, bundle: Path, stdio: Stdio | None,
+    def launch(self, cid: str, spec: Spec, rootfs: Path, stdio: Stdio | None,
                detach: bool) -> Handle:
         d = self.state.dir(cid)
+        bundle = d / "bundle"
         cgroup = f"/execdriver-runc-example-{cid}"
         self.state.record(cid, "runc", cid)
         self.state.record(cid, "cgroup", cgroup)
@@ -140,42 +126,16 @@ class RuncExampleDriver(ExecDriver):
             timeout=START_TIMEOUT)
 
     # -- inspection --------------------------------------------------------------
-    def _read(self, verb: str, cid: str) -> ContainerState:
-        st = self.state.read(cid)
-        if st.driver and st.driver != self.name:
-            raise InvalidArgument(f"{verb} id={cid}: container belongs to driver {st.driver}",
-                                  container_id=cid, driver=self.name)
-        return st
-
-    def _status(self, st: ContainerState) -> tuple[Status, ExitStatus | None]:
-        decided = recorded_status(self.state, st)
-        if decided is not None:
-            return decided
+    def live_status(self, st: ContainerState) -> Status:
         try:
             out = json.loads(self.runc.call("state", st.id, "state", st.id))
         except (InvalidState, StepFailed, ValueError):
-            return Status.STOPPED, None
+            return Status.STOPPED
         return {"paused": Status.PAUSED, "created": Status.CREATED,
-                "stopped": Status.STOPPED}.get(out.get("status"), Status.RUNNING), None
-
-    def info(self, container_id: str) -> ContainerInfo:
-        st = self._read("info", container_id)
-        status, exit_status = self._status(st)
-        return ContainerInfo(id=st.id, driver=self.name, status=status, pid=st.pid,
-                             created=st.created, rootfs=st.rootfs, bundle=st.bundle,
-                             exit_status=exit_status, annotations=dict(st.annotations),
-                             resources=dict(st.resources))
-
-    def _running(self, verb: str, cid: str, *ok: Status) -> ContainerState:
-        st = self._read(verb, cid)
-        status, _ = self._status(st)
-        if status not in (ok or (Status.RUNNING,)):
-            raise InvalidState(f"{verb} id={cid}: container is {status.value}",
-                               container_id=cid, driver=self.name, step=verb)
-        return st
+                "stopped": Status.STOPPED}.get(out.get("status"), Status.RUNNING)
 
     def stats(self, container_id: str) -> Stats:
-        self._running("stats", container_id, Status.RUNNING, Status.PAUSED)
+        self.in_status("stats", container_id, Status.RUNNING, Status.PAUSED)
         out = self.runc.call("stats", container_id, "events", "--stats", container_id)
         try:
             data = json.loads(out)["data"]
@@ -203,22 +163,22 @@ class RuncExampleDriver(ExecDriver):
             blkio_read_bytes=io.get("read"), blkio_write_bytes=io.get("write"), networks=nets)
 
     def pids(self, container_id: str) -> list[int]:
-        self._running("pids", container_id, Status.RUNNING, Status.PAUSED)
+        self.in_status("pids", container_id, Status.RUNNING, Status.PAUSED)
         out = self.runc.call("ps", container_id, "ps", "--format", "json", container_id)
         return [int(p) for p in json.loads(out or "[]")]
 
     # -- control -----------------------------------------------------------------
     def kill(self, container_id: str, signal: int = _signal.SIGTERM, all: bool = False) -> None:
-        self._running("kill", container_id, Status.RUNNING, Status.PAUSED)
+        self.in_status("kill", container_id, Status.RUNNING, Status.PAUSED)
         args = ["kill"] + (["--all"] if all else []) + [container_id, str(int(signal))]
         self.runc.call("kill", container_id, *args)
 
     def pause(self, container_id: str) -> None:
-        self._running("pause", container_id)
+        self.in_status("pause", container_id)
         self.runc.call("pause", container_id, "pause", container_id)
 
     def unpause(self, container_id: str) -> None:
-        self._running("unpause", container_id, Status.PAUSED)
+        self.in_status("unpause", container_id, Status.PAUSED)
         self.runc.call("unpause", container_id, "resume", container_id)
 
     def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
@@ -229,7 +189,7 @@ class RuncExampleDriver(ExecDriver):
                                      ("process.preserve_fds", process.preserve_fds)) if used]
         if lacking:
             raise UnsupportedFeature(self.name, lacking)
-        self._running("exec", container_id)
+        self.in_status("exec", container_id)
         d = self.state.dir(container_id)
         tag = uuid.uuid4().hex[:12]
         files = [d / f"exec-{tag}.json", d / f"exec-{tag}.pid", d / f"exec-{tag}.log"]
@@ -244,23 +204,15 @@ class RuncExampleDriver(ExecDriver):
             for f in files:
                 with contextlib.suppress(OSError):
                     f.unlink()
-        if detach:
-            return handle
-        status = handle.wait()
-        assert status is not None
-        return status
+        return self.finished(handle, detach)
 
-    def terminate(self, container_id: str) -> None:
-        validate_id(container_id)
-        if not self.state.exists(container_id):
-            return                      # idempotent: already gone
-        st = self._read("terminate", container_id)
+    def stop(self, st: ContainerState) -> None:
         # A frozen container cannot die; then let runc kill and remove it (and its
         # cgroups). Both fail harmlessly when runc never got to create it.
-        self.runc.call_quietly("resume", container_id)
-        self.runc.call_quietly("delete", "--force", container_id)
-        stop_monitor(st)
-        if self.runc.call_quietly("state", container_id):
+        self.runc.call_quietly("resume", st.id)
+        self.runc.call_quietly("delete", "--force", st.id)
+
+    def clean_up(self, st: ContainerState) -> None:
+        if self.runc.call_quietly("state", st.id):
             raise StepFailed("terminate", "runc still knows the container after delete --force",
-                             container_id=container_id, driver=self.name, id=container_id)
-        self.state.remove(container_id)
+                             container_id=st.id, driver=self.name, id=st.id)
