@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -114,6 +115,7 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Any:
         tar.add(rootfs, arcname=".")
     p = Podman(base, f"/edtest-podman-{uuid.uuid4().hex[:8]}")
     p("import", str(base / "rootfs.tar"), IMAGE)
+    server_before = default_server_pid()
     try:
         yield p
     finally:
@@ -121,6 +123,25 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Any:
         p("rmi", "--all", "--force", ok=False)
         unmount_under(base)
         remove_cgroup_parent(p.cgroup_parent.strip("/"))
+        # podman hands the runtime no environment of ours (EXECDRIVER_SERVER=off does not
+        # reach it), so execdriver-oci started its server on first use, as for a user:
+        # end the one these tests started
+        started = default_server_pid()
+        if started and started != server_before:
+            os.kill(started, signal.SIGTERM)
+
+
+def default_server_pid() -> int | None:
+    """The pid of the server on this installation's default socket, if one answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECDRIVER_SERVER")}
+    r = subprocess.run([sys.executable, "-m", "execdriver", "server", "status", "--format",
+                        "json"], capture_output=True, text=True, env=env, check=False,
+                       timeout=60)
+    try:
+        pid = json.loads(r.stdout).get("pid")
+    except ValueError:
+        return None
+    return int(pid) if pid else None
 
 
 def leftover_state(container_id: str) -> bool:
