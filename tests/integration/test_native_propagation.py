@@ -29,7 +29,7 @@ def host_root_shared() -> bool:
 
 def root_fields(box: Box, propagation: str | None, script: str = ROOT_LINE) -> set[str]:
     spec = box.spec(script)
-    spec.root.propagation = propagation  # type: ignore[assignment]
+    spec.root = spec.root.model_copy(update={"propagation": propagation})
     status, out = box.run(spec)
     assert status.code == 0, out
     return optional_fields(out.strip().splitlines()[-1])

@@ -12,7 +12,9 @@ import sys
 import sysconfig
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,16 +137,16 @@ def cmd(venv: Path, *args: object, env: dict[str, str]) -> subprocess.CompletedP
                           text=True, env=env, timeout=60, check=False)
 
 
-def server_status(venv: Path, env: dict[str, str]) -> dict[str, object]:
+def server_status(venv: Path, env: dict[str, str]) -> dict[str, Any]:
     r = cmd(venv, "server", "status", "--format", "json", env=env)
-    status: dict[str, object] = json.loads(r.stdout)
+    status: dict[str, Any] = json.loads(r.stdout)
     return status
 
 
-def wait_for(check: object, what: str, timeout: float = 60) -> None:
+def wait_for(check: Callable[[], object], what: str, timeout: float = 60) -> None:
     import time
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
 
@@ -169,7 +171,7 @@ def served_after_first_use(venv: Path, state: Path, rootfs: Path, env: dict[str,
     assert not server_status(venv, env)["running"]
     run_in(venv, state, rootfs, f"wh{os.getpid()}", env)
     wait_for(lambda: server_status(venv, env)["running"], "the server started on first use")
-    served = int(server_status(venv, env)["served"])  # type: ignore[call-overload]
+    served = int(server_status(venv, env)["served"])
     r = cmd(venv, "--root", state, "run", "--rootfs", rootfs, "--", "true", env=env)
     assert r.returncode == 0, r.stderr
     assert server_status(venv, env)["served"] == served + 1

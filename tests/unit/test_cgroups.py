@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -300,7 +301,7 @@ def test_swappiness_and_the_oom_killer_need_memory_on_v1_and_are_warnings_on_v2(
     assert v1.not_applied(r) == []      # type: ignore[arg-type]
 
 
-def test_a_v1_memory_knob_the_host_lacks_is_an_error_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_v1_memory_knob_the_host_lacks_is_an_error_naming_the_field(tmp_path: Path) -> None:
     from execdriver.config import MemoryResources
     from execdriver.config import Resources as PlainResources
     (tmp_path / "ed" / "x").mkdir(parents=True)
