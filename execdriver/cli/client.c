@@ -162,7 +162,7 @@ static uint32_t fnv1a(const char *s)
 /* --- a server on first use --------------------------------------------------------- */
 
 /* No server answers on the default socket: start one, detached (own session, stdio on
- * /dev/null, cwd /), for the next commands; this one still runs in Python. It exits
+ * /dev/null, cwd /, root cgroups), for the next commands; this one still runs in Python. It exits
  * after $EXECDRIVER_SERVER_IDLE seconds (default AUTOSTART_IDLE) without a client, and
  * when our code changes. Not for other users than root, with EXECDRIVER_SERVER=manual
  * or off, or with an explicit socket. The server's own lock makes concurrent starts one. */
@@ -187,7 +187,7 @@ static void autostart(void)
         close_range(3, ~0U, 0);
         if (chdir("/") < 0)
             _exit(0);
-        char *args[] = {python, "-P", "-m", "execdriver", "server", "run",
+        char *args[] = {python, "-P", "-m", "execdriver", "server", "run", "--leave-cgroup",
                         "--idle-timeout", idle_arg, NULL};
         execv(python, args);
         _exit(127);

@@ -494,6 +494,10 @@ examples:
                         "installation under /run/execdriver-server)")
     p.add_argument("--idle-timeout", type=float, default=0.0, metavar="SECONDS",
                    help="exit after this long without a client (default 0: never)")
+    p.add_argument("--leave-cgroup", action="store_true",
+                   help="run: move into the root cgroup first, so the server does not keep "
+                        "the cgroup of whatever started it in use (start, and the start on "
+                        "first use, always do)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="stop: how long to wait for the server to end (default 10)")
     _format(p)

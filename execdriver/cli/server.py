@@ -823,6 +823,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise InvalidArgument(f"server {action}: needs root (the drivers do)")
     if action == "run":
+        if args.leave_cgroup:
+            leave_cgroup()
         preload()
         server = Server(path, args.idle_timeout)
         try:
@@ -833,6 +835,14 @@ def cmd_server(args: argparse.Namespace) -> int:
         server.serve()
         return 0
     return _start_background(path, args.idle_timeout)
+
+
+def leave_cgroup() -> None:
+    """Move this process into the root cgroups. A detached server outlives whoever
+    started it; left in that cgroup (conmon's, a systemd scope, a shell's) it would keep
+    it in use, so that it could not be removed, and be ended with it."""
+    from execdriver.kernel.cgroups import move_to_root
+    move_to_root()
 
 
 def _start_background(path: str, idle_timeout: float) -> int:
@@ -851,6 +861,7 @@ def _start_background(path: str, idle_timeout: float) -> int:
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             os.chdir("/")
+            leave_cgroup()
             preload()
             server = Server(path, idle_timeout)
             try:

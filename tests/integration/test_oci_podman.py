@@ -86,13 +86,10 @@ graphroot = "{base}/storage"
 
 
 def remove_cgroup_parent(name: str) -> None:
+    from execdriver.kernel.cgroups import remove_tree
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        parent = hierarchy / name
-        if parent.is_dir():
-            for child in parent.iterdir():
-                if child.is_dir():
-                    child.rmdir()
-            parent.rmdir()
+        if (hierarchy / name).is_dir():
+            remove_tree(str(hierarchy / name))      # (conmon may still be exiting)
 
 
 def unmount_under(base: Path) -> None:
@@ -122,13 +119,16 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Any:
         p("rm", "--all", "--force", "--time", "0", ok=False)
         p("rmi", "--all", "--force", ok=False)
         unmount_under(base)
-        remove_cgroup_parent(p.cgroup_parent.strip("/"))
-        # podman hands the runtime no environment of ours (EXECDRIVER_SERVER=off does not
-        # reach it), so execdriver-oci started its server on first use, as for a user:
-        # end the one these tests started
-        started = default_server_pid()
-        if started and started != server_before:
-            os.kill(started, signal.SIGTERM)
+        try:
+            # (before the server ends: one started from conmon's cgroup must have left it)
+            remove_cgroup_parent(p.cgroup_parent.strip("/"))
+        finally:
+            # podman hands the runtime no environment of ours (EXECDRIVER_SERVER=off does
+            # not reach it), so execdriver-oci started its server on first use, as for a
+            # user: end the one these tests started
+            started = default_server_pid()
+            if started and started != server_before:
+                os.kill(started, signal.SIGTERM)
 
 
 def default_server_pid() -> int | None:

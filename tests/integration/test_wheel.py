@@ -177,6 +177,26 @@ def served_after_first_use(venv: Path, state: Path, rootfs: Path, env: dict[str,
     assert server_status(venv, env)["served"] == served + 1
 
 
+def started_from_a_cgroup(venv: Path, env: dict[str, str]) -> None:
+    """A server started on first use by a command in a cgroup of its own (as under
+    conmon, or a systemd scope) leaves that cgroup, which can then be removed."""
+    assert not server_status(venv, env)["running"]
+    mount = "/sys/fs/cgroup/pids" if os.path.isdir("/sys/fs/cgroup/pids") else "/sys/fs/cgroup"
+    starter = Path(mount, f"edtest-starter-{os.getpid()}")
+    starter.mkdir()
+    try:
+        r = subprocess.run(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', starter,
+                            venv / "bin" / "execdriver", "drivers"], capture_output=True,
+                           text=True, env=env, timeout=60, check=False)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: server_status(venv, env)["running"], "the server started on first use")
+        pid = server_status(venv, env)["pid"]
+        own = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        assert [line for line in own if not line.endswith(":/")] == [], own
+    finally:
+        starter.rmdir()
+
+
 def stop_server(venv: Path, env: dict[str, str]) -> None:
     if server_status(venv, env)["running"]:
         cmd(venv, "server", "stop", env=env)
@@ -204,6 +224,8 @@ def test_a_fresh_venv_runs_containers_with_the_c_helpers_moves_and_uninstalls(
 
         shutil.move(venv, moved)
         served_after_first_use(moved, state, busybox_rootfs, env)
+        stop_server(moved, env)
+        started_from_a_cgroup(moved, env)
         stop_server(moved, env)
         # EXECDRIVER_SERVER=manual: no server started
         run_in(moved, state, busybox_rootfs, f"wm{os.getpid()}", {**env, "EXECDRIVER_SERVER": "manual"})

@@ -176,6 +176,28 @@ def rmdir_if_empty(directory: str) -> bool:
     return True
 
 
+def move_to_root(pid: int = 0) -> list[str]:
+    """Move ``pid`` (0: the caller) into the root cgroup of every hierarchy mounted whole
+    under /sys/fs/cgroup, best effort; returns the hierarchies it could not move to.
+
+    For a long-lived process started from someone else's cgroup (a conmon's, a shell's
+    scope), which it would otherwise keep in use and so impossible to remove."""
+    from .mountinfo import read_mountinfo
+    failed: list[str] = []
+    seen: set[str] = set()
+    for e in read_mountinfo():
+        if (e.fstype not in ("cgroup", "cgroup2") or e.root != "/" or e.dev in seen
+                or not e.mountpoint.startswith(DEFAULT_ROOT)):
+            continue
+        seen.add(e.dev)
+        try:
+            with open(os.path.join(e.mountpoint, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except OSError:
+            failed.append(e.mountpoint)
+    return failed
+
+
 def signal_pids(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
