@@ -177,10 +177,24 @@ class AsyncDriver:
         handle = await self._call(self.driver.handle, container_id)
         return await AsyncHandle(handle).wait(timeout)
 
+    async def exec(self, container_id: str, process: Process, *,
+                   stdio: Stdio | None = None) -> ExitStatus:
+        """Run ``process`` in the container until it ends; cancelled, it is killed."""
+        from .driver import refuse_terminal
+        refuse_terminal(container_id, process)
+        started = await self.exec_start(container_id, process, stdio=stdio, detach=False)
+        try:
+            status = await started.wait()
+        except BaseException:
+            await asyncio.shield(self._call(started.handle.kill_and_reap))
+            raise
+        assert status is not None       # (a wait without timeout returns or raises)
+        return status
+
     async def exec_start(self, container_id: str, process: Process, *,
-                         stdio: Stdio | None = None) -> AsyncHandle:
+                         stdio: Stdio | None = None, detach: bool = True) -> AsyncHandle:
         return AsyncHandle(await self._call(self.driver.exec_start, container_id, process,
-                                            stdio=stdio))
+                                            stdio=stdio, detach=detach))
 
     async def exec_capture(self, container_id: str, command: builtins.list[str] | Process, *,
                            input: bytes | None = None,

@@ -20,7 +20,6 @@ from .errors import (
     ExecTimeout,
     ExitStatusLost,
     InvalidArgument,
-    InvalidState,
     UnsupportedFeature,
 )
 from .signals import parse_signal  # noqa: F401 - part of the public API
@@ -208,6 +207,16 @@ class Handle:
             return ExitStatus.from_wait_status(box[0])
         return cls(container_id, pid or child, waiter)
 
+    def kill_and_reap(self, timeout: float = 10.0) -> None:
+        """SIGKILL the process, unless it has ended, and wait up to ``timeout`` seconds
+        for it (what an interrupted blocking call leaves behind: nothing)."""
+        with contextlib.suppress(ExitStatusLost):
+            if self.wait(0) is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, _signal.SIGKILL)
+            self.wait(timeout)
+
     def wait(self, timeout: float | None = None) -> ExitStatus | None:
         """Block until the process ends; None only when ``timeout`` expired first.
 
@@ -259,6 +268,14 @@ class Handle:
 class Availability:
     available: bool
     reason: str = ""
+
+
+def refuse_terminal(container_id: str, process: Process) -> None:
+    """A blocking exec's check: a process with a terminal needs someone to relay it."""
+    if process.terminal:
+        raise InvalidArgument(f"exec id={container_id}: process.terminal needs exec_start "
+                              "(its Handle's pty_master is the terminal to relay)",
+                              container_id=container_id)
 
 
 class ExecDriver(abc.ABC):
@@ -429,12 +446,30 @@ class ExecDriver(abc.ABC):
         point) is not an error."""
 
     @abc.abstractmethod
-    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
-             detach: bool = False) -> ExitStatus | Handle:
-        """Run another process in a running container.
+    def exec_start(self, container_id: str, process: Process, *,
+                   stdio: Stdio | None = None, detach: bool = True) -> Handle:
+        """Start another process in a running container and return at once with a
+        Handle: its ``pid`` is the process (signal it to stop it), ``wait`` gives its
+        status, and with ``process.terminal`` its ``pty_master`` is the terminal to relay.
 
-        Blocks and returns the ExitStatus, unless ``detach`` or
-        ``process.terminal`` (then a Handle, whose ``pty_master`` to relay)."""
+        ``detach`` (the default): the process outlives the caller. ``detach=False``: it
+        is killed when the calling process ends, as a foreground exec's is."""
+
+    def exec(self, container_id: str, process: Process, *,
+             stdio: Stdio | None = None) -> ExitStatus:
+        """Run another process in a running container and block until it ends, as
+        subprocess.call does: its ExitStatus. It is killed if the caller ends, or if
+        the wait is interrupted (KeyboardInterrupt). A process with a terminal needs
+        :meth:`exec_start` (someone has to relay its ``pty_master``)."""
+        refuse_terminal(container_id, process)
+        handle = self.exec_start(container_id, process, stdio=stdio, detach=False)
+        try:
+            status = handle.wait()
+        except BaseException:
+            handle.kill_and_reap()
+            raise
+        assert status is not None       # (a wait without timeout returns or raises)
+        return status
 
     @abc.abstractmethod
     def stats(self, container_id: str) -> Stats:
@@ -524,17 +559,6 @@ class ExecDriver(abc.ABC):
         except FileNotFoundError:
             return b""
 
-    def exec_start(self, container_id: str, process: Process, *,
-                   stdio: Stdio | None = None) -> Handle:
-        """Start ``process`` in a running container and return at once with a Handle
-        (its ``pid`` is the process: signal it to stop it; ``wait`` for its status).
-        The process outlives the caller, like a detached exec."""
-        handle = self.exec(container_id, process, stdio=stdio, detach=True)
-        if not isinstance(handle, Handle):      # (a driver that ignored detach)
-            raise InvalidState(f"exec id={container_id}: driver {self.name} did not detach",
-                               container_id=container_id)
-        return handle
-
     def exec_capture(self, container_id: str, command: builtins.list[str] | Process, *,
                      input: bytes | None = None, timeout: float | None = None) -> ExecResult:
         """Run a command in a running container, as subprocess.run(capture_output=True):
@@ -558,6 +582,7 @@ class ExecDriver(abc.ABC):
         deadline = None if timeout is None else time.monotonic() + timeout
         ours: builtins.list[int] = []       # what we read from / write to
         theirs: builtins.list[int] = []     # the process's ends, closed once it has them
+        handle: Handle | None = None
         try:
             if input is None:
                 stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -609,15 +634,15 @@ class ExecDriver(abc.ABC):
             status = handle.wait(left)
             stdout, stderr = b"".join(chunks[out_r]), b"".join(chunks[err_r])
             if status is None:
-                try:
-                    os.kill(handle.pid, _signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                handle.wait(10)
+                handle.kill_and_reap()
                 raise ExecTimeout(f"exec id={container_id} args={process.args[0]}: still running "
                                   f"after {timeout:g} s: killed", stdout=stdout, stderr=stderr,
                                   container_id=container_id)
             return ExecResult(status, stdout, stderr)
+        except BaseException:
+            if handle is not None:      # (interrupted: leave nothing running)
+                handle.kill_and_reap()
+            raise
         finally:
             for fd in ours + theirs:
                 os.close(fd)
@@ -658,6 +683,6 @@ def _reap(handle: Handle) -> None:
 
 
 # the verbs the base class implements
-for _name in ("run", "handle", "wait", "logs", "exec_start", "exec_capture", "started",
+for _name in ("run", "handle", "wait", "logs", "exec", "exec_capture", "started",
               "events"):
     setattr(ExecDriver, _name, checked(ExecDriver.__dict__[_name]))

@@ -9,6 +9,7 @@ API's types (Handle, ContainerInfo, ExitStatus, Stats).
 
 from __future__ import annotations
 
+import os
 import signal as _signal
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -174,20 +175,37 @@ class LinuxContainerDriver(ExecDriver):
         return stats
 
     # -- exec ---------------------------------------------------------------
-    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
-             detach: bool = False) -> ExitStatus | Handle:
+    def exec_start(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+                   detach: bool = True) -> Handle:
+        from .config import Process as ProcessConfig
+        from .config import decode
+        c = self._container(container_id)
+        proc = decode(ProcessConfig, process.model_dump(), "process")
+        started = c.exec(proc, stdio.fds() if stdio else (0, 1, 2), detach=detach)
+        # The helper (its exit code mirrors the process's) is reaped as soon as it ends;
+        # the handle's pid is the process.
+        handle = Handle.reaping(container_id, started.helper_pid, started.pid)
+        handle.pty_master = started.pty_master
+        return handle
+
+    def exec(self, container_id: str, process: Process, *,
+             stdio: Stdio | None = None) -> ExitStatus:
+        from .driver import refuse_terminal
+        refuse_terminal(container_id, process)
         from .config import Process as ProcessConfig
         from .config import decode
         from .kernel import launch
         c = self._container(container_id)
         proc = decode(ProcessConfig, process.model_dump(), "process")
-        started = c.exec(proc, stdio.fds() if stdio else (0, 1, 2), detach=detach)
-        if detach or started.pty_master is not None:
-            # The helper is reaped as soon as it ends; the handle's pid is the process.
-            handle = Handle.reaping(container_id, started.helper_pid, started.pid)
-            handle.pty_master = started.pty_master
-            return handle
-        status = launch.wait_monitor(started.helper_pid)
+        started = c.exec(proc, stdio.fds() if stdio else (0, 1, 2))
+        # (no reaping thread: this call waits for the helper itself)
+        try:
+            status = launch.wait_monitor(started.helper_pid)
+        except BaseException:
+            # our child, not reaped yet; the process dies with it (parent-death signal)
+            os.kill(started.helper_pid, _signal.SIGKILL)
+            launch.wait_monitor(started.helper_pid)
+            raise
         assert status is not None
         return ExitStatus.from_wait_status(status)
 

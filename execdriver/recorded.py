@@ -106,16 +106,6 @@ class RecordedDriver(ExecDriver):
         self.clean_up(st)
         self.state.remove(container_id)
 
-    @staticmethod
-    def finished(handle: Handle, detach: bool) -> ExitStatus | Handle:
-        """What ``exec`` returns for a started process: the Handle if ``detach``, else the
-        exit status once it ends."""
-        if detach:
-            return handle
-        status = handle.wait()
-        assert status is not None       # (a wait without timeout returns or raises)
-        return status
-
     def record(self, verb: str, container_id: str) -> ContainerState:
         """The container's record (ContainerNotFound; InvalidArgument if another driver's)."""
         st = self.state.read(container_id)

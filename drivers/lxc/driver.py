@@ -753,8 +753,10 @@ class LXCDriver(ExecDriver):
                           id=container_id)
 
     # -- exec ----------------------------------------------------------------
-    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
-             detach: bool = False) -> ExitStatus | Handle:
+    def exec_start(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+                   detach: bool = True) -> Handle:
+        # (detach=False: liblxc's attached process is not tied to our life; the base
+        # class's blocking exec still kills it when its wait is interrupted)
         st = self._running(container_id)
         spec = self.state.read_spec(container_id)
         problems = exec_unsupported(process, spec.process)
@@ -799,17 +801,7 @@ class LXCDriver(ExecDriver):
             where: dict[str, Any] = {"process.cwd": process.cwd}
             raise StepFailed("exec", failure, container_id=container_id, driver=self.name,
                              **where)
-
-        def wait(timeout: float | None) -> ExitStatus | None:
-            if timeout is not None and not _wait_pid(pid, timeout):
-                return None
-            _, status = os.waitpid(pid, 0)
-            return ExitStatus.from_wait_status(status)
-        if detach:
-            return Handle(container_id, pid, wait)
-        status = wait(None)
-        assert status is not None
-        return status
+        return Handle.reaping(container_id, pid)
 
     # -- stats, pids ---------------------------------------------------------
     def _cgroup(self, st: ContainerState) -> str:

@@ -251,7 +251,6 @@ class _Pump:
 def cmd_exec(args: argparse.Namespace) -> int:
     from execdriver.cli.overrides import build_exec_process
     from execdriver.cli.parser import UsageError
-    from execdriver.driver import Handle
 
     from .containers import driver_for
 
@@ -261,15 +260,13 @@ def cmd_exec(args: argparse.Namespace) -> int:
     driver, state = driver_for(args.root, args.id)
     process = build_exec_process(driver.process_for_exec(args.id, list(args.command)), args,
                                  state.rootfs)
-    result = driver.exec(args.id, process, detach=args.detach)
+    if not (args.detach or process.terminal):
+        return driver.exec(args.id, process).exit_code
+    handle = driver.exec_start(args.id, process, detach=args.detach)
     if args.detach:
-        if isinstance(result, Handle):
-            print(result.pid, flush=True)
+        print(handle.pid, flush=True)
         return 0
-    if not isinstance(result, Handle):
-        return result.exit_code
-    handle = result
-    master = getattr(handle, "pty_master", None)
+    master = handle.pty_master
     if master is not None:
         from execdriver.console import relay
         relay(master, lambda: handle.wait(0) is not None, stdin=process.stdin)

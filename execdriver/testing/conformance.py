@@ -378,8 +378,8 @@ class DriverConformance:
         requires(self.driver, "exec")
         cid, _, _ = self.start_detached(self.spec(SLEEP))
         proc = self.driver.process_for_exec(cid, ["/bin/sh", "-c", "sleep 0.2; exit 4"])
-        handle = self.driver.exec(cid, proc, stdio=Stdio(stdin=self.stdin().fd), detach=True)
-        assert isinstance(handle, Handle), f"exec(detach=True) returned {handle!r}"
+        handle = self.driver.exec_start(cid, proc, stdio=Stdio(stdin=self.stdin().fd))
+        assert isinstance(handle, Handle), f"exec_start() returned {handle!r}"
         status = handle.wait(self.wait_timeout)
         assert status is not None and status.exit_code == 4, f"got {status}"
 

@@ -124,8 +124,8 @@ class MultiLineErrors(RuncExampleDriver):
 
 
 class ExecIgnoresEnv(RuncExampleDriver):
-    def exec(self, cid, process, **kw):
-        return super().exec(cid, self.process_for_exec(cid, process.args), **kw)
+    def exec_start(self, cid, process, **kw):
+        return super().exec_start(cid, self.process_for_exec(cid, process.args), **kw)
 
 
 class ForgetsDetachedExit(RuncExampleDriver):

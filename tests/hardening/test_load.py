@@ -192,8 +192,8 @@ def test_fork_bomb_stops_at_its_pids_limit_and_harms_no_neighbour(fleet: Fleet) 
         try:
             for _ in range(3):
                 try:
-                    handle = fleet.driver.exec(cid, fleet.driver.process_for_exec(cid, bomb),
-                                               stdio=Stdio(null, null, null), detach=True)
+                    handle = fleet.driver.exec_start(cid, fleet.driver.process_for_exec(cid, bomb),
+                                               stdio=Stdio(null, null, null))
                     handle.wait(30)
                 except ExecDriverError:
                     pass            # the container is full already

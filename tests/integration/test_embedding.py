@@ -23,7 +23,7 @@ from helpers_native import Box, parent_of, zombies_of
 from test_cli_chroot import Cli, cli_env
 
 from execdriver.driver import Event, ExitStatus, Handle, Status, Stdio
-from execdriver.errors import ContainerNotFound, ExecTimeout, ExitStatusLost
+from execdriver.errors import ContainerNotFound, ExecTimeout, ExitStatusLost, InvalidArgument
 from execdriver.state import StateStore, pid_alive
 from execdriver.testing.helpers import wait_until
 
@@ -108,14 +108,19 @@ def test_wait_async_and_a_lost_status_is_a_typed_error(native: Box) -> None:
 
 
 def test_another_process_waits_for_a_container_it_did_not_start(native: Box) -> None:
-    cid, _, _ = native.start(native.spec("sleep 0.5; exit 3"))
+    cid, _, _ = native.start(native.spec("trap 'exit 3' TERM; sleep 30 & wait"))
     code = ("import sys, execdriver\n"
             "d = execdriver.load_driver('native', state_root=sys.argv[1])\n"
-            "print(d.wait(sys.argv[2], 0.01), d.wait(sys.argv[2], 20).exit_code)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(native.state_root), cid],
-                       capture_output=True, text=True, timeout=60, check=False)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == "None 3\n"
+            "print(d.wait(sys.argv[2], 0.01), flush=True)\n"
+            "print(d.wait(sys.argv[2], 20).exit_code)\n")
+    with subprocess.Popen([sys.executable, "-c", code, str(native.state_root), cid],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        assert p.stdout is not None
+        first = p.stdout.readline()
+        native.driver.kill(cid, "TERM")      # (only once the waiter waits)
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert first + out == "None\n3\n"
     # a handle taken before terminate keeps the status; the container is gone after it
     handle = native.driver.handle(cid)
     native.driver.terminate(cid)
@@ -172,7 +177,7 @@ def test_a_pipe_fed_to_an_exec_reaches_eof(anybox: Box) -> None:
     stdin_r, stdin_w = os.pipe()
     out = anybox.output()
     proc = anybox.driver.process_for_exec(cid, ["cat"])
-    handle = anybox.driver.exec(cid, proc, stdio=Stdio(stdin=stdin_r, stdout=out.fd), detach=True)
+    handle = anybox.driver.exec_start(cid, proc, stdio=Stdio(stdin=stdin_r, stdout=out.fd))
     os.close(stdin_r)
     os.write(stdin_w, b"through the pipe\n")
     os.close(stdin_w)
@@ -187,7 +192,7 @@ def test_the_monitor_and_the_exec_helper_hold_none_of_the_callers_fds(anybox: Bo
     try:
         cid, _, _ = anybox.start(anybox.spec(SLEEP))
         proc = anybox.driver.process_for_exec(cid, ["sleep", "30"])
-        anybox.driver.exec(cid, proc, detach=True)
+        anybox.driver.exec_start(cid, proc)
         os.close(w)
         w = -1
         assert eof_within(r, 5), "a monitor or helper still holds the caller's pipe"
@@ -267,6 +272,35 @@ def test_an_exec_handle_signals_the_process_and_detached_helpers_leave_no_zombie
     wait_until(lambda: not set(zombies_of(os.getpid())) & helpers, 10,
                what="no <defunct> exec helper")
     assert all(h.pid not in anybox.driver.pids(cid) for h in handles)
+
+
+def test_exec_blocks_for_a_status_and_exec_start_returns_a_handle(anybox: Box) -> None:
+    """One return type each: exec -> ExitStatus, exec_start -> Handle. A blocking exec
+    interrupted (here by an exception from a signal handler, as KeyboardInterrupt would
+    be) kills its process; a terminal needs exec_start."""
+    cid, _, _ = anybox.start(anybox.spec(SLEEP))
+    status = anybox.driver.exec(cid, anybox.driver.process_for_exec(cid, ["sh", "-c", "exit 6"]))
+    assert status == ExitStatus(6)
+    handle = anybox.driver.exec_start(cid, anybox.driver.process_for_exec(cid, ["true"]))
+    assert isinstance(handle, Handle) and handle.wait(10) == ExitStatus(0)
+    with pytest.raises(InvalidArgument, match=rf"^exec id={cid}: process.terminal needs "
+                                              "exec_start"):
+        anybox.driver.exec(cid, anybox.driver.process_for_exec(cid, ["true"], terminal=True))
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(Interrupted):
+            anybox.driver.exec(cid, anybox.driver.process_for_exec(cid, ["sleep", "300"]))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(anybox.driver.pids(cid)) == 1, "the interrupted exec's process was left running"
 
 
 # --- concurrency ----------------------------------------------------------------------------

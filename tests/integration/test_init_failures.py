@@ -76,7 +76,7 @@ def test_oom_score_adj_without_proc_for_exec(native: Box) -> None:
     status, out = native.exec(cid, ["/bin/true"], oom_score_adj=600)
     assert status == ExitStatus(0), out
     proc = native.driver.process_for_exec(cid, ["/bin/sleep", "1000"], oom_score_adj=700)
-    handle = native.driver.exec(cid, proc, detach=True)
+    handle = native.driver.exec_start(cid, proc)
     try:
         # the handle's pid is the process; the helper (outside the container) is its parent
         assert oom_of(handle.pid) == 700

@@ -376,8 +376,7 @@ def test_exec_env_cwd_uid(driver, busybox_rootfs):
 
 def test_exec_detached_and_missing_command(driver, busybox_rootfs):
     driver.start("c1", spec_for(driver, busybox_rootfs, "sleep 1000"), detach=True)
-    handle = driver.exec("c1", driver.process_for_exec("c1", ["sh", "-c", "sleep 0.2; exit 4"]),
-                         detach=True)
+    handle = driver.exec_start("c1", driver.process_for_exec("c1", ["sh", "-c", "sleep 0.2; exit 4"]))
     assert handle.wait(10) == ExitStatus(code=4)
     with tempfile.TemporaryFile() as err:
         status = driver.exec("c1", driver.process_for_exec("c1", ["/no/such"]),

@@ -95,7 +95,7 @@ def test_exec_is_in_the_containers_cgroup(native: Box) -> None:
     init_pid = native.driver.info(cid).pid
     out = native.output()
     proc = native.driver.process_for_exec(cid, ["/bin/sleep", "1000"])
-    handle = native.driver.exec(cid, proc, stdio=Stdio(stdout=out.fd, stderr=out.fd), detach=True)
+    handle = native.driver.exec_start(cid, proc, stdio=Stdio(stdout=out.fd, stderr=out.fd))
     # the exec'd sleep (not the host-side helper) is in every hierarchy of the container
     sleeper = wait_until(lambda: [p for p in cgroup_procs(cid) if p != init_pid],
                          what="the exec'd process in the container's cgroup")
@@ -267,7 +267,7 @@ def test_terminate_kills_everything_and_removes_everything(native: Box) -> None:
     cid, _h, _ = native.start(native.spec("sleep 1000 & sleep 1000 & exec sleep 1000"))
     out = native.output()
     proc = native.driver.process_for_exec(cid, ["/bin/sleep", "1000"])
-    helper = native.driver.exec(cid, proc, stdio=Stdio(stdout=out.fd, stderr=out.fd), detach=True)
+    helper = native.driver.exec_start(cid, proc, stdio=Stdio(stdout=out.fd, stderr=out.fd))
     wait_until(lambda: len(cgroup_procs(cid)) >= 4, what="four processes")
     pids = cgroup_procs(cid) + [helper.pid]
     native.driver.terminate(cid)

@@ -271,8 +271,7 @@ def test_exec_helper_holds_no_host_directory(box: Box) -> None:
     cid, _h, _ = box.start(box.spec(args=["/bin/sleep", "1000"]))
     out = box.output()
     proc = box.driver.process_for_exec(cid, ["/bin/sleep", "1000"])
-    handle = box.driver.exec(cid, proc, stdio=Stdio(stdout=out.fd, stderr=out.fd),
-                             detach=True)
+    handle = box.driver.exec_start(cid, proc, stdio=Stdio(stdout=out.fd, stderr=out.fd))
     # The handle's pid is the exec'd process; a helper between us and it is its parent.
     parent = parent_of(handle.pid)
     helper = handle.pid if parent == os.getpid() else parent
@@ -303,8 +302,7 @@ def test_runtime_processes_are_not_reachable(box: Box) -> None:
     monitor = box.driver.state.read(cid).monitor_pid
     out = box.output()
     proc = box.driver.process_for_exec(cid, ["/bin/sleep", "1000"])
-    helper = box.driver.exec(cid, proc, stdio=Stdio(stdout=out.fd, stderr=out.fd),
-                             detach=True)
+    helper = box.driver.exec_start(cid, proc, stdio=Stdio(stdout=out.fd, stderr=out.fd))
     try:
         runtime = {"monitor": monitor, "exec-helper": helper.pid, "runtime": os.getpid()}
         script = "; ".join(
@@ -384,7 +382,7 @@ def test_environment_and_fds(box: Box, leaked_fds: list[int]) -> None:
         got["init"] = fds_and_env(pid, extra)
         if "exec" in box.driver.features:
             proc = box.driver.process_for_exec(cid, ["/bin/sleep", "1001"])
-            handle = box.driver.exec(cid, proc, detach=True)
+            handle = box.driver.exec_start(cid, proc)
     finally:
         del os.environ["EXECDRIVER_HOST_ONLY"]
 

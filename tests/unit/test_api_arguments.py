@@ -72,7 +72,7 @@ def test_a_third_party_driver_gets_the_checks_and_signal_names() -> None:
                  all: bool = False) -> None:
             seen.append((container_id, signal))
 
-        pause = unpause = info = terminate = exec = stats = pids = start  # type: ignore[assignment]
+        pause = unpause = info = terminate = exec_start = stats = pids = start  # type: ignore[assignment]
 
     d = Minimal(state_root="/nonexistent-execdriver-test")
     d.kill("c1", "HUP")

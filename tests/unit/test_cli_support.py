@@ -117,12 +117,10 @@ class HostProcDriver(ExecDriver):
                 time.sleep(0.02)
         self.state.remove(cid)
 
-    def exec(self, cid, process, *, stdio=None, detach=False):
+    def exec_start(self, cid, process, *, stdio=None, detach=True):
         self._live(cid)
         proc = subprocess.Popen(process.args, env=dict(process.env), start_new_session=True)
-        if detach:
-            return Handle(cid, proc.pid, lambda t: _status(proc.wait(t)))
-        return _status(proc.wait())
+        return Handle(cid, proc.pid, lambda t: _status(proc.wait(t)))
 
     def stats(self, cid):
         st = self._live(cid)

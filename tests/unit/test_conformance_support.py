@@ -27,7 +27,7 @@ class StubDriver(ExecDriver):
     def start(self, *a: Any, **k: Any) -> Any:
         raise NotImplementedError
 
-    kill = pause = unpause = info = terminate = exec = stats = pids = start
+    kill = pause = unpause = info = terminate = exec_start = stats = pids = start
 
 
 def minimal_spec() -> Spec:

@@ -26,7 +26,6 @@ from typing import Any
 
 from execdriver.driver import (
     Availability,
-    ExitStatus,
     Handle,
     Stats,
     Status,
@@ -245,8 +244,8 @@ class NspawnDriver(RecordedDriver):
         self.in_status("unpause", container_id, Status.PAUSED)
         self._freeze(container_id, False)
 
-    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
-             detach: bool = False) -> ExitStatus | Handle:
+    def exec_start(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+                   detach: bool = True) -> Handle:
         lacking = [f for f, used in (("process.terminal", process.terminal),
                                      ("process.apparmor", process.apparmor_profile),
                                      ("process.preserve_fds", process.preserve_fds)) if used]
@@ -261,7 +260,7 @@ class NspawnDriver(RecordedDriver):
                  "namespaces": list(EXEC_NAMESPACES), "process": exec_config(process)}
         handle = self._spawn(container_id, [], cgroups, {}, stdio, detach, leader=False,
                              default_out=None, enter=enter).handle
-        return self.finished(handle, detach)
+        return handle
 
     @staticmethod
     def _cgroups(st: ContainerState) -> list[str]:

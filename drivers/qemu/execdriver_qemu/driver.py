@@ -29,7 +29,6 @@ from pathlib import Path
 
 from execdriver.driver import (
     Availability,
-    ExitStatus,
     Handle,
     Stats,
     Status,
@@ -286,8 +285,8 @@ class QemuDriver(RecordedDriver):
         self.in_status("unpause", container_id, Status.PAUSED)
         self._qmp("unpause", container_id, "cont")
 
-    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
-             detach: bool = False) -> ExitStatus | Handle:
+    def exec_start(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+                   detach: bool = True) -> Handle:
         lacking = [f for f, used in (("process.terminal", process.terminal),
                                      ("process.apparmor", process.apparmor_profile
                                       not in (None, "unconfined")),
@@ -301,7 +300,7 @@ class QemuDriver(RecordedDriver):
              "process": base64.b64encode(process_config(process)).decode()},
             container_id=container_id, driver=self.name, step="qemu exec", stdio=stdio,
             detach=detach, starter="the guest agent", timeout=START_TIMEOUT).handle
-        return self.finished(handle, detach)
+        return handle
 
     def stop(self, st: ContainerState) -> None:
         self._kill_vm(st)

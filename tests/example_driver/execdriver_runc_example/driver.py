@@ -25,7 +25,6 @@ from typing import Any
 
 from execdriver.driver import (
     Availability,
-    ExitStatus,
     Handle,
     NetworkStats,
     Stats,
@@ -181,8 +180,8 @@ class RuncExampleDriver(RecordedDriver):
         self.in_status("unpause", container_id, Status.PAUSED)
         self.runc.call("unpause", container_id, "resume", container_id)
 
-    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
-             detach: bool = False) -> ExitStatus | Handle:
+    def exec_start(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+                   detach: bool = True) -> Handle:
         apparmor = process.apparmor_profile not in (None, "unconfined")
         lacking = [f for f, used in (("process.terminal", process.terminal),
                                      ("process.apparmor", apparmor),
@@ -204,7 +203,7 @@ class RuncExampleDriver(RecordedDriver):
             for f in files:
                 with contextlib.suppress(OSError):
                     f.unlink()
-        return self.finished(handle, detach)
+        return handle
 
     def stop(self, st: ContainerState) -> None:
         # A frozen container cannot die; then let runc kill and remove it (and its
