@@ -794,12 +794,27 @@ def validate_spec(data: Any) -> Spec:
         raise SpecError(problems_from(exc)) from None
 
 
+#: id(spec) -> (a weak reference to it, its dump when it last validated): a spec run
+#: again unchanged (a job runner's loop) is not validated again
+_VALIDATED: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
 def revalidate(spec: Spec) -> Spec:
     """Validate a possibly mutated Spec again, as a whole (SpecError on problems)."""
+    import weakref
+    dump = spec.model_dump()
+    key = id(spec)
+    seen = _VALIDATED.get(key)
+    if seen is not None and seen[0]() is spec and seen[1] == dump:
+        return spec
     try:
-        return Spec.model_validate(spec.model_dump())
+        checked = Spec.model_validate(dump)
     except ValidationError as exc:
         raise SpecError(problems_from(exc)) from None
+    def forget(_: object) -> None:
+        _VALIDATED.pop(key, None)
+    _VALIDATED[key] = (weakref.ref(spec, forget), dump)
+    return checked
 
 
 def load_spec(path: str | Path) -> Spec:

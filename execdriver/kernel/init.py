@@ -103,6 +103,13 @@ def write_exit(fd: int, status: int, syscalls: Syscalls = LIBC) -> None:
     syscalls.close(fd)
 
 
+def cgroupns_after_join(cfg: InitConfig) -> int:
+    """CLONE_NEWCGROUP if the init makes its cgroup namespace once the runtime has put
+    it in the container's cgroups (so that the namespace is rooted there), else 0."""
+    return sc.CLONE_NEWCGROUP if cfg.cgroup_procs and cfg.unshare_flags & sc.CLONE_NEWCGROUP \
+        else 0
+
+
 def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int],
            syscalls: Syscalls = LIBC) -> None:
     """Child of the runtime. Never returns."""
@@ -128,9 +135,6 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int],
             # Opened now, as host root in the host's namespaces; the init joins it.
             step = "namespace mount"
             cfg.join_mount_fd = syscalls.open(cfg.join_mount, os.O_RDONLY | os.O_CLOEXEC)
-        step = "cgroup join"
-        for path in cfg.cgroup_procs:
-            _write(path, "0", syscalls)
         step = "namespace join"
         for flag, path in cfg.join:
             fd = syscalls.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -151,8 +155,11 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int],
         step = "namespace unshare"
         # The mount namespace is the init's alone: pivot_root changes the root of
         # every process in the namespace, and the monitor must keep the host's.
-        if cfg.unshare_flags & ~sc.CLONE_NEWNS:
-            syscalls.unshare(cfg.unshare_flags & ~sc.CLONE_NEWNS)
+        # The runtime puts the init (never this process) in the container's cgroups
+        # once it is forked; its cgroup namespace, to be rooted there, is made after.
+        flags = cfg.unshare_flags & ~sc.CLONE_NEWNS & ~cgroupns_after_join(cfg)
+        if flags:
+            syscalls.unshare(flags)
         syscalls.set_child_subreaper()
         step = "fork init"
         # The watch pipe's write end is CLOEXEC in the init: EOF = exec'd or died.
@@ -171,14 +178,6 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int],
             syscalls.close(fifo_fd)
         if cfg.join_mount_fd >= 0:
             syscalls.close(cfg.join_mount_fd)
-        # The monitor leaves the container's cgroup (it was there only so the
-        # cgroup namespace and the init start inside it): it must not count
-        # against the container's pids/memory limits.
-        for path in cfg.monitor_cgroup_procs:
-            try:
-                _write(path, "0", syscalls)
-            except OSError:
-                pass
         sync.send(sock, {"type": "pid", "pid": pid, "monitor": syscalls.getpid()})
         if watch_r >= 0:
             step = "exec watch"
@@ -250,6 +249,9 @@ def container_init(cfg: InitConfig, sock: socket.socket, fifo_fd: int, watch_fd:
             step = "namespace mount"
             syscalls.unshare(sc.CLONE_NEWNS)
         sync.expect(sock, "continue", container_id=cfg.container_id)
+        if cgroupns_after_join(cfg):
+            step = "namespace cgroup"
+            syscalls.unshare(sc.CLONE_NEWCGROUP)     # the runtime has put us in our cgroups
         if cfg.loopback_up:
             step = "network lo"
             syscalls.loopback_up()

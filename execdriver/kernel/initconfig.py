@@ -73,7 +73,6 @@ class InitConfig:
     uid_map: str = ""
     gid_map: str = ""
     cgroup_procs: list[str] = field(default_factory=list)
-    monitor_cgroup_procs: list[str] = field(default_factory=list)
     readonly_root: bool = False
     # "/" in the new mount namespace before the rootfs is set up: runc's rslave by default
     # (host mounts still reach the container; nothing goes back), rprivate when asked.
@@ -153,7 +152,7 @@ def process_config(proc: Process) -> ProcessConfig:
 
 
 def build(container_id: str, spec: Config, *,
-          cgroup_procs: list[str] | None = None, monitor_cgroup_procs: list[str] | None = None,
+          cgroup_procs: list[str] | None = None,
           cgroup_dirs: dict[str, str] | None = None,
           extra_binds: list[tuple[str, str]] | None = None, exec_fifo: str | None = None,
           exit_file: str | None = None, detach: bool = False) -> InitConfig:
@@ -167,7 +166,7 @@ def build(container_id: str, spec: Config, *,
     proc.seccomp_filter = seccomp.prepare(spec.seccomp)
     cfg = InitConfig(container_id=container_id, rootfs=root, root_mode=root_mode, process=proc,
                      cgroup_procs=list(cgroup_procs or []),
-                     monitor_cgroup_procs=list(monitor_cgroup_procs or []), readonly_root=spec.root.readonly,
+                     readonly_root=spec.root.readonly,
                      extra_binds=list(extra_binds or []), masked_paths=list(spec.masked_paths),
                      readonly_paths=list(spec.readonly_paths), hostname=spec.hostname,
                      domainname=spec.domainname, sysctls=dict(spec.sysctls),

@@ -166,6 +166,12 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
             msg, _ = sync.expect(parent_sock, "pid", container_id=cfg.container_id)
             init_pid = int(msg["pid"])
             monitor_pid = int(msg["monitor"])
+            # Only the init joins the container's cgroups (the monitor must not count
+            # against its limits): one migration per hierarchy, each under the host-wide
+            # lock every fork waits for, so no more than that. Done here, as host root in
+            # the host's namespaces, before anyone (hooks, the caller) is told the pid.
+            for path in cfg.cgroup_procs:
+                join_cgroup(path, init_pid, syscalls)
             if cfg.process.oom_score_adj is not None:
                 set_oom_score_adj(init_pid, cfg.process.oom_score_adj, syscalls)
             if on_init is not None:
@@ -198,6 +204,14 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
         _kill_and_reap(pid, syscalls)
         raise
     return Spawned(monitor_pid, init_pid, pid, pty_master, parent_sock if keep else None)
+
+
+def join_cgroup(procs: str, pid: int, syscalls: Syscalls = LIBC) -> None:
+    try:
+        syscalls.write_file(procs, str(pid))
+    except OSError as exc:
+        raise StepFailed("cgroup join", os.strerror(exc.errno or 0), errno=exc.errno,
+                         path=procs, pid=pid) from None
 
 
 def wait_exec_of(sock: socket.socket, init_pid: int, proc: ProcessConfig | None = None,

@@ -220,7 +220,7 @@ class Container:
                 os.chown(fifo, _host_id(config.uid_mappings, 0), _host_id(config.gid_mappings, 0))
         cfg = initconfig.build(
             cid, config, cgroup_procs=cg.procs_paths(), cgroup_dirs=_cgroup_dirs(cg),
-            monitor_cgroup_procs=_own_procs_paths(cg), extra_binds=extra_binds, exec_fifo=fifo,
+            extra_binds=extra_binds, exec_fifo=fifo,
             exit_file=str(cdir / EXIT_FILE), detach=detach)
         fds = stdio if stdio is not None else self._default_stdio(detach, opened)
         kwargs: dict[str, Any] = {}
@@ -752,30 +752,6 @@ def wait_pid_exit(pid: int | None, start: int | None, timeout: float | None) -> 
     from ..kernel import pidfd
     # A pid reused between the check and the open is waited on until the timeout at worst.
     return pidfd.wait_exit(pid, timeout)
-
-
-def _own_procs_paths(cg: Any) -> list[str]:
-    """The cgroup.procs files of the cgroups this process is in now."""
-    rec = cg.record()
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if rec.get("version") == 2:
-            if controllers == "":
-                out.append(os.path.join(rec.get("root", "/sys/fs/cgroup"), path.lstrip("/"),
-                                        "cgroup.procs"))
-            continue
-        for c in controllers.split(","):
-            mount = rec["mounts"].get(c)
-            if mount:
-                procs = os.path.join(mount, path.lstrip("/"), "cgroup.procs")
-                if procs not in out:
-                    out.append(procs)
-    return out
 
 
 def _cgroup_dirs(cg: Any) -> dict[str, str]:

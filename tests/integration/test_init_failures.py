@@ -21,7 +21,16 @@ from pathlib import Path
 
 import helpers_native
 import pytest
-from helpers_native import Box, leftovers, new_id, parent_of, status_fields, userns_spec
+from helpers_native import (
+    Box,
+    cgroup_dirs,
+    leftovers,
+    new_id,
+    parent_of,
+    status_fields,
+    userns_spec,
+    wait_until,
+)
 from test_cli_chroot import Cli, cli_env
 
 from execdriver.driver import ExitStatus
@@ -282,3 +291,26 @@ def test_in_a_user_namespace(userns_box: Box) -> None:
     with pytest.raises(StepFailed) as err:
         userns_box.run(spec)
     assert err.value.step == "exec" and "exit status 126" in str(err.value), err.value
+
+
+@pytest.mark.parametrize("userns", [False, True])
+def test_the_init_is_in_its_cgroups_and_the_monitor_in_none(
+        request: pytest.FixtureRequest, userns: bool) -> None:
+    """The init joins its cgroups itself (or, in a new user namespace, stage-1 joins
+    before and leaves after the fork): either way the init is in every hierarchy of the
+    container's cgroup, its cgroup namespace is rooted there, and the monitor is in none."""
+    box: Box = request.getfixturevalue("userns_box" if userns else "native")
+    script = "cat /proc/self/cgroup; exec sleep 30"
+    spec = userns_spec(box, script) if userns else box.spec(script)
+    cid, _h, out = box.start(spec)
+    record = json.loads((box.state_root / cid / "state.json").read_text())
+    init, monitor = record["pid"], record["monitor_pid"]
+    dirs = cgroup_dirs(cid)
+    assert dirs and all(init in read_pids(d) for d in dirs), dirs
+    assert not any(monitor in read_pids(d) for d in dirs)
+    wait_until(lambda: out.text().count("\n") >= 2, 10, what="the init's /proc/self/cgroup")
+    assert all(line.endswith(":/") for line in out.text().splitlines()), out.text()
+
+
+def read_pids(directory: str) -> list[int]:
+    return [int(p) for p in Path(directory, "cgroup.procs").read_text().split()]

@@ -1,8 +1,10 @@
 """Stage-1, the monitor and the exec helper through the recording fake.
 
 Stage-1 runs in a forked child with the fake; the test is the runtime's side of
-the socketpair. What matters: the exit file and cgroup are set up while still
-host root and before any namespace; a new user namespace is created, the parent
+the socketpair. What matters: the exit file is opened while still host root and
+before any namespace; stage-1 (the monitor) never enters the container's cgroups
+(the runtime puts the init there), and a cgroup namespace is made by the init once
+it is there; a new user namespace is created, the parent
 maps it, and only then do the ids change; stage-1 never takes the mount namespace
 (the init does: pivot_root would move the monitor too); a failed step is reported
 by name and nothing after it runs. The exec helper joins the cgroup only in the
@@ -37,7 +39,6 @@ from execdriver.kernel import syscalls as sc
 from execdriver.kernel.initconfig import InitConfig
 
 PROCS = "/cg/memory/c1/cgroup.procs"
-MONITOR_PROCS = "/cg/memory/cgroup.procs"
 EXIT_FILE = "/state/c1/exit.json"
 NS = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 
@@ -64,8 +65,8 @@ class Stage1:
 
 
 def test_a_new_user_namespace_is_mapped_before_the_ids_change() -> None:
-    cfg = init_config(new_userns=True, unshare_flags=NS, cgroup_procs=[PROCS],
-                      monitor_cgroup_procs=[MONITOR_PROCS], exit_file=EXIT_FILE)
+    cfg = init_config(new_userns=True, unshare_flags=NS | sc.CLONE_NEWCGROUP,
+                      cgroup_procs=[PROCS], exit_file=EXIT_FILE)
     fake = FakeSyscalls(fork=[4300], waitpid=[(4300, 3 << 8)])
     st = Stage1(cfg, fake)
     assert st.expect("userns")["pid"] == 4242
@@ -79,11 +80,10 @@ def test_a_new_user_namespace_is_mapped_before_the_ids_change() -> None:
     assert status == 3                                      # the monitor mirrors the init's status
     assert calls[:2] == [("set_dumpable", (False,)), ("set_pdeathsig", (signal.SIGKILL,))]
     userns = index(calls, "unshare", sc.CLONE_NEWUSER)
-    # as host root, before any namespace: the exit file, the container's cgroup
+    # as host root, before any namespace: the exit file; the cgroup files never
     assert index(calls, "open", EXIT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                  0o600) < userns
-    join = index(calls, "open", PROCS)
-    assert calls[join + 1] == ("write", (st.fd("open", PROCS), b"0")) and join < userns
+    assert not [c for c in calls if c[0] in ("open", "write_file") and c[1][0] == PROCS]
     # then: root in the namespace, the death signal re-armed (the id change cleared it),
     # the other namespaces, the fork
     assert [name for name, _ in calls[userns + 2:index(calls, "fork") + 1]] == [
@@ -93,9 +93,9 @@ def test_a_new_user_namespace_is_mapped_before_the_ids_change() -> None:
         ("unshare", (NS & ~sc.CLONE_NEWNS,))]
     # the mount namespace is the init's alone
     assert not [c for c in calls if c[0] == "unshare" and c[1][0] & sc.CLONE_NEWNS]
-    # the monitor leaves the container's cgroup, then records the exit status
-    fork = index(calls, "fork")
-    assert index(calls, "open", MONITOR_PROCS) > fork
+    # (the cgroup namespace is the init's to make, once it is in its cgroups)
+    assert not [c for c in calls if c[0] == "unshare" and c[1][0] & sc.CLONE_NEWCGROUP]
+    # the monitor records the exit status
     exit_fd = st.fd("open", EXIT_FILE)
     assert calls[-6:] == [("waitpid", (-1, 0)), ("write", (exit_fd, b'{"wait_status": 768}')),
                           ("fsync", (exit_fd,)), ("close", (exit_fd,)), ("waitpid", (-1, 0)),
@@ -130,8 +130,6 @@ def test_stdio_is_set_up_after_the_signals_are_reset() -> None:
 
 
 @pytest.mark.parametrize(("call", "match", "err", "step", "after"), [
-    ("open", lambda a: a[0] == PROCS, errno.ENOENT, "cgroup join", []),
-    ("write", None, errno.EINVAL, "cgroup join", ["close"]),
     ("setns", None, errno.EPERM, "namespace join", ["close"]),
     ("unshare", lambda a: a[0] == sc.CLONE_NEWUSER, errno.EPERM, "namespace user", []),
     ("unshare", lambda a: a[0] != sc.CLONE_NEWUSER, errno.ENOSPC, "namespace unshare", []),
@@ -182,6 +180,31 @@ def test_the_forked_init_drops_the_exit_file_then_waits_for_continue() -> None:
     # the init's own sequence follows: death signal, mount namespace, then the rootfs
     assert names(calls[fork + 2:fork + 5]) == ["set_pdeathsig", "getppid", "unshare"]
     assert calls[fork + 4] == ("unshare", (sc.CLONE_NEWNS,))
+
+
+def test_the_init_makes_its_cgroup_namespace_once_the_runtime_put_it_in_its_cgroups() -> None:
+    cfg = init_config(unshare_flags=NS | sc.CLONE_NEWCGROUP, cgroup_procs=[PROCS])
+    fake = FakeSyscalls(files={**IMAGE, **INSIDE}, fork=[0])      # follow the init
+    st = Stage1(cfg, fake)
+    sync.send(st.sock, {"type": "continue"})     # (the runtime has written the init's pid)
+    st.expect("ready")
+    status, calls = st.finish()
+    assert status == 0
+    unshares = [c for c in calls if c[0] == "unshare"]
+    # stage-1: the new namespaces but the mount and cgroup ones; after the fork, the init:
+    # its mount namespace, then (told to continue: in its cgroups) its cgroup namespace
+    assert unshares == [("unshare", (NS & ~sc.CLONE_NEWNS,)), ("unshare", (sc.CLONE_NEWNS,)),
+                        ("unshare", (sc.CLONE_NEWCGROUP,))]
+    assert index(calls, "fork") < calls.index(("unshare", (sc.CLONE_NEWCGROUP,)))
+
+
+def test_the_runtime_names_the_cgroup_file_it_could_not_join() -> None:
+    from execdriver.errors import StepFailed
+    fake = FakeSyscalls()
+    fake.fail("write_file", errno.ENOENT)
+    with pytest.raises(StepFailed, match=r"^cgroup join path=/cg/memory/c1/cgroup.procs "
+                                         r"pid=4300: No such file or directory"):
+        launch.join_cgroup(PROCS, 4300, fake)
 
 
 def test_a_watched_init_is_reported_exec_d_before_the_monitor_reaps_it() -> None:
