@@ -9,6 +9,7 @@ API's types (Handle, ContainerInfo, ExitStatus, Stats).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal as _signal
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -202,8 +203,12 @@ class LinuxContainerDriver(ExecDriver):
         try:
             status = launch.wait_monitor(started.helper_pid)
         except BaseException:
-            # our child, not reaped yet; the process dies with it (parent-death signal)
-            os.kill(started.helper_pid, _signal.SIGKILL)
+            # Kill the process itself: the helper (our child, not reaped yet) reaps it
+            # and then exits, so once the helper is reaped the process is gone. (Killing
+            # only the helper would leave the process to die later, of its parent-death
+            # signal, still in the container for a moment.)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(started.pid, _signal.SIGKILL)
             launch.wait_monitor(started.helper_pid)
             raise
         assert status is not None
