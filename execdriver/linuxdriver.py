@@ -9,6 +9,7 @@ API's types (Handle, ContainerInfo, ExitStatus, Stats).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import signal as _signal
@@ -140,7 +141,22 @@ class LinuxContainerDriver(ExecDriver):
         return c
 
     def info(self, container_id: str) -> ContainerInfo:
-        c = self._container(container_id)
+        return self._info(self._container(container_id))
+
+    def list(self) -> builtins.list[ContainerInfo]:
+        # (one read of each state file)
+        out = []
+        for cid in self.state.ids():
+            st = self.state.read_or_none(cid)
+            if st is None or st.driver != self.name:
+                continue
+            try:
+                out.append(self._info(Container(self.state, st)))
+            except Exception:  # noqa: BLE001, S112 - a vanished container is simply not listed
+                continue
+        return out
+
+    def _info(self, c: Container) -> ContainerInfo:
         st = c.state
         status = Status(c.status())
         exit_status = None
@@ -162,7 +178,7 @@ class LinuxContainerDriver(ExecDriver):
     def unpause(self, container_id: str) -> None:
         self._container(container_id).resume()
 
-    def pids(self, container_id: str) -> list[int]:
+    def pids(self, container_id: str) -> builtins.list[int]:
         return self._container(container_id).pids()
 
     def stats(self, container_id: str) -> Stats:

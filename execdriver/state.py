@@ -152,6 +152,17 @@ assert set(_STATE_TYPES) == set(_STATE_FIELDS)
 _RENAME_NOREPLACE = 1
 
 
+def _read_bytes(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
 def _rename_noreplace(src: Path, dst: Path) -> None:
     """renameat2(RENAME_NOREPLACE): FileExistsError if ``dst`` exists (even empty)."""
     import ctypes
@@ -233,11 +244,12 @@ class StateStore:
         write_atomic(self.dir(st.id) / STATE_FILE, st.to_json())
 
     def read(self, container_id: str) -> ContainerState:
-        d = self.dir(container_id)
+        # (plain os calls: list and stats read a thousand of these)
+        d = os.path.join(self.root, validate_id(container_id))
         try:
-            text = (d / STATE_FILE).read_text()
+            text = _read_bytes(os.path.join(d, STATE_FILE))
         except FileNotFoundError:
-            if d.is_dir():
+            if os.path.isdir(d):
                 # Claimed but never written: a create that died right after mkdir.
                 return ContainerState(id=container_id, driver="", status="creating")
             # A create killed before its rename leaves only a hidden directory: whoever

@@ -176,7 +176,8 @@ def collect_infos(root: str) -> list[dict[str, Any]]:
     """Every container in the state store, asked of its own driver.
 
     A container whose driver cannot be loaded is still listed, from its state
-    file, with status ``unknown`` and the reason under ``error``.
+    file, with status ``unknown`` and the reason under ``error``. Each driver is
+    asked once, with list(); one it leaves out is asked alone (info) for its error.
     """
     from execdriver.errors import ContainerNotFound, ExecDriverError
     from execdriver.loader import load_driver
@@ -184,6 +185,7 @@ def collect_infos(root: str) -> list[dict[str, Any]]:
 
     store = StateStore(root)
     drivers: dict[str, Any] = {}
+    listed: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any]] = []
     for cid in store.ids():
         try:
@@ -198,14 +200,19 @@ def collect_infos(root: str) -> list[dict[str, Any]]:
             continue
         if state.driver not in drivers:
             try:
-                drivers[state.driver] = load_driver(state.driver, root, check_available=False)
+                drivers[state.driver] = driver = load_driver(state.driver, root,
+                                                             check_available=False)
+                listed.update((i.id, i.to_dict()) for i in driver.list())
             except ExecDriverError as exc:
                 drivers[state.driver] = exc
         driver = drivers[state.driver]
         if isinstance(driver, Exception):
             out.append(_from_state(cid, state.driver, "unknown", str(driver), state))
             continue
-        try:
+        if cid in listed:
+            out.append(listed[cid])
+            continue
+        try:       # created after the driver listed, or left out for an error
             out.append(driver.info(cid).to_dict())
         except ContainerNotFound:
             continue

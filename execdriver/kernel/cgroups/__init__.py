@@ -70,8 +70,15 @@ def required_controllers(res: Resources, version: int) -> dict[str, str]:
 def read_file(path: str) -> str | None:
     """The file's text, or None when it does not exist."""
     try:
-        with open(path) as f:
-            return f.read()
+        # (plain os calls: stats of a thousand containers read eight thousand of these)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode(errors="replace")
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:

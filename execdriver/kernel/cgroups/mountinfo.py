@@ -1,9 +1,12 @@
-"""Parse /proc/self/mountinfo and find cgroup hierarchies (pure functions)."""
+"""Parse /proc/self/mountinfo and find cgroup hierarchies."""
 
 from __future__ import annotations
 
 import os
 import re
+import select
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # The v1 controllers we manage; other v1 hierarchies (net_cls, perf_event...) are left alone.
@@ -49,17 +52,90 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
 
 
 _last: tuple[str, tuple[MountEntry, ...]] = ("", ())
+_SELF = "/proc/self/mountinfo"
+#: this process's table: (pid, an fd open on it, the entries as last read)
+_self: tuple[int, int, tuple[MountEntry, ...]] | None = None
+_self_lock = threading.Lock()
 
 
-def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
-    """The mount table, parsed again only when its text changed (a run reads it
-    several times and it seldom changes)."""
+def _after_fork_in_child() -> None:
+    global _self_lock
+    _self_lock = threading.Lock()     # (another thread may have held it at the fork)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _read_fd(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="surrogateescape")
+
+
+def _read_text(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _read_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _self_entries() -> tuple[MountEntry, ...]:
+    """This process's mount table, read again only when the kernel says it changed:
+    an open mountinfo polls POLLPRI after any change to its namespace's mounts (as
+    systemd watches it). List and stats check a thousand cgroup records against it."""
+    global _self
+    with _self_lock:
+        cur = _self
+        if cur is not None and cur[0] == os.getpid():
+            p = select.poll()
+            p.register(cur[1], select.POLLPRI)
+            if not p.poll(0):
+                return cur[2]
+            fd = cur[1]
+            os.lseek(fd, 0, os.SEEK_SET)
+        else:
+            # (a forked child's copy of the fd shows its parent's namespace, and may have
+            # been closed: open anew, leaving that number alone)
+            fd = os.open(_SELF, os.O_RDONLY | os.O_CLOEXEC)
+        entries = tuple(parse_mountinfo(_read_fd(fd)))
+        _self = (os.getpid(), fd, entries)
+        return entries
+
+
+def _entries(path: str = _SELF) -> tuple[MountEntry, ...]:
+    if path == _SELF:
+        return _self_entries()
     global _last
-    with open(path) as f:
-        text = f.read()
-    if text != _last[0]:
-        _last = (text, tuple(parse_mountinfo(text)))
-    return list(_last[1])
+    text = _read_text(path)
+    last = _last
+    if text != last[0]:
+        last = _last = (text, tuple(parse_mountinfo(text)))
+    return last[1]
+
+
+def read_mountinfo(path: str = _SELF) -> list[MountEntry]:
+    """The mount table; this process's is parsed again only when it changed."""
+    return list(_entries(path))
+
+
+_v1_cache: tuple[tuple[MountEntry, ...], str, dict[str, str]] | None = None
+
+
+def cached_v1_hierarchies(entries: Sequence[MountEntry],
+                          root: str = "/sys/fs/cgroup") -> dict[str, str]:
+    """v1_hierarchies(), remembered for the last table read (a tuple from _entries():
+    the same object until the table changes). The caller must not modify the result."""
+    global _v1_cache
+    if not isinstance(entries, tuple):
+        return v1_hierarchies(list(entries), root)
+    cached = _v1_cache
+    if cached is not None and cached[0] is entries and cached[1] == root:
+        return cached[2]
+    value = v1_hierarchies(list(entries), root)
+    _v1_cache = (entries, root, value)
+    return value
 
 
 def _under(path: str, root: str) -> bool:

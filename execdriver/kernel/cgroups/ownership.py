@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ...errors import StateCorrupt, StepFailed
@@ -87,15 +88,15 @@ def verified(rec: dict[str, Any], token: bytes, default: str) -> CgroupManager |
 
 def _check_paths(cg: CgroupManager) -> None:
     """The record's directories must be its name under the host's cgroup mounts."""
-    from .mountinfo import read_mountinfo
-    expected = _expected_dirs(cg, read_mountinfo())
+    from .mountinfo import _entries
+    expected = _expected_dirs(cg, _entries())
     actual = sorted(cg.directories())
     if expected is None or actual != expected:
         raise StateCorrupt(f"cgroup record name={cg.name}: its paths {actual} are not that "
                            "name under this host's cgroup mounts; left alone")
 
 
-def _expected_dirs(cg: CgroupManager, entries: list[Any]) -> list[str] | None:
+def _expected_dirs(cg: CgroupManager, entries: Sequence[Any]) -> list[str] | None:
     version = getattr(cg, "version", None)
     if version == 2:
         root = os.path.normpath(getattr(cg, "root", ""))
@@ -104,9 +105,9 @@ def _expected_dirs(cg: CgroupManager, entries: list[Any]) -> list[str] | None:
             return None
         return [os.path.join(root, cg.name)]
     if version == 1:
-        from .mountinfo import v1_hierarchies
+        from .mountinfo import cached_v1_hierarchies
         mounts: dict[str, str] = getattr(cg, "mounts", {})
-        host = v1_hierarchies(entries, getattr(cg, "root", "/sys/fs/cgroup"))
+        host = cached_v1_hierarchies(entries, getattr(cg, "root", "/sys/fs/cgroup"))
         if (not mounts or set(getattr(cg, "paths", {})) != set(mounts)
                 or any(host.get(c) != m for c, m in mounts.items())):
             return None
