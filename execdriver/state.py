@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ContainerExists, ContainerNotFound, InvalidArgument, StateCorrupt
-from .kernel.fileio import write_atomic  # public here too: the one atomic write
+from .kernel.fileio import (
+    read_bytes,
+    write_atomic,  # public here too: the one atomic write
+)
 from .kernel.procstat import pid_start_time  # public here too
 from .kernel.procstat import stat_fields as _stat_fields
 
@@ -152,17 +155,6 @@ assert set(_STATE_TYPES) == set(_STATE_FIELDS)
 _RENAME_NOREPLACE = 1
 
 
-def _read_bytes(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
 def _rename_noreplace(src: Path, dst: Path) -> None:
     """renameat2(RENAME_NOREPLACE): FileExistsError if ``dst`` exists (even empty)."""
     import ctypes
@@ -247,7 +239,7 @@ class StateStore:
         # (plain os calls: list and stats read a thousand of these)
         d = os.path.join(self.root, validate_id(container_id))
         try:
-            text = _read_bytes(os.path.join(d, STATE_FILE))
+            text = read_bytes(os.path.join(d, STATE_FILE))
         except FileNotFoundError:
             if os.path.isdir(d):
                 # Claimed but never written: a create that died right after mkdir.

@@ -1,4 +1,6 @@
-"""The one atomic file write: a reader sees the old file or the new one, never a torn one."""
+"""The one atomic file write (a reader sees the old file or the new one, never a torn
+one), and the one whole-file read with plain os calls (no io object: list and stats
+read thousands of small files)."""
 
 from __future__ import annotations
 
@@ -26,3 +28,20 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o
         raise
     os.close(fd)
     os.rename(tmp, path)
+
+
+def read_fd(fd: int) -> bytes:
+    """Everything left to read from ``fd``."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_bytes(path: str) -> bytes:
+    """The whole file (OSError as open and read raise it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return read_fd(fd)
+    finally:
+        os.close(fd)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InvalidArgument, StateCorrupt, StepFailed
+from ..fileio import read_bytes
 
 if TYPE_CHECKING:  # pydantic stays off the CLI's list/kill/stats path
     from collections.abc import Sequence
@@ -71,14 +72,7 @@ def read_file(path: str) -> str | None:
     """The file's text, or None when it does not exist."""
     try:
         # (plain os calls: stats of a thousand containers read eight thousand of these)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        return b"".join(chunks).decode(errors="replace")
+        return read_bytes(path).decode(errors="replace")
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:

@@ -9,6 +9,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..fileio import read_bytes, read_fd
+
 # The v1 controllers we manage; other v1 hierarchies (net_cls, perf_event...) are left alone.
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
                   "name=systemd")
@@ -67,18 +69,11 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _read_fd(fd: int) -> str:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="surrogateescape")
+    return read_fd(fd).decode(errors="surrogateescape")
 
 
 def _read_text(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return _read_fd(fd)
-    finally:
-        os.close(fd)
+    return read_bytes(path).decode(errors="surrogateescape")
 
 
 def _self_entries() -> tuple[MountEntry, ...]:
