@@ -323,9 +323,14 @@ class LibcSyscalls:
             fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | IFF_UP))
 
     def write_file(self, path: str, data: str) -> None:
-        """open(path, "w") and write ``data`` (the uid/gid maps of a process)."""
-        with open(path, "w") as f:
-            f.write(data)
+        """Write ``data`` to an existing file in one write(2): the uid/gid maps of a
+        process (the kernel takes a map in one write), a cgroup's procs file (its
+        error comes from the write). No io object: 3 syscalls, not 7."""
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
 
     open = staticmethod(os.open)
     close = staticmethod(os.close)
