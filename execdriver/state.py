@@ -238,16 +238,24 @@ class StateStore:
     def read(self, container_id: str) -> ContainerState:
         # (plain os calls: list and stats read a thousand of these)
         d = os.path.join(self.root, validate_id(container_id))
-        try:
-            text = read_bytes(os.path.join(d, STATE_FILE))
-        except FileNotFoundError:
-            if os.path.isdir(d):
-                # Claimed but never written: a create that died right after mkdir.
-                return ContainerState(id=container_id, driver="", status="creating")
-            # A create killed before its rename leaves only a hidden directory: whoever
-            # looks the id up (terminate above all) clears it, not just the id's next create.
-            self.sweep(container_id)
-            raise ContainerNotFound(container_id) from None
+        path = os.path.join(d, STATE_FILE)
+        for attempt in range(3):
+            try:
+                text = read_bytes(path)
+                break
+            except FileNotFoundError:
+                if not os.path.isdir(d):
+                    # A create killed before its rename leaves only a hidden directory:
+                    # whoever looks the id up (terminate above all) clears it, not just
+                    # the id's next create.
+                    self.sweep(container_id)
+                    raise ContainerNotFound(container_id) from None
+                # A create renames a full directory into place, so a directory without
+                # a state file is either one that a concurrent terminate moved away and
+                # a concurrent create put back between our two looks (read again), or
+                # one claimed and never written (by a create that died right after mkdir).
+                if attempt == 2:
+                    return ContainerState(id=container_id, driver="", status="creating")
         try:
             st = ContainerState.from_dict(json.loads(text))
         except (ValueError, TypeError) as exc:
