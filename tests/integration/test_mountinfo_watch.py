@@ -21,15 +21,15 @@ def _mountpoints() -> set[str]:
 
 
 def test_the_table_is_read_again_only_after_a_change(tmp_path: Path) -> None:
-    first = mountinfo._entries()
-    assert mountinfo._entries() is first            # unchanged: the entries kept
+    first = mountinfo.mount_entries()
+    assert mountinfo.mount_entries() is first            # unchanged: the entries kept
     target = tmp_path / "m"
     target.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "edtest", str(target)], check=True)
     try:
         assert str(target) in _mountpoints()        # a mount is seen at once
-        mounted = mountinfo._entries()
-        assert mounted is not first and mountinfo._entries() is mounted
+        mounted = mountinfo.mount_entries()
+        assert mounted is not first and mountinfo.mount_entries() is mounted
     finally:
         subprocess.run(["umount", str(target)], check=True)
     assert str(target) not in _mountpoints()        # and so is an unmount
@@ -37,7 +37,7 @@ def test_the_table_is_read_again_only_after_a_change(tmp_path: Path) -> None:
 
 def test_a_forked_child_reads_its_own_namespace(tmp_path: Path) -> None:
     """The parent's open fd shows the parent's namespace: the child must not use it."""
-    mountinfo._entries()                            # the parent's fd is open
+    mountinfo.mount_entries()                            # the parent's fd is open
     target = tmp_path / "m"
     target.mkdir()
     r, w = os.pipe()
@@ -62,7 +62,7 @@ def test_a_forked_child_reads_its_own_namespace(tmp_path: Path) -> None:
 
 
 def test_the_v1_map_follows_the_table() -> None:
-    entries = mountinfo._entries()
+    entries = mountinfo.mount_entries()
     cached = mountinfo.cached_v1_hierarchies(entries)
     assert cached == mountinfo.v1_hierarchies(list(entries))
     assert mountinfo.cached_v1_hierarchies(entries) is cached

@@ -68,14 +68,6 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _read_fd(fd: int) -> str:
-    return read_fd(fd).decode(errors="surrogateescape")
-
-
-def _read_text(path: str) -> str:
-    return read_bytes(path).decode(errors="surrogateescape")
-
-
 def _self_entries() -> tuple[MountEntry, ...]:
     """This process's mount table, read again only when the kernel says it changed:
     an open mountinfo polls POLLPRI after any change to its namespace's mounts (as
@@ -94,16 +86,17 @@ def _self_entries() -> tuple[MountEntry, ...]:
             # (a forked child's copy of the fd shows its parent's namespace, and may have
             # been closed: open anew, leaving that number alone)
             fd = os.open(_SELF, os.O_RDONLY | os.O_CLOEXEC)
-        entries = tuple(parse_mountinfo(_read_fd(fd)))
+        entries = tuple(parse_mountinfo(read_fd(fd).decode(errors="surrogateescape")))
         _self = (os.getpid(), fd, entries)
         return entries
 
 
-def _entries(path: str = _SELF) -> tuple[MountEntry, ...]:
+def mount_entries(path: str = _SELF) -> tuple[MountEntry, ...]:
+    """The mount table as a tuple, the same object until it changes (no copy)."""
     if path == _SELF:
         return _self_entries()
     global _last
-    text = _read_text(path)
+    text = read_bytes(path).decode(errors="surrogateescape")
     last = _last
     if text != last[0]:
         last = _last = (text, tuple(parse_mountinfo(text)))
@@ -112,7 +105,7 @@ def _entries(path: str = _SELF) -> tuple[MountEntry, ...]:
 
 def read_mountinfo(path: str = _SELF) -> list[MountEntry]:
     """The mount table; this process's is parsed again only when it changed."""
-    return list(_entries(path))
+    return list(mount_entries(path))
 
 
 _v1_cache: tuple[tuple[MountEntry, ...], str, dict[str, str]] | None = None
@@ -120,7 +113,7 @@ _v1_cache: tuple[tuple[MountEntry, ...], str, dict[str, str]] | None = None
 
 def cached_v1_hierarchies(entries: Sequence[MountEntry],
                           root: str = "/sys/fs/cgroup") -> dict[str, str]:
-    """v1_hierarchies(), remembered for the last table read (a tuple from _entries():
+    """v1_hierarchies(), remembered for the last table read (a tuple from mount_entries():
     the same object until the table changes). The caller must not modify the result."""
     global _v1_cache
     if not isinstance(entries, tuple):

@@ -88,8 +88,8 @@ def verified(rec: dict[str, Any], token: bytes, default: str) -> CgroupManager |
 
 def _check_paths(cg: CgroupManager) -> None:
     """The record's directories must be its name under the host's cgroup mounts."""
-    from .mountinfo import _entries
-    expected = _expected_dirs(cg, _entries())
+    from .mountinfo import mount_entries
+    expected = _expected_dirs(cg, mount_entries())
     actual = sorted(cg.directories())
     if expected is None or actual != expected:
         raise StateCorrupt(f"cgroup record name={cg.name}: its paths {actual} are not that "
