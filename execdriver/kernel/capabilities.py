@@ -17,6 +17,7 @@ import ctypes
 import errno
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import Capabilities
 from ..errors import StepFailed
@@ -51,6 +52,20 @@ class CapPlan:
     raise_ambient: tuple[int, ...] = ()
     _header: _CapHeader = field(default_factory=_CapHeader, repr=False, compare=False)
     _data: ctypes.Array = field(default_factory=_CapData * 2, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._header.version = LINUX_CAPABILITY_VERSION_3
+        self._header.pid = 0
+        for i in (0, 1):  # capset takes two 32-bit words per set
+            shift = 32 * i
+            self._data[i].effective = (self.effective >> shift) & 0xFFFFFFFF
+            self._data[i].permitted = (self.permitted >> shift) & 0xFFFFFFFF
+            self._data[i].inheritable = (self.inheritable >> shift) & 0xFFFFFFFF
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # (the fork server gets it pickled: the structs are built again there)
+        return (CapPlan, (self.bounding, self.effective, self.permitted, self.inheritable,
+                          self.ambient, self.last_cap, self.drop_bounding, self.raise_ambient))
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,13 +117,6 @@ def prepare(caps: Capabilities, kernel_last_cap: int | None = None) -> CapPlan:
         inheritable=masks["inheritable"], ambient=masks["ambient"], last_cap=last,
         drop_bounding=tuple(n for n in range(last + 1) if not masks["bounding"] >> n & 1),
         raise_ambient=tuple(n for n in range(last + 1) if masks["ambient"] >> n & 1))
-    plan._header.version = LINUX_CAPABILITY_VERSION_3
-    plan._header.pid = 0
-    for i in (0, 1):  # capset takes two 32-bit words per set
-        shift = 32 * i
-        plan._data[i].effective = (plan.effective >> shift) & 0xFFFFFFFF
-        plan._data[i].permitted = (plan.permitted >> shift) & 0xFFFFFFFF
-        plan._data[i].inheritable = (plan.inheritable >> shift) & 0xFFFFFFFF
     return plan
 
 

@@ -14,6 +14,9 @@ With ``InitConfig.pause_before_pivot`` the init stops before pivot_root and
 spawn calls ``on_before_pivot(init_pid)`` (the createContainer hooks) before it
 lets the init go on.
 
+From a process's second container on, stage-1 is cloned by its fork server
+(forkserver.py) rather than forked from the caller; it is our child either way.
+
 The parent's and the children's kernel operations go through the syscalls seam
 (``syscalls=``, the libc one by default; see syscalls.Syscalls).
 """
@@ -30,8 +33,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..errors import StepFailed
+from . import forkserver, lifetime, sync
 from . import init as initmod
-from . import lifetime, sync
 from . import syscalls as sc
 from .initconfig import InitConfig, ProcessConfig
 from .syscalls import Syscalls
@@ -151,8 +154,17 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
             finally:
                 syscalls._exit(initmod.EXIT_SETUP_FAILED)
         return pid
-    # (stage-1's parent-death signal must follow this process, not this thread)
-    pid = lifetime.call(fork_stage1)
+    try:
+        pid = forkserver.fork_stage1(cfg, child_sock, stdio) if syscalls is LIBC else None
+    except forkserver.ServerLost:
+        # A stage-1 the server may have cloned holds child_sock: ours gets a new pair.
+        parent_sock.close()
+        child_sock.close()
+        parent_sock, child_sock = syscalls.socketpair()
+        pid = None
+    if pid is None:
+        # (stage-1's parent-death signal must follow this process, not this thread)
+        pid = lifetime.call(fork_stage1)
     child_sock.close()
     init_pid = 0
     pty_master = None

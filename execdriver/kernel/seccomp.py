@@ -342,6 +342,10 @@ class PreparedFilter:
         self.fprog = _SockFprog(len(prog) // 8, ctypes.addressof(self.buf))
         self.risk = risk
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # (the fork server gets it pickled: the C memory is laid out again there)
+        return (PreparedFilter, (self.buf.raw, self.risk))
+
 
 def prepare(seccomp: Seccomp) -> PreparedFilter | None:
     """Parent side: compile (cached) and lay the program out in C memory."""

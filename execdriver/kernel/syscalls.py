@@ -20,6 +20,7 @@ import errno as _errno
 import fcntl
 import os
 import resource as _resource
+import signal as _signal
 import socket
 import struct
 from typing import Any, NoReturn, Protocol
@@ -432,3 +433,36 @@ close_range = LIBC.close_range
 def syscall(name: str, *args: Any) -> int:
     """A raw syscall by name from the table above."""
     return _retry(libc.syscall, NR[name], *args)
+
+
+def reset_reserved_signals() -> None:
+    """SIG_DFL for the signals glibc keeps for itself (32, 33), which its sigaction
+    refuses to touch: posix_spawn leaves them ignored in its child, and an ignored
+    signal stays ignored across execve, into every container forked from there."""
+    act = ctypes.create_string_buffer(64)        # SIG_DFL, no flags, empty mask
+    for sig in sorted(set(range(1, 65)) - set(map(int, _signal.valid_signals()))):
+        _retry(libc.syscall, NR["rt_sigaction"], sig, act, None, 8)
+
+
+CLONE_PARENT = 0x00008000
+# Called with the GIL held (PyDLL): the clone and Python's fork bookkeeping around it
+# must happen with no other Python code in between, as os.fork does.
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+_pylibc.syscall.restype = ctypes.c_long
+
+
+def fork_as_sibling() -> int:
+    """os.fork, but the child's parent is ours (clone3 with CLONE_PARENT): 0 in the
+    child, its pid in the caller. Only for a single-threaded process (kernel/forkserver.py):
+    unlike glibc's fork it takes no locks of other threads' (malloc's) before cloning."""
+    args = ctypes.create_string_buffer(struct.pack("11Q", CLONE_PARENT, *([0] * 10)), 88)
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _pylibc.syscall(ctypes.c_long(NR["clone3"]), args, ctypes.c_size_t(88))
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, "clone3(CLONE_PARENT): " + os.strerror(err))
+    return pid

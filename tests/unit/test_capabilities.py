@@ -79,3 +79,18 @@ def test_read_status_caps() -> None:
     assert got["CapBnd"] == int(line.split()[1], 16)
     if os.geteuid() == 0:
         assert got["CapEff"] >> SETPCAP & 1
+
+
+def test_a_plan_survives_pickling_with_its_capset_structs() -> None:
+    """The fork server gets the plan pickled: the C structs are rebuilt, not lost."""
+    import ctypes
+    import pickle
+    c = spec.Capabilities(bounding=["CAP_KILL", "CAP_BPF"], permitted=["CAP_KILL", "CAP_BPF"],
+                          effective=["CAP_BPF"], inheritable=["CAP_KILL"], ambient=["CAP_KILL"])
+    plan = caps.prepare(c, kernel_last_cap=40)
+    copy = pickle.loads(pickle.dumps(plan))  # noqa: S301 - our own bytes
+    assert copy == plan
+    assert ctypes.string_at(ctypes.addressof(copy._data), ctypes.sizeof(copy._data)) == \
+        ctypes.string_at(ctypes.addressof(plan._data), ctypes.sizeof(plan._data))
+    assert (copy._header.version, copy._header.pid) == (0x20080522, 0)
+    assert copy._data[1].effective == 1 << (spec.CAP_NUMBERS["CAP_BPF"] - 32)

@@ -325,3 +325,14 @@ def test_silent_failure_risk(profile: dict, risk: str | None) -> None:
     prof = spec.SeccompProfile.model_validate(profile)
     assert seccomp.silent_failure_risk(prof) == risk
     assert seccomp.prepare(spec.Seccomp(mode="profile", profile=prof)).risk == risk
+
+
+def test_a_prepared_filter_survives_pickling(default_x86: bytes) -> None:
+    """The fork server gets it pickled: the program is laid out in C memory again."""
+    import ctypes
+    import pickle
+    filt = seccomp.PreparedFilter(default_x86, risk="why")
+    copy = pickle.loads(pickle.dumps(filt))  # noqa: S301 - our own bytes
+    assert copy.risk == "why" and copy.fprog.len == len(default_x86) // 8
+    assert ctypes.string_at(copy.fprog.filter, len(default_x86)) == default_x86
+    assert copy.fprog.filter != filt.fprog.filter
