@@ -202,9 +202,13 @@ def collect_infos(root: str) -> list[dict[str, Any]]:
             try:
                 drivers[state.driver] = driver = load_driver(state.driver, root,
                                                              check_available=False)
-                listed.update((i.id, i.to_dict()) for i in driver.list())
             except ExecDriverError as exc:
                 drivers[state.driver] = exc
+            else:
+                try:
+                    listed.update((i.id, i.to_dict()) for i in driver.list())
+                except ExecDriverError:
+                    pass    # each of its containers is asked alone (info), for its own error
         driver = drivers[state.driver]
         if isinstance(driver, Exception):
             out.append(_from_state(cid, state.driver, "unknown", str(driver), state))

@@ -171,6 +171,15 @@ def read_status_caps(pid: int | str = "self") -> dict[str, int]:
     return out
 
 
+def has_effective(name: str, unknown: bool = False) -> bool:
+    """Whether this process holds capability ``name`` in its effective set;
+    ``unknown`` when /proc cannot tell."""
+    try:
+        return bool(read_status_caps()["CapEff"] >> CAP_NUMBERS[name] & 1)
+    except (OSError, KeyError, ValueError):
+        return unknown
+
+
 # --- for drivers (execdriver.host.apply_capabilities) --------------------------
 
 def apply(*, bounding: list[str] | tuple[str, ...], effective: list[str] | tuple[str, ...],

@@ -36,6 +36,7 @@ from ..errors import StepFailed
 from . import forkserver, lifetime, sync
 from . import init as initmod
 from . import syscalls as sc
+from .capabilities import has_effective
 from .initconfig import InitConfig, ProcessConfig
 from .syscalls import Syscalls
 
@@ -76,20 +77,10 @@ def set_oom_score_adj(pid: int, value: int, syscalls: Syscalls = LIBC) -> None:
             syscalls.close(fd)
     except OSError as exc:
         cause = os.strerror(exc.errno or 0)
-        if exc.errno == errno.EACCES and not _has_cap_sys_resource():
+        if exc.errno == errno.EACCES and not has_effective("CAP_SYS_RESOURCE", unknown=True):
             cause += (" (lowering oom_score_adj below its minimum needs CAP_SYS_RESOURCE, "
                       "which this runtime does not have)")
         raise StepFailed("oom_score_adj", cause, errno=exc.errno, value=value) from None
-
-
-def _has_cap_sys_resource() -> bool:
-    cap_sys_resource = 24
-    try:
-        with open("/proc/self/status") as f:
-            eff = next(ln for ln in f if ln.startswith("CapEff:")).split()[1]
-        return bool(int(eff, 16) >> cap_sys_resource & 1)
-    except (OSError, StopIteration, ValueError):
-        return True
 
 
 def died_before_exec(pid: int) -> int | None:

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import StepFailed
-from .capabilities import read_status_caps
-from .capnames import CAP_NUMBERS
+from .capabilities import has_effective
 from .syscalls import LIBC, Syscalls
 
 if TYPE_CHECKING:
@@ -28,7 +27,6 @@ RLIMITS: dict[str, int] = {
 }
 _NAMES = {v: k for k, v in RLIMITS.items()}
 RLIM_INFINITY = resource.RLIM_INFINITY       # -1 in Python, 2**64-1 for the kernel
-CAP_SYS_RESOURCE = CAP_NUMBERS["CAP_SYS_RESOURCE"]
 
 
 def _to_rlim(value: int) -> int:
@@ -45,13 +43,6 @@ def _above(a: int, b: int) -> bool:
     if a == RLIM_INFINITY:
         return b != RLIM_INFINITY
     return b != RLIM_INFINITY and a > b
-
-
-def _has_cap_sys_resource() -> bool:
-    try:
-        return bool(read_status_caps()["CapEff"] >> CAP_SYS_RESOURCE & 1)
-    except (OSError, KeyError, ValueError):
-        return False
 
 
 def _nr_open() -> int:
@@ -75,7 +66,7 @@ def prepare(rlimits: Sequence[Rlimit]) -> list[tuple[int, int, int]]:
         cur_hard = resource.getrlimit(res)[1]
         if _above(hard, cur_hard):
             if can_raise is None:
-                can_raise = _has_cap_sys_resource()
+                can_raise = has_effective("CAP_SYS_RESOURCE")
             if not can_raise:
                 raise StepFailed(
                     "rlimit",

@@ -9,10 +9,11 @@ import pytest
 from execdriver import spec
 from execdriver.errors import StepFailed
 from execdriver.kernel import rlimits
+from execdriver.kernel.capabilities import has_effective
 
 
 def has_cap_sys_resource() -> bool:
-    return rlimits._has_cap_sys_resource()
+    return has_effective("CAP_SYS_RESOURCE")
 
 
 def test_names_map_to_resource_constants() -> None:
