@@ -1,4 +1,4 @@
-"""Stage-1 forked from a small process of the caller's, not from the caller itself.
+"""Stage-1 and exec helpers forked from a small process of the caller's, not the caller.
 
 Forking the runtime's caller copies its page tables, every page either side
 touches before the init execs is copied again, and the exec unmaps it all. An
@@ -7,21 +7,21 @@ fork+exec of a 45 MiB Python costs ~4 ms of CPU against ~2 ms for a 14 MiB one,
 a container makes two (stage-1, then the init), and the caller's fork holds its
 GIL. So a process that makes more than one container starts a fork server:
 ``python -I -S`` with the kernel modules only, spawned with posix_spawn (vfork:
-nothing is copied), fed each stage-1's InitConfig (pickled) and fds over a
-private socketpair. It clones stage-1 with CLONE_PARENT, so that stage-1 is
-still the caller's child, reaped, waited on and signalled as before, and its
-parent-death signal follows the caller's thread that spawned the server (the
-long-lived one of lifetime.py).
+nothing is copied), fed each stage-1's InitConfig (an exec helper's arguments)
+pickled and its fds over a private socketpair. It clones it with CLONE_PARENT,
+so that it is still the caller's child, reaped, waited on and signalled as
+before, and its parent-death signal follows the caller's thread that spawned the
+server (the long-lived one of lifetime.py).
 
 What a forked stage-1 would take from the caller and a server spawned earlier
 might not have is sent with each request: the working directory and the umask.
 Credentials are compared (a caller whose euid or egid changed forks itself);
 rlimits and namespaces are the process's when the server was spawned: a caller
 that changes them, or calls from a thread that setns'd, sets
-``EXECDRIVER_FORKSERVER=off``. Never used for: preserved fds (stage-1 needs the
-caller's fd table), a forked copy of the caller (it counts, and may start, its
-own), a server that died or failed (the caller forks itself; a dead server is
-replaced, a broken one is not).
+``EXECDRIVER_FORKSERVER=off``. Never used for: preserved fds (they are the
+caller's fd table), the unit tests' recording syscalls, a forked copy of the
+caller (it counts, and may start, its own), a server that died or failed (the
+caller forks itself; a dead server is replaced, a broken one is not).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ ENV = "EXECDRIVER_FORKSERVER"
 #: the container at which a process starts its server: a one-shot CLI never pays for it
 START_AT = 2
 MAX_MESSAGE = 1 << 20
-NFDS = 4                    # the sync socket, stdin, stdout, stderr
+MAX_FDS = 16                # the sync socket, stdio, an exec's root and namespaces
 REPLY_TIMEOUT = 30.0
 
 
@@ -84,20 +84,32 @@ def fork_stage1(cfg: Any, child_sock: socket.socket, stdio: tuple[int, int, int]
     """Stage-1's pid (our child), cloned by this process's fork server; None when the
     caller must fork it itself (no server yet, off, or it failed); ServerLost when
     the server died or went silent with the request (and ``child_sock``) in hand."""
-    srv = _usable(cfg)
+    return _clone("stage1", cfg.process, (cfg,), [child_sock.fileno(), *stdio])
+
+
+def fork_exec_helper(args: tuple[Any, ...], proc: Any, fds: list[int]) -> int | None:
+    """The exec helper's pid (launch.exec_process), as fork_stage1 for stage-1: ``fds``
+    are the sync socket, stdio, the container's root and its namespaces, ``args`` the
+    rest of launch._exec_helper's arguments, the fds' places taken by their indexes."""
+    return _clone("exec", proc, args, fds)
+
+
+def _clone(kind: str, proc: Any, args: tuple[Any, ...], fds: list[int]) -> int | None:
+    srv = _usable(proc)
     if srv is None:
         return None
     import pickle  # (not on a one-container process's path)
     try:
-        payload = pickle.dumps((cfg, os.getcwd(), _umask()), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((kind, args, os.getcwd(), _umask()),
+                               protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError, OSError):
         return None
-    if len(payload) > MAX_MESSAGE:
+    if len(payload) > MAX_MESSAGE or len(fds) > MAX_FDS:
         return None
     sent = False
     with srv.lock:
         try:
-            socket.send_fds(srv.sock, [payload], [child_sock.fileno(), *stdio])
+            socket.send_fds(srv.sock, [payload], fds)
             sent = True
             reply = srv.sock.recv(4096)
         except OSError:
@@ -117,9 +129,9 @@ def fork_stage1(cfg: Any, child_sock: socket.socket, stdio: tuple[int, int, int]
     return None                         # our own fork reports the error properly
 
 
-def _usable(cfg: Any) -> _Server | None:
+def _usable(proc: Any) -> _Server | None:
     global _server, _owner, _containers, cloned
-    if disabled() or cfg.process.preserve_fds:
+    if disabled() or proc.preserve_fds:
         return None
     with _lock:
         if _owner != os.getpid():
@@ -216,7 +228,9 @@ def serve() -> None:
     sc.reset_reserved_signals()
     sc.close_range(4)
     sock = socket.socket(fileno=3)
-    from . import init as initmod  # everything stage-1 runs, imported once here
+    # Everything stage-1 and the exec helper run, imported once here.
+    from . import init as initmod
+    from . import launch
     sock.sendall(b"ready")
     while True:
         try:
@@ -226,7 +240,7 @@ def serve() -> None:
         if not msg:
             os._exit(0)                 # the caller closed its end, or died
         try:
-            reply = _serve_one(msg, fds, sock, initmod)
+            reply = _serve_one(msg, fds, sock, initmod, launch)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -240,7 +254,7 @@ def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
     # MSG_CMSG_CLOEXEC: the sync socket must close at the init's exec (its EOF is the
     # parent's "exec'd"), and no received fd may outlive stage-1's set-up.
     fds = array.array("i")
-    msg, anc, _, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_LEN(NFDS * fds.itemsize),
+    msg, anc, _, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_LEN(MAX_FDS * fds.itemsize),
                                   socket.MSG_CMSG_CLOEXEC)
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -248,15 +262,17 @@ def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
     return msg, list(fds)
 
 
-def _serve_one(msg: bytes, fds: list[int], server_sock: socket.socket, initmod: Any) -> bytes:
+def _serve_one(msg: bytes, fds: list[int], server_sock: socket.socket, initmod: Any,
+               launch: Any) -> bytes:
     import pickle
     try:
         # (only our caller holds the other end of this unnamed socketpair)
-        cfg, cwd, umask = pickle.loads(msg)  # noqa: S301
+        kind, args, cwd, umask = pickle.loads(msg)  # noqa: S301
     except Exception as exc:  # noqa: BLE001 - the caller learns why and forks itself
         return f"broken {type(exc).__name__}: {exc}".encode()
-    if len(fds) != NFDS:
-        return f"broken expected {NFDS} fds, got {len(fds)}".encode()
+    want = 4 if kind == "stage1" else 5 + len(args[0]) if kind == "exec" else -1
+    if len(fds) != want:
+        return f"broken {kind}: expected {want} fds, got {len(fds)}".encode()
     try:
         pid = sc.fork_as_sibling()
     except OSError as exc:
@@ -267,7 +283,14 @@ def _serve_one(msg: bytes, fds: list[int], server_sock: socket.socket, initmod: 
             server_sock.close()
             os.umask(umask)
             os.chdir(cwd)
-            initmod.stage1(cfg, child, (fds[1], fds[2], fds[3]), sc.LIBC)
+            stdio = (fds[1], fds[2], fds[3])
+            if kind == "stage1":
+                initmod.stage1(args[0], child, stdio, sc.LIBC)
+            else:
+                flags, cgroup_procs, proc, chroot_root, detach = args
+                ns_fds = list(zip(fds[5:], flags, strict=True))
+                launch._exec_helper(fds[4], ns_fds, cgroup_procs, proc, stdio, child,
+                                    chroot_root, detach, sc.LIBC)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             from . import sync
             sync.send_error(child, "fork server", exc)

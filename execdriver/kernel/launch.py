@@ -297,7 +297,19 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
             _exec_helper(root_fd, ns_fds, cgroup_procs, proc, stdio, child_sock, chroot_root,
                          detach, syscalls)
         return pid
-    pid = lifetime.call(fork_helper)
+    try:
+        pid = forkserver.fork_exec_helper(
+            ([flag for _, flag in ns_fds], cgroup_procs, proc, chroot_root, detach), proc,
+            [child_sock.fileno(), *stdio, root_fd, *(fd for fd, _ in ns_fds)],
+        ) if syscalls is LIBC else None
+    except forkserver.ServerLost:
+        # A helper the server may have cloned holds child_sock: ours gets a new pair.
+        parent_sock.close()
+        child_sock.close()
+        parent_sock, child_sock = syscalls.socketpair()
+        pid = None
+    if pid is None:
+        pid = lifetime.call(fork_helper)
     child_sock.close()
     syscalls.close(root_fd)
     for fd, _ in ns_fds:

@@ -232,3 +232,24 @@ def test_no_server_process_is_left_once_the_caller_exits(busybox_rootfs: Path,
     while pid_alive(got["server"], got["start"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not pid_alive(got["server"], got["start"])
+
+
+def test_exec_helpers_are_cloned_by_the_server_too(busybox_rootfs: Path, tmp_path: Path) -> None:
+    got = child(busybox_rootfs, tmp_path, """
+        until_served()
+        h = d.start("ex", spec("sleep 30"))
+        before = forkserver.cloned
+        code = d.exec("ex", d.process_for_exec("ex", ["/bin/sh", "-c", "exit 6"])).code
+        cap = d.exec_capture("ex", ["/bin/sh", "-c", "cat; echo err >&2; cat /proc/1/cmdline"],
+                             input=b"fed\\n", timeout=20)
+        started = d.exec_start("ex", d.process_for_exec("ex", ["/bin/sleep", "30"]))
+        os.kill(started.pid, signal.SIGKILL)      # the process in the container: ours
+        killed = started.wait(20)
+        served = forkserver.cloned - before
+        d.kill("ex", signal.SIGKILL); h.wait(20); d.terminate("ex")
+        print(json.dumps({"code": code, "out": cap.stdout.decode(), "err": cap.stderr.decode(),
+                          "status": cap.status.code, "killed": killed.signal,
+                          "served": served}))
+    """)
+    assert got == {"code": 6, "out": "fed\nsleep\x0030\x00", "err": "err\n",
+                   "status": 0, "killed": 9, "served": 3}
