@@ -118,6 +118,38 @@ static void run_python(const char *prog, int argc, char **argv)
     exit(125);
 }
 
+/* The worker runs the command; the container's first process is forked here, so that it
+ * descends from our caller (conmon, containerd-shim reap it): become a small Python
+ * (kernel/forkserver.py: serve_forker), which learns from the worker where to import
+ * execdriver from, forks what the worker asks, passes our signals on over the server
+ * connection and exits with the command's status. */
+static void run_forker(const char *prog, int pair[2])
+{
+    static const char boot[] =
+        "import socket, sys\n"
+        "s = socket.socket(fileno=int(sys.argv[1]))\n"
+        "root = s.recv(4096).decode()\n"
+        "if not root:  # the worker ended at once: its status comes from the server\n"
+        "    import json\n"
+        "    c = socket.socket(fileno=int(sys.argv[2]))\n"
+        "    sys.exit(int(json.loads(c.recv(65536) or b'{}').get('exit', 1)))\n"
+        "sys.path.insert(0, root)\n"
+        "from execdriver.kernel.forkserver import serve_forker\n"
+        "serve_forker(s, int(sys.argv[2]))\n";
+    char fork_fd[16], conn_fd[16];
+    close(pair[1]);
+    snprintf(fork_fd, sizeof fork_fd, "%d", pair[0]);
+    snprintf(conn_fd, sizeof conn_fd, "%d", sock);
+    if (fcntl(pair[0], F_SETFD, 0) < 0 || fcntl(sock, F_SETFD, 0) < 0) {
+        fprintf(stderr, "%s: fcntl: %s\n", prog, strerror(errno));
+        exit(1);                        /* the worker sees us gone: it is killed */
+    }
+    char *args[] = {python, "-I", "-S", "-c", (char *)boot, fork_fd, conn_fd, NULL};
+    execv(python, args);
+    fprintf(stderr, "%s: exec %s: %s\n", prog, python, strerror(errno));
+    exit(1);
+}
+
 /* --- which installation this is --------------------------------------------------- */
 
 static int executable(const char *path) { return access(path, X_OK) == 0; }
@@ -208,10 +240,11 @@ static void forward(int sig)
 
 /* --- what may be served (warm.servable) ------------------------------------------ */
 
-struct classification { const char *served, *values, *flags; int bare; };
+struct classification { const char *served, *forked, *values, *flags; int bare; };
 static const struct classification execdriver_table = {
-    EXECDRIVER_SERVED, EXECDRIVER_VALUES, EXECDRIVER_FLAGS, EXECDRIVER_BARE};
-static const struct classification oci_table = {OCI_SERVED, OCI_VALUES, OCI_FLAGS, OCI_BARE};
+    EXECDRIVER_SERVED, EXECDRIVER_FORKED, EXECDRIVER_VALUES, EXECDRIVER_FLAGS, EXECDRIVER_BARE};
+static const struct classification oci_table = {OCI_SERVED, OCI_FORKED, OCI_VALUES, OCI_FLAGS,
+                                                OCI_BARE};
 
 /* Whether word[0..n) is one of the space-separated words of list. */
 static int listed(const char *list, const char *word, size_t n)
@@ -226,23 +259,43 @@ static int listed(const char *list, const char *word, size_t n)
     return 0;
 }
 
-/* The words before the verb must all be known global options ("--opt VALUE",
- * "--opt=VALUE", flags); then the verb decides (no verb: t->bare). */
-static int servable(const struct classification *t, int argc, char **argv)
+/* Where the verb is (argc: none; -1: a word before it is not a known global option:
+ * "--opt VALUE", "--opt=VALUE" or a flag). */
+static int verb_index(const struct classification *t, int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-')
-            return listed(t->served, a, strlen(a));
+            return i;
         size_t n = strcspn(a, "=");
         if (listed(t->values, a, n)) {
             if (!a[n])
                 i++;                    /* its value is the next word */
         } else if (a[n] || !listed(t->flags, a, n)) {
-            return 0;
+            return -1;
         }
     }
-    return t->bare;
+    return argc;
+}
+
+/* warm.servable(): the verb decides (no verb: t->bare). */
+static int servable(const struct classification *t, int argc, char **argv)
+{
+    int i = verb_index(t, argc, argv);
+    return i < 0 ? 0 : i == argc ? t->bare : listed(t->served, argv[i], strlen(argv[i]));
+}
+
+/* warm.forkable(): served with a forker (this process, exec'd into Python, forks the
+ * container), never with --preserve-fds (our fds, which the worker does not get). */
+static int forkable(const struct classification *t, int argc, char **argv)
+{
+    int i = verb_index(t, argc, argv);
+    if (i < 0 || i == argc || !listed(t->forked, argv[i], strlen(argv[i])))
+        return 0;
+    for (int j = i + 1; j < argc; j++)
+        if (strncmp(argv[j], "--preserve-fds", 14) == 0)
+            return 0;
+    return 1;
 }
 
 /* --- the time the server gets ---------------------------------------------------- */
@@ -302,7 +355,8 @@ int main(int argc, char **argv)
     const char *mode = getenv("EXECDRIVER_SERVER");
     const struct classification *table =
         strcmp(prog, "execdriver-oci") == 0 ? &oci_table : &execdriver_table;
-    if ((mode && strcmp(mode, "off") == 0) || !servable(table, argc, argv))
+    int forker = !servable(table, argc, argv) && forkable(table, argc, argv);
+    if ((mode && strcmp(mode, "off") == 0) || !(forker || servable(table, argc, argv)))
         run_python(prog, argc, argv);
 
     const char *path = getenv("EXECDRIVER_SERVER_SOCKET");
@@ -323,8 +377,10 @@ int main(int argc, char **argv)
     if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
         if (errno == EAGAIN)
             debug_fallback(prog, "busy", 4);
+        /* Not from a forked verb: its caller (conmon, containerd-shim) is a child
+         * subreaper, which would inherit the detached server and wait for it. */
         else if ((errno == ENOENT || errno == ECONNREFUSED) && path == socket_path
-                 && geteuid() == 0 && !(mode && strcmp(mode, "manual") == 0))
+                 && geteuid() == 0 && !(mode && strcmp(mode, "manual") == 0) && !forker)
             autostart();
         run_python(prog, argc, argv);
     }
@@ -332,7 +388,7 @@ int main(int argc, char **argv)
         run_python(prog, argc, argv);
 
     /* the request (as warm.py builds it) */
-    int fds[4], nfds = 0;
+    int fds[6], nfds = 0;
     struct buf b = {0};
     puts_(&b, "{\"v\": ");
     putint(&b, PROTOCOL);
@@ -381,7 +437,7 @@ int main(int argc, char **argv)
             putint(&b, forwarded[i]);
         }
     }
-    puts_(&b, "]}");
+    puts_(&b, forker ? "], \"forker\": 1}" : "]}");
     limit(SO_SNDTIMEO, deadline);
     if (send(sock, b.p, b.n, MSG_NOSIGNAL) < 0) {
         if (errno == EAGAIN)
@@ -417,8 +473,14 @@ int main(int argc, char **argv)
     if (cwd < 0)
         run_python(prog, argc, argv);   /* the worker gets EOF, not "go": it runs nothing */
     fds[nfds++] = cwd;
+    int fork_pair[2] = {-1, -1};
+    if (forker) {
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fork_pair) < 0)
+            run_python(prog, argc, argv);   /* no "go": the worker runs nothing */
+        fds[nfds++] = fork_pair[1];
+    }
     struct iovec iov = {.iov_base = "{\"go\": 1}", .iov_len = 9};
-    union { char buf[CMSG_SPACE(sizeof(int) * 4)]; struct cmsghdr align; } ctl;
+    union { char buf[CMSG_SPACE(sizeof(int) * 6)]; struct cmsghdr align; } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                         .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds)};
@@ -430,6 +492,8 @@ int main(int argc, char **argv)
     if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
         run_python(prog, argc, argv);
     close(cwd);
+    if (forker)
+        run_forker(prog, fork_pair);
 
     struct sigaction sa = {.sa_handler = forward};
     sigemptyset(&sa.sa_mask);

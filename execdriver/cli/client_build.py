@@ -37,7 +37,8 @@ def classification_defines() -> dict[str, object]:
                               "AUTOSTART_IDLE": float(warm.AUTOSTART_IDLE)}
     for prog, prefix in TABLES.items():
         served, values, flags, bare = warm.CLASSIFICATION[prog]
-        for name, words in (("SERVED", served), ("VALUES", values), ("FLAGS", flags)):
+        for name, words in (("SERVED", served), ("FORKED", warm.FORKED[prog]),
+                            ("VALUES", values), ("FLAGS", flags)):
             assert all(w and " " not in w and w.isascii() for w in words), words
             out[f"{prefix}_{name}"] = " ".join(sorted(words))
         out[f"{prefix}_BARE"] = int(bare)

@@ -16,8 +16,11 @@ client's ulimits and oom_score_adj, which a container inherits. What differs: th
 is a child of the server, not of the client, and runs in the server's
 cgroup. So verbs whose caller must reap the container (``execdriver-oci
 create/run/exec`` under conmon or containerd-shim, which are child
-subreapers) are never served: see warm.CLASSIFICATION, which the server applies
-again to the verb its own parser finds.
+subreapers) are never served as such: see warm.CLASSIFICATION, which the server
+applies again to the verb its own parser finds. ``create`` from the compiled
+client is served with a forker (warm.FORKED): the worker does all of it but the
+forks, which the client, exec'd into a small Python, makes for it, so that the
+container still descends from the client's caller.
 
 No client can hold up another: connections are read without blocking in the
 one selector loop, each with a deadline and a size limit, and everything done
@@ -379,7 +382,8 @@ class Server:
         fds = req.get("fds")
         if not isinstance(fds, list) or not set(fds) <= {0, 1, 2} or len(set(fds)) != len(fds):
             return "fds"
-        return (self._refuse_installation(req) or refuse_command(req.get("prog"), req.get("argv"))
+        return (self._refuse_installation(req)
+                or refuse_command(req.get("prog"), req.get("argv"), bool(req.get("forker")))
                 or self._refuse_peer(conn, req, inherit=True))
 
     def _refuse_installation(self, req: dict[str, Any]) -> str:
@@ -467,18 +471,20 @@ class Server:
 
 # --- what is served, and to whom -----------------------------------------------------
 
-def refuse_command(prog: Any, argv: Any) -> str:
+def refuse_command(prog: Any, argv: Any, forker: bool = False) -> str:
     """'' when ``prog argv`` may be served: by warm's rule (as the client decided), and
     by the verb the worker's own parser will find -- "verb" otherwise, e.g. for
-    ``execdriver-oci --cri state create c1`` if an abbreviation ever parsed again."""
+    ``execdriver-oci --cri state create c1`` if an abbreviation ever parsed again.
+    ``forker``: the client forks the containers (warm.FORKED), and only for such a verb."""
     if prog not in warm.CLASSIFICATION:
         return "prog"
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         return "argv"
-    if not warm.servable(prog, argv):
+    if not (warm.forkable(prog, argv) if forker else warm.servable(prog, argv)):
         return "verb"
     verb = parsed_verb(prog, argv)
-    if verb is None or not warm.verb_served(prog, verb):
+    if verb is None or not (verb in warm.FORKED[prog] if forker
+                            else warm.verb_served(prog, verb)):
         return "verb"
     return ""
 
@@ -635,7 +641,9 @@ def _worker(conn: socket.socket, req: dict[str, Any]) -> None:
     code = warm.EXIT_ERROR
     try:
         signal.set_wakeup_fd(-1)
-        fds = _go(conn, len(req["fds"]) + 1)
+        forker = bool(req.get("forker"))
+        fds = _go(conn, len(req["fds"]) + 1 + forker)
+        fork_fd = fds.pop() if forker else -1      # the client's forker: see _use_forker
         client_fds = dict(zip(req["fds"], fds[:-1], strict=True))   # _go checked the count
         cwd = fds[-1]
         for target in (0, 1, 2):
@@ -647,15 +655,20 @@ def _worker(conn: socket.socket, req: dict[str, Any]) -> None:
                 except OSError:
                     pass
         os.fchdir(cwd)
-        keep = conn.fileno()
-        os.closerange(3, keep)
-        os.closerange(keep + 1, 1 << 20)
+        start = 3
+        for keep in sorted({conn.fileno(), fork_fd} - {-1}):
+            os.closerange(start, keep)
+            start = keep + 1
+        os.closerange(start, 1 << 20)
         os.umask(int(req["umask"]))
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in req["env"].items()})
         _inherit(req["inherit"])
         _reset_signals([int(s) for s in req.get("ignored", [])])
         _reopen_stdio()
+        if forker:
+            from execdriver.kernel import forkserver
+            forkserver.use_forker(fork_fd)
         threading.Thread(target=_watch_client, args=(conn,), daemon=True).start()
         prog, argv = req["prog"], [str(a) for a in req["argv"]]
         sys.argv = [prog, *argv]

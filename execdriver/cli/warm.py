@@ -8,12 +8,16 @@ already-imported process, and the worker runs the very same ``main`` with
 them. This module is what the client imports: the stdlib only, nothing heavy.
 
 Protocol (SOCK_SEQPACKET, one JSON object a message):
-  client -> server  {"v", "key", "prog", "argv", "env", "umask", "fds", "ignored"}
-                    ("fds": which of 0-2 the client has open)
+  client -> server  {"v", "key", "prog", "argv", "env", "umask", "fds", "ignored"[, "forker"]}
+                    ("fds": which of 0-2 the client has open; "forker": 1 for a FORKED
+                    verb, from the compiled client only)
   server -> client  {"fallback": why}   run locally instead (nothing was done), or
                     {"ok": worker_pid}  the worker is ready, then
   client -> worker  {"go": 1}           run it (until then the worker does nothing)
-                    + SCM_RIGHTS: the client's open fds among 0-2, then its cwd
+                    + SCM_RIGHTS: the client's open fds among 0-2, then its cwd (with
+                    "forker": then one end of a socketpair, whose other end the client,
+                    exec'd into kernel/forkserver.py's serve_forker, keeps: it forks the
+                    worker's containers there, descendants of the client's caller)
   worker -> client  {"fallback": why}   (bad fds: nothing was done), else in the end
                     {"exit": code} | {"signal": n}   (from the worker or the server)
   client -> worker  {"signal": n}       a signal the client got, re-raised there;
@@ -50,7 +54,7 @@ TYPE_CHECKING = False       # (typing costs 2 ms at start-up; mypy treats this a
 if TYPE_CHECKING:
     from typing import Any
 
-PROTOCOL = 2
+PROTOCOL = 3
 MODE_ENV = "EXECDRIVER_SERVER"            # "off": never use a server; "manual": never start one
 IDLE_ENV = "EXECDRIVER_SERVER_IDLE"       # seconds an auto-started server waits for a client
 AUTOSTART_IDLE = 600.0
@@ -88,6 +92,13 @@ CLASSIFICATION: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str], 
         frozenset({"--debug", "--systemd-cgroup", "-v", "--version"}), False),
 }
 OCI_SERVED = CLASSIFICATION["execdriver-oci"][0]
+#: Verbs served with a forker (the compiled client only): a worker runs the command, but
+#: the container's first process is forked by the client itself, exec'd into a small
+#: Python (kernel/forkserver.py's serve_forker), so that it descends from the client's
+#: caller (conmon, containerd-shim) as runc's does. Never with --preserve-fds (those are
+#: the client's fds, which the worker does not have).
+FORKED: dict[str, frozenset[str]] = {"execdriver": frozenset(),
+                                     "execdriver-oci": frozenset({"create"})}
 
 
 def verb_index(prog: str, argv: object) -> int | None:
@@ -121,6 +132,16 @@ def servable(prog: str, argv: object) -> bool:
     assert isinstance(argv, list)
     served, _values, _flags, bare = CLASSIFICATION[prog]
     return argv[i] in served if i < len(argv) else bare
+
+
+def forkable(prog: str, argv: object) -> bool:
+    """Whether ``prog argv`` may be served with a forker (client.c: forkable())."""
+    i = verb_index(prog, argv)
+    if i is None:
+        return False
+    assert isinstance(argv, list)
+    return i < len(argv) and argv[i] in FORKED[prog] and \
+        not any(a.startswith("--preserve-fds") for a in argv[i + 1:])
 
 
 def verb_served(prog: str, verb: str) -> bool:

@@ -95,6 +95,8 @@ def fork_exec_helper(args: tuple[Any, ...], proc: Any, fds: list[int]) -> int | 
 
 
 def _clone(kind: str, proc: Any, args: tuple[Any, ...], fds: list[int]) -> int | None:
+    if _forker is not None and _forker_owner == os.getpid():
+        return _clone_by_forker(_forker, kind, args, fds)
     srv = _usable(proc)
     if srv is None:
         return None
@@ -127,6 +129,139 @@ def _clone(kind: str, proc: Any, args: tuple[Any, ...], fds: list[int]) -> int |
     if kind == "broken":
         _drop(srv, broken=True)
     return None                         # our own fork reports the error properly
+
+
+# --- the compiled client's forker (a warm server's worker runs a create) ------------------
+
+FORKER_TIMEOUT = 30.0       # seconds for the client's Python to start and to answer
+#: the signals a client passes on to its worker (cli/warm.py's FORWARDED, which the cli
+#: layer may not lend to this one: a unit test keeps the two the same)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
+_forker: _Server | None = None
+_forker_owner = 0
+
+
+def package_root() -> str:
+    """The directory to import this execdriver from (a -S Python has no site-packages)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def use_forker(fd: int) -> None:
+    """In a warm server's worker running a forked verb (cli/warm.py: FORKED): every
+    stage-1 of this process is forked by the client's forker on ``fd`` (serve_forker),
+    a descendant of the client's caller, never by this process (a descendant of the
+    server). Its first message tells the forker where to import us from."""
+    global _forker, _forker_owner
+    sock = socket.socket(fileno=fd)
+    sock.sendall(package_root().encode())
+    _forker, _forker_owner = _Server(0, sock), os.getpid()
+
+
+def _clone_by_forker(srv: _Server, kind: str, args: tuple[Any, ...], fds: list[int]) -> int:
+    import pickle
+
+    from ..errors import StepFailed
+    with srv.lock:
+        try:
+            srv.sock.settimeout(FORKER_TIMEOUT)
+            if not srv.ready:
+                hello = srv.sock.recv(16)
+                if hello != b"ready":
+                    raise OSError(f"it said {hello!r}" if hello else "it exited")
+                srv.ready = True
+            payload = pickle.dumps((kind, args, os.getcwd(), _umask()),
+                                   protocol=pickle.HIGHEST_PROTOCOL)
+            socket.send_fds(srv.sock, [payload], fds)
+            reply = srv.sock.recv(4096).decode(errors="replace")
+        except (OSError, pickle.PicklingError) as exc:
+            raise StepFailed("fork", "the calling process (the execdriver-oci client, which "
+                             f"forks the container) did not answer: {exc}") from None
+    answer, _, value = reply.partition(" ")
+    if answer != "ok":
+        raise StepFailed("fork", f"the calling process could not fork the container: "
+                         f"{value or 'no answer'}")
+    return int(value)
+
+
+def serve_forker(sock: socket.socket, conn_fd: int) -> None:
+    """The compiled client, exec'd into ``python -I -S`` for a forked verb: fork what the
+    worker asks on ``sock``, pass our signals on to it over ``conn_fd`` (the server
+    connection), and exit as the command did. Never returns."""
+    import json
+    conn = socket.socket(fileno=conn_fd)
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            conn.send(json.dumps({"signal": signum}).encode())
+        except OSError:
+            pass
+    for sig in FORWARDED:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, forward)
+    # Everything stage-1 runs, imported once here.
+    from . import init as initmod
+    from . import launch
+    live: socket.socket | None = sock
+    try:
+        sock.sendall(b"ready")
+    except OSError:
+        live = None                     # the worker is done already (it failed early)
+    while True:
+        try:
+            ready = select.select([conn, *([live] if live else [])], [], [])[0]
+        except InterruptedError:
+            continue
+        if live in ready:
+            try:
+                msg, fds = _recv(live)
+            except OSError:
+                msg, fds = b"", []
+            if not msg:
+                live = None             # the worker forks nothing more
+            else:
+                try:
+                    reply = _serve_one(msg, fds, [live, conn], initmod, launch, sibling=False)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                live.send(reply)
+            _reap_children()
+        if conn in ready:
+            _finish_forker(conn)
+
+
+def _finish_forker(conn: socket.socket) -> None:
+    import json
+    try:
+        data = conn.recv(65536)
+        msg = json.loads(data) if data else None
+    except (OSError, ValueError):
+        msg = None
+    if isinstance(msg, dict) and "signal" in msg and "exit" not in msg:
+        sig = int(msg["signal"])        # die the way the worker died
+        _reap_children()
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    if not (isinstance(msg, dict) and "exit" in msg):
+        why = "went away before the command ended" if msg is None else f"said {msg}"
+        os.write(2, f"execdriver-oci: the execdriver server {why}\n".encode())
+        os._exit(1)
+    _reap_children()
+    os._exit(int(msg["exit"]) & 0xFF)
+
+
+def _reap_children() -> None:
+    """Stage-1s that have ended (a detached one ends once it has forked the monitor)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _usable(proc: Any) -> _Server | None:
@@ -240,7 +375,7 @@ def serve() -> None:
         if not msg:
             os._exit(0)                 # the caller closed its end, or died
         try:
-            reply = _serve_one(msg, fds, sock, initmod, launch)
+            reply = _serve_one(msg, fds, [sock], initmod, launch)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -262,8 +397,10 @@ def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
     return msg, list(fds)
 
 
-def _serve_one(msg: bytes, fds: list[int], server_sock: socket.socket, initmod: Any,
-               launch: Any) -> bytes:
+def _serve_one(msg: bytes, fds: list[int], ours: list[socket.socket], initmod: Any,
+               launch: Any, sibling: bool = True) -> bytes:
+    """Clone (``sibling``: as our parent's child) what ``msg`` asks for; the clone
+    closes ``ours`` first."""
     import pickle
     try:
         # (only our caller holds the other end of this unnamed socketpair)
@@ -274,13 +411,14 @@ def _serve_one(msg: bytes, fds: list[int], server_sock: socket.socket, initmod: 
     if len(fds) != want:
         return f"broken {kind}: expected {want} fds, got {len(fds)}".encode()
     try:
-        pid = sc.fork_as_sibling()
+        pid = sc.fork_as_sibling() if sibling else os.fork()
     except OSError as exc:
         return f"error {exc}".encode()
     if pid == 0:
         child = socket.socket(fileno=fds[0])
         try:
-            server_sock.close()
+            for own in ours:
+                own.close()
             os.umask(umask)
             os.chdir(cwd)
             stdio = (fds[1], fds[2], fds[3])

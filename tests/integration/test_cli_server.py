@@ -318,7 +318,7 @@ def test_changed_code_makes_the_server_step_aside(server: Server, cli: Cli) -> N
 
 
 @pytest.mark.parametrize("client", ["python", "compiled"])
-def test_oci_create_is_never_served_but_state_is(server: Server, tmp_path: Path,
+def test_oci_create_is_served_only_with_a_forker_but_state_is(server: Server, tmp_path: Path,
                                                   client: str) -> None:
     env = server.client_env()
     front = ([compiled_client("execdriver-oci")] if client == "compiled"
@@ -332,8 +332,10 @@ def test_oci_create_is_never_served_but_state_is(server: Server, tmp_path: Path,
     assert r.returncode == 1 and "nosuch" in r.stderr
     assert server.served() == before + 1
     r = oci("create", "--bundle", str(tmp_path / "nobundle"), "c1")
-    assert r.returncode == 1 and r.stderr.strip()
-    assert server.served() == before + 1      # create ran in the client (conmon reaps its init)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and "nobundle" in r.stderr
+    # The Python client runs create itself (conmon reaps its init); the compiled one has a
+    # worker run it, forking the container itself (see the subreaper test below).
+    assert server.served() == before + (2 if client == "compiled" else 1)
 
 
 def oci_bundle(tmp_path: Path, rootfs: Path, args: list[str], **linux: Any) -> Path:
@@ -358,20 +360,24 @@ print(json.dumps({"code": code, "heavy": heavy}))
 """
 
 
-@pytest.mark.parametrize("client", ["python", "compiled"])
+@pytest.mark.parametrize("client", ["python", "compiled-cold"])
 def test_oci_create_has_the_server_translate_config_json_and_launches_itself(
         server: Server, tmp_path: Path, busybox_rootfs: Path, client: str) -> None:
-    """create stays in the caller (its init is the caller's child), but config.json is
-    translated by the server: the caller imports no pydantic, and the container runs."""
+    """A create the client runs itself (the Python client; the compiled one when the
+    worker may not fork through it: --preserve-fds) stays in the caller (its init is the
+    caller's child), but config.json is translated by the server: the caller imports no
+    pydantic, and the container runs."""
     env = server.client_env()
-    front = ([compiled_client("execdriver-oci")] if client == "compiled"
+    front = ([compiled_client("execdriver-oci")] if client == "compiled-cold"
              else [sys.executable, "-m", "execdriver.cli.oci"])
+    extra = ["--preserve-fds", "0"] if client == "compiled-cold" else []
     root = str(tmp_path / "oci")
     bundle = oci_bundle(tmp_path, busybox_rootfs, ["sleep", "30"])
     before = server.status()["prepared"]
     # (files, not pipes: a created container keeps the stdio it was given)
     with open(tmp_path / "err", "w+") as err:
-        code = subprocess.run([*front, "--root", root, "create", "--bundle", str(bundle), "p1"],
+        code = subprocess.run([*front, "--root", root, "create", *extra, "--bundle",
+                               str(bundle), "p1"],
                               env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=err, timeout=60, check=False).returncode
     assert code == 0, (tmp_path / "err").read_text()
@@ -393,6 +399,53 @@ def test_oci_create_has_the_server_translate_config_json_and_launches_itself(
         assert result == {"code": 0, "heavy": []}, text
     finally:
         subprocess.run([*oci, "delete", "--force", "p2"], env=env, check=False, timeout=60)
+
+
+SUBREAPER = """
+import ctypes, json, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)         # PR_SET_CHILD_SUBREAPER, as conmon
+oci = sys.argv[1:3]
+root, bundle, err_path = sys.argv[3], sys.argv[4], sys.argv[5]
+with open(err_path, "w") as err:
+    code = subprocess.run([*oci, "--root", root, "create", "--bundle", bundle, "s1"],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=err).returncode
+state = json.loads(subprocess.run([*oci, "--root", root, "state", "s1"],
+                                  capture_output=True, check=True).stdout)
+pid = state["pid"]
+ppid = int([l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("PPid:")][0])
+subprocess.run([*oci, "--root", root, "start", "s1"], check=True)
+_, status = os.waitpid(pid, 0)                  # the init is ours to reap, as conmon's
+subprocess.run([*oci, "--root", root, "delete", "--force", "s1"], check=True)
+print(json.dumps({"code": code, "ppid": ppid, "me": os.getpid(),
+                  "exit": os.waitstatus_to_exitcode(status)}))
+"""
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["forker", "cold"])
+def test_a_created_init_descends_from_the_caller_and_is_reaped_by_it(
+        server: Server, tmp_path: Path, busybox_rootfs: Path, served: bool) -> None:
+    """runc's process model, which conmon and containerd-shim rely on: the init of a
+    created container is a child of the caller (a child subreaper) once create returns.
+    Served, the compiled client stays the forker of a worker's create (its Python forks
+    stage-1), so the init still descends from the caller, not from the server."""
+    client = compiled_client("execdriver-oci")
+    env = server.client_env(**({} if served else {"EXECDRIVER_SERVER": "off"}))
+    bundle = oci_bundle(tmp_path, busybox_rootfs, ["sh", "-c", "exit 7"])
+    before = server.served()
+    err = tmp_path / "err"
+    out = subprocess.run([sys.executable, "-c", SUBREAPER, client, "--log-format=text",
+                          str(tmp_path / "oci"), str(bundle), str(err)], env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr + (err.read_text() if err.exists() else "")
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["code"] == 0, err.read_text()
+    assert got["ppid"] == got["me"]
+    assert got["exit"] == 7
+    # create (a worker, with the client as its forker), state, start and delete went to
+    # the server, or (off) none of them
+    assert server.served() - before == (4 if served else 0)
+    assert not (tmp_path / "oci" / "s1").exists()
 
 
 def test_a_config_the_server_cannot_translate_is_reported_by_the_caller(
@@ -429,7 +482,10 @@ def test_oci_create_behind_option_tricks_is_never_served(server: Server, tmp_pat
                        env={**server.client_env(), "EXECDRIVER_OCI_ROOT": str(tmp_path / "oci")},
                        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
     assert r.returncode == 1 and r.stderr.strip(), r.stderr
-    assert server.served() == before
+    # Whatever ran it (the client itself, or, for the compiled client and a command line
+    # whose verb is create, a worker with the client as its forker), it was no `state`.
+    assert "does not exist" not in r.stderr, r.stderr
+    assert server.served() - before <= (1 if client == "compiled" else 0)
     assert not (tmp_path / "oci" / "c1").exists()
 
 
