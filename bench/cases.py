@@ -207,6 +207,31 @@ def case_cli(ctx: Context) -> list[Latency]:
                     build_warm, unavailable)]
 
 
+def case_oci(ctx: Context) -> Latency:
+    """What an engine asks of its runtime for one container: ``create``, ``start`` and
+    ``delete --force``, three new processes, through the installed execdriver-oci (no
+    server started by hand: the first served verb of a warm-up run starts one) against
+    runc, on one bundle of /bin/true; one ``sh -c`` on each side runs the three."""
+    exe = venv_bin("execdriver-oci")
+
+    def unavailable() -> str | None:
+        return _runc_missing() or (None if os.path.exists(exe) else f"{exe} missing")
+
+    def argv(runtime: str, root: str) -> Callable[[str], list[str]]:
+        bundle = ctx.ws.runc_bundle("true", TRUE)
+        return lambda cid: ["sh", "-c", f'set -e; R="{runtime} --root {root}"; '
+                            f'$R create --bundle {bundle} {cid}; $R start {cid}; '
+                            f'$R delete --force {cid}']
+
+    def build() -> tuple[Side, Side]:
+        ours = Command("execdriver-oci create+start+delete", argv(exe, ctx.state_root("oci")),
+                       env=ctx.without_server_env(), tag="oci")
+        return ours, Command("runc create+start+delete", argv("runc", ctx.state_root("runc")),
+                             tag="ocir")
+    return Latency("oci", "execdriver-oci create + start + delete (no server started by hand)",
+                   "runc create + start + delete", 2.0, build, unavailable)
+
+
 def case_chroot(ctx: Context) -> Latency:
     return _api_vs_runc(ctx, "chroot", "chroot", "chroot driver.run(true) (API)")
 
@@ -390,7 +415,7 @@ def case_containerd(ctx: Context) -> Latency:
 
 
 def latency_cases(ctx: Context) -> list[Latency]:
-    return [case_api(ctx), *case_cli(ctx), *case_podman(ctx), case_docker(ctx),
+    return [case_api(ctx), *case_cli(ctx), case_oci(ctx), *case_podman(ctx), case_docker(ctx),
             case_containerd(ctx), case_lxc(ctx), case_chroot(ctx), case_nspawn(ctx),
             case_qemu(ctx)]
 

@@ -27,7 +27,7 @@ from bench.cases import Context, density, latency_cases, threads
 from bench.sides import BenchError, Worker
 from bench.workspace import Workspace, machine_facts
 
-ALL_CASES = ["api", "cli", "cli-cold", "cli-server", "podman", "podman-server", "docker",
+ALL_CASES = ["api", "cli", "cli-cold", "cli-server", "oci", "podman", "podman-server", "docker",
              "containerd", "lxc", "chroot", "nspawn", "qemu", "threads", "density"]
 #: qemu only when asked for: each of its rounds boots a VM (~9 s under TCG)
 DEFAULT_CASES = [c for c in ALL_CASES if c != "qemu"]

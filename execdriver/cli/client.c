@@ -100,8 +100,11 @@ static void putstr(struct buf *b, const char *s, size_t n)
 
 /* --- falling back to Python ----------------------------------------------------- */
 
+static void reap_forker(void);
+
 static void run_python(const char *prog, int argc, char **argv)
 {
+    reap_forker();
     const char *module = strcmp(prog, "execdriver-oci") == 0 ? "execdriver.cli.oci" : "execdriver";
     char **args = calloc((size_t)argc + 5, sizeof(char *));
     if (!args) { perror("execdriver: calloc"); exit(125); }
@@ -118,36 +121,62 @@ static void run_python(const char *prog, int argc, char **argv)
     exit(125);
 }
 
-/* The worker runs the command; the container's first process is forked here, so that it
- * descends from our caller (conmon, containerd-shim reap it): become a small Python
- * (kernel/forkserver.py: serve_forker), which learns from the worker where to import
- * execdriver from, forks what the worker asks, passes our signals on over the server
- * connection and exits with the command's status. */
-static void run_forker(const char *prog, int pair[2])
+/* A forked verb (warm.FORKED): the worker runs the command; the container's first process
+ * is forked by our child, a small Python (kernel/forkserver.py: serve_forker), so that it
+ * descends from our caller (conmon, containerd-shim reap it). It is started as soon as
+ * the server answers the connection, and imports the stdlib it needs while the worker
+ * prepares; the worker tells it where to import execdriver from. */
+static pid_t forker_pid = -1;
+static int forker_fd = -1;              /* the worker's end, sent with "go" */
+
+static void spawn_forker(void)
 {
     static const char boot[] =
-        "import socket, sys\n"
+        "import signal\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is our parent's\n"
+        "import array, ctypes, dataclasses, errno, faulthandler, fcntl, json, os, pickle\n"
+        "import resource, select, socket, stat, struct, sys, termios, typing\n"
         "s = socket.socket(fileno=int(sys.argv[1]))\n"
         "root = s.recv(4096).decode()\n"
-        "if not root:  # the worker ended at once: its status comes from the server\n"
-        "    import json\n"
-        "    c = socket.socket(fileno=int(sys.argv[2]))\n"
-        "    sys.exit(int(json.loads(c.recv(65536) or b'{}').get('exit', 1)))\n"
+        "if not root:\n"
+        "    sys.exit(0)  # no worker after all: the command runs in our parent\n"
         "sys.path.insert(0, root)\n"
         "from execdriver.kernel.forkserver import serve_forker\n"
-        "serve_forker(s, int(sys.argv[2]))\n";
-    char fork_fd[16], conn_fd[16];
-    close(pair[1]);
-    snprintf(fork_fd, sizeof fork_fd, "%d", pair[0]);
-    snprintf(conn_fd, sizeof conn_fd, "%d", sock);
-    if (fcntl(pair[0], F_SETFD, 0) < 0 || fcntl(sock, F_SETFD, 0) < 0) {
-        fprintf(stderr, "%s: fcntl: %s\n", prog, strerror(errno));
-        exit(1);                        /* the worker sees us gone: it is killed */
+        "serve_forker(s)\n";
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+        return;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pair[0]);
+        close(pair[1]);
+        return;
     }
-    char *args[] = {python, "-I", "-S", "-c", (char *)boot, fork_fd, conn_fd, NULL};
-    execv(python, args);
-    fprintf(stderr, "%s: exec %s: %s\n", prog, python, strerror(errno));
-    exit(1);
+    if (pid == 0) {
+        char fd[16];
+        snprintf(fd, sizeof fd, "%d", pair[0]);
+        if (fcntl(pair[0], F_SETFD, 0) == 0) {
+            char *args[] = {python, "-I", "-S", "-c", (char *)boot, fd, NULL};
+            execv(python, args);
+        }
+        _exit(127);
+    }
+    close(pair[0]);
+    forker_pid = pid;
+    forker_fd = pair[1];
+}
+
+/* The forker ends when the worker has closed its end (or never got it). */
+static void reap_forker(void)
+{
+    if (forker_pid <= 0)
+        return;
+    if (forker_fd >= 0)
+        close(forker_fd);
+    forker_fd = -1;
+    while (waitpid(forker_pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    forker_pid = -1;
 }
 
 /* --- which installation this is --------------------------------------------------- */
@@ -386,6 +415,10 @@ int main(int argc, char **argv)
     }
     if (fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) & ~O_NONBLOCK) < 0)
         run_python(prog, argc, argv);
+    if (forker)
+        spawn_forker();
+    if (forker && forker_pid < 0)
+        run_python(prog, argc, argv);
 
     /* the request (as warm.py builds it) */
     int fds[6], nfds = 0;
@@ -473,12 +506,8 @@ int main(int argc, char **argv)
     if (cwd < 0)
         run_python(prog, argc, argv);   /* the worker gets EOF, not "go": it runs nothing */
     fds[nfds++] = cwd;
-    int fork_pair[2] = {-1, -1};
-    if (forker) {
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fork_pair) < 0)
-            run_python(prog, argc, argv);   /* no "go": the worker runs nothing */
-        fds[nfds++] = fork_pair[1];
-    }
+    if (forker)
+        fds[nfds++] = forker_fd;
     struct iovec iov = {.iov_base = "{\"go\": 1}", .iov_len = 9};
     union { char buf[CMSG_SPACE(sizeof(int) * 6)]; struct cmsghdr align; } ctl;
     memset(&ctl, 0, sizeof ctl);
@@ -492,8 +521,10 @@ int main(int argc, char **argv)
     if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
         run_python(prog, argc, argv);
     close(cwd);
-    if (forker)
-        run_forker(prog, fork_pair);
+    if (forker) {                       /* the worker has it now */
+        close(forker_fd);
+        forker_fd = -1;
+    }
 
     struct sigaction sa = {.sa_handler = forward};
     sigemptyset(&sa.sa_mask);
@@ -508,6 +539,7 @@ int main(int argc, char **argv)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
+            reap_forker();
             fprintf(stderr, "%s: the execdriver server went away before the command ended\n",
                     prog);
             return strcmp(prog, "execdriver-oci") == 0 ? 1 : 125;
@@ -519,11 +551,14 @@ int main(int argc, char **argv)
             close(sock);
             run_python(prog, argc, argv);
         }
-        if ((v = field(msg, "exit")))
+        if ((v = field(msg, "exit"))) {
+            reap_forker();
             return atoi(v) & 0xff;
+        }
         if ((v = field(msg, "signal"))) {
             /* die the way the worker died */
             int sig = atoi(v);
+            reap_forker();
             signal(sig, SIG_DFL);
             sigset_t set;
             sigemptyset(&set);

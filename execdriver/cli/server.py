@@ -19,7 +19,7 @@ create/run/exec`` under conmon or containerd-shim, which are child
 subreapers) are never served as such: see warm.CLASSIFICATION, which the server
 applies again to the verb its own parser finds. ``create`` from the compiled
 client is served with a forker (warm.FORKED): the worker does all of it but the
-forks, which the client, exec'd into a small Python, makes for it, so that the
+forks, which the client's child, a small Python, makes for it, so that the
 container still descends from the client's caller.
 
 No client can hold up another: connections are read without blocking in the

@@ -15,8 +15,8 @@ Protocol (SOCK_SEQPACKET, one JSON object a message):
                     {"ok": worker_pid}  the worker is ready, then
   client -> worker  {"go": 1}           run it (until then the worker does nothing)
                     + SCM_RIGHTS: the client's open fds among 0-2, then its cwd (with
-                    "forker": then one end of a socketpair, whose other end the client,
-                    exec'd into kernel/forkserver.py's serve_forker, keeps: it forks the
+                    "forker": then one end of a socketpair, whose other end the client's
+                    child, kernel/forkserver.py's serve_forker, keeps: it forks the
                     worker's containers there, descendants of the client's caller)
   worker -> client  {"fallback": why}   (bad fds: nothing was done), else in the end
                     {"exit": code} | {"signal": n}   (from the worker or the server)
@@ -93,9 +93,9 @@ CLASSIFICATION: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str], 
 }
 OCI_SERVED = CLASSIFICATION["execdriver-oci"][0]
 #: Verbs served with a forker (the compiled client only): a worker runs the command, but
-#: the container's first process is forked by the client itself, exec'd into a small
-#: Python (kernel/forkserver.py's serve_forker), so that it descends from the client's
-#: caller (conmon, containerd-shim) as runc's does. Never with --preserve-fds (those are
+#: the container's first process is forked by the client's child, a small Python
+#: (kernel/forkserver.py's serve_forker), so that it descends from the client's caller
+#: (conmon, containerd-shim) as runc's does. Never with --preserve-fds (those are
 #: the client's fds, which the worker does not have).
 FORKED: dict[str, frozenset[str]] = {"execdriver": frozenset(),
                                      "execdriver-oci": frozenset({"create"})}

@@ -17,13 +17,15 @@ import ctypes
 import errno
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Capabilities
 from ..errors import StepFailed
 from . import syscalls as sc
 from .capnames import CAP_NUMBERS, CAPABILITIES, normalize_capability
 from .syscalls import LIBC, Syscalls
+
+if TYPE_CHECKING:
+    from ..config import Capabilities
 
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
@@ -197,6 +199,7 @@ def apply(*, bounding: list[str] | tuple[str, ...], effective: list[str] | tuple
     ``StepFailed("capabilities", ...)`` for sets that cannot go together, OSError
     from the kernel otherwise.
     """
+    from ..config import Capabilities
     plan = prepare(Capabilities(bounding=tuple(bounding), effective=tuple(effective),
                                 permitted=tuple(permitted), inheritable=tuple(inheritable),
                                 ambient=tuple(ambient)))

@@ -8,12 +8,15 @@ import os
 import stat
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..config import Device
 from ..errors import StepFailed
 from . import mounts
 from . import syscalls as sc
 from .syscalls import LIBC, Syscalls
+
+if TYPE_CHECKING:
+    from ..config import Device
 
 # name, major, minor, mode
 DEFAULT_DEVICES = (
@@ -214,6 +217,7 @@ def host_device(host_path: str, container_path: str | None = None) -> Device:
     kind = _HOST_TYPES.get(stat.S_IFMT(st.st_mode))
     if kind is None:
         raise ValueError("not a character or block device")
+    from ..config import Device
     return Device(path=container_path or host_path, type=kind, major=os.major(st.st_rdev),
                   minor=os.minor(st.st_rdev), file_mode=stat.S_IMODE(st.st_mode),
                   uid=st.st_uid, gid=st.st_gid)

@@ -22,6 +22,10 @@ that changes them, or calls from a thread that setns'd, sets
 caller's fd table), the unit tests' recording syscalls, a forked copy of the
 caller (it counts, and may start, its own), a server that died or failed (the
 caller forks itself; a dead server is replaced, a broken one is not).
+
+The same server loop forks for a warm server's worker running ``execdriver-oci
+create`` (use_forker, serve_forker): there the compiled client's child forks, so
+that the container descends from the client's caller (conmon, containerd-shim).
 """
 
 from __future__ import annotations
@@ -134,10 +138,6 @@ def _clone(kind: str, proc: Any, args: tuple[Any, ...], fds: list[int]) -> int |
 # --- the compiled client's forker (a warm server's worker runs a create) ------------------
 
 FORKER_TIMEOUT = 30.0       # seconds for the client's Python to start and to answer
-#: the signals a client passes on to its worker (cli/warm.py's FORWARDED, which the cli
-#: layer may not lend to this one: a unit test keeps the two the same)
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-             signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
 _forker: _Server | None = None
 _forker_owner = 0
 
@@ -149,9 +149,10 @@ def package_root() -> str:
 
 def use_forker(fd: int) -> None:
     """In a warm server's worker running a forked verb (cli/warm.py: FORKED): every
-    stage-1 of this process is forked by the client's forker on ``fd`` (serve_forker),
-    a descendant of the client's caller, never by this process (a descendant of the
-    server). Its first message tells the forker where to import us from."""
+    stage-1 of this process is forked by the client's forker on ``fd`` (serve_forker,
+    the compiled client's child), a descendant of the client's caller, never by this
+    process (a descendant of the server). Our first message tells the forker where to
+    import us from; the forker's imports of the stdlib overlap our preparations."""
     global _forker, _forker_owner
     sock = socket.socket(fileno=fd)
     sock.sendall(package_root().encode())
@@ -175,8 +176,8 @@ def _clone_by_forker(srv: _Server, kind: str, args: tuple[Any, ...], fds: list[i
             socket.send_fds(srv.sock, [payload], fds)
             reply = srv.sock.recv(4096).decode(errors="replace")
         except (OSError, pickle.PicklingError) as exc:
-            raise StepFailed("fork", "the calling process (the execdriver-oci client, which "
-                             f"forks the container) did not answer: {exc}") from None
+            raise StepFailed("fork", "the calling execdriver-oci's forker, which forks the "
+                             f"container, did not answer: {exc}") from None
     answer, _, value = reply.partition(" ")
     if answer != "ok":
         raise StepFailed("fork", f"the calling process could not fork the container: "
@@ -184,73 +185,39 @@ def _clone_by_forker(srv: _Server, kind: str, args: tuple[Any, ...], fds: list[i
     return int(value)
 
 
-def serve_forker(sock: socket.socket, conn_fd: int) -> None:
-    """The compiled client, exec'd into ``python -I -S`` for a forked verb: fork what the
-    worker asks on ``sock``, pass our signals on to it over ``conn_fd`` (the server
-    connection), and exit as the command did. Never returns."""
-    import json
-    conn = socket.socket(fileno=conn_fd)
-
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            conn.send(json.dumps({"signal": signum}).encode())
-        except OSError:
-            pass
-    for sig in FORWARDED:
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            signal.signal(sig, forward)
+def serve_forker(sock: socket.socket) -> None:
+    """The compiled client's child for a forked verb (``python -I -S``, client.c:
+    spawn_forker): fork what the worker asks on ``sock`` until it closes it, wait for
+    those children, exit. Never returns."""
     # Everything stage-1 runs, imported once here.
     from . import init as initmod
     from . import launch
-    live: socket.socket | None = sock
     try:
         sock.sendall(b"ready")
     except OSError:
-        live = None                     # the worker is done already (it failed early)
+        os._exit(0)                     # the worker is done already (it failed early)
     while True:
         try:
-            ready = select.select([conn, *([live] if live else [])], [], [])[0]
-        except InterruptedError:
-            continue
-        if live in ready:
-            try:
-                msg, fds = _recv(live)
-            except OSError:
-                msg, fds = b"", []
-            if not msg:
-                live = None             # the worker forks nothing more
-            else:
-                try:
-                    reply = _serve_one(msg, fds, [live, conn], initmod, launch, sibling=False)
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-                live.send(reply)
-            _reap_children()
-        if conn in ready:
-            _finish_forker(conn)
-
-
-def _finish_forker(conn: socket.socket) -> None:
-    import json
-    try:
-        data = conn.recv(65536)
-        msg = json.loads(data) if data else None
-    except (OSError, ValueError):
-        msg = None
-    if isinstance(msg, dict) and "signal" in msg and "exit" not in msg:
-        sig = int(msg["signal"])        # die the way the worker died
+            msg, fds = _recv(sock)
+        except OSError:
+            msg, fds = b"", []
+        if not msg:
+            break
+        try:
+            reply = _serve_one(msg, fds, [sock], initmod, launch, sibling=False)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            sock.send(reply)
+        except OSError:
+            break
         _reap_children()
-        signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)
-    if not (isinstance(msg, dict) and "exit" in msg):
-        why = "went away before the command ended" if msg is None else f"said {msg}"
-        os.write(2, f"execdriver-oci: the execdriver server {why}\n".encode())
-        os._exit(1)
-    _reap_children()
-    os._exit(int(msg["exit"]) & 0xFF)
+    while True:                         # a detached stage-1 ends once its monitor is forked
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
 
 
 def _reap_children() -> None:

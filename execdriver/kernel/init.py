@@ -39,13 +39,15 @@ import socket
 import struct
 import termios
 
-from ..config import RootMode
 from . import apparmor, capabilities, devices, mounts, rlimits, sync
 from . import syscalls as sc
 from .initconfig import InitConfig, ProcessConfig
 from .syscalls import Syscalls
 
 EXIT_SETUP_FAILED = 126
+# config.RootMode's values (InitConfig.root_mode): not the enum, so that neither this
+# module nor an unpickled InitConfig (forkserver.py) needs the Config module
+PIVOT, MOVE, CHROOT = "pivot", "move", "chroot"
 CATCHABLE_SIGNALS = sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 LIBC = sc.LIBC
 TIOCSPTLCK, TIOCGPTN = 0x40045431, 0x80045430
@@ -364,11 +366,11 @@ def enter_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
     """Make the rootfs our root (pivot, move or chroot), then what is done from
     inside: sysctls, masked and read-only paths, the read-only root."""
     root = cfg.rootfs
-    if cfg.root_mode == RootMode.PIVOT:
+    if cfg.root_mode == PIVOT:
         mounts.pivot_into(root, syscalls)
-    elif cfg.root_mode == RootMode.MOVE:
+    elif cfg.root_mode == MOVE:
         mounts.move_into(root, syscalls)
-    elif cfg.root_mode == RootMode.CHROOT:
+    elif cfg.root_mode == CHROOT:
         syscalls.chdir(root)
         syscalls.chroot(".")
         syscalls.chdir("/")
@@ -395,7 +397,7 @@ def enter_rootfs(cfg: InitConfig, syscalls: Syscalls = LIBC) -> None:
         except OSError as exc:
             _step(exc, f"readonly {path}")
             raise
-    if cfg.root_mode != RootMode.CHROOT:
+    if cfg.root_mode != CHROOT:
         if cfg.root_propagation_final:
             syscalls.mount(None, "/", None, cfg.root_propagation_final)
         # Again, after the pivot: making the tree rslave there (pivot_into) turned a shared

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..config import RootMode
 from ..errors import StepFailed
 from . import apparmor, capabilities, devices, mounts, rlimits, seccomp
 from . import syscalls as sc
@@ -55,7 +54,7 @@ class ProcessConfig:
 class InitConfig:
     container_id: str
     rootfs: str
-    root_mode: RootMode
+    root_mode: str                      # a RootMode's value ("pivot", "move", "chroot")
     process: ProcessConfig
     unshare_flags: int = 0              # every new namespace except user
     new_userns: bool = False
@@ -157,7 +156,8 @@ def build(container_id: str, spec: Config, *,
           extra_binds: list[tuple[str, str]] | None = None, exec_fifo: str | None = None,
           exit_file: str | None = None, detach: bool = False) -> InitConfig:
     """Translate a Config into an InitConfig (pure apart from host checks)."""
-    root_mode = RootMode(spec.root_mode)      # ValueError for a mode that does not exist
+    from ..config import RootMode
+    root_mode = RootMode(spec.root_mode).value   # ValueError for a mode that does not exist
     root = os.path.realpath(spec.root.path)
     if not os.path.isdir(root):
         raise StepFailed("rootfs", "not a directory" if os.path.exists(root)

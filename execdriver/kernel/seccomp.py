@@ -36,12 +36,13 @@ import errno as _errno
 import functools
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import config
-from ..config import Seccomp, SeccompProfile
 from . import syscall_table
 from .syscalls import LIBC, Syscalls
+
+if TYPE_CHECKING:
+    from ..config import Seccomp, SeccompProfile
 
 # BPF opcodes
 LD_W_ABS, ALU_AND_K, RET_K = 0x20, 0x54, 0x06
@@ -246,9 +247,10 @@ def compile_profile(profile: SeccompProfile, arch: str | None = None) -> bytes:
 
 def plain(profile: Any) -> SeccompProfile:
     """``profile`` as Config data (a spec model is converted: callers may pass either)."""
+    from ..config import SeccompProfile, decode
     if isinstance(profile, SeccompProfile):
         return profile
-    return config.decode(SeccompProfile, profile.model_dump(), "seccomp.profile")
+    return decode(SeccompProfile, profile.model_dump(), "seccomp.profile")
 
 
 @functools.lru_cache(maxsize=32)

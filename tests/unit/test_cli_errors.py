@@ -196,9 +196,3 @@ def test_new_verbs_have_help_with_examples(cli: Cli) -> None:
         assert r.returncode == 0 and "examples:" in r.stdout, r.stderr
     assert "--init" in cli("run", "--help").stdout and "--init" in cli("create", "--help").stdout
 
-
-def test_the_fork_server_forwards_the_signals_the_client_does() -> None:
-    """kernel/forkserver.py keeps its own copy (the kernel layer may not import the cli)."""
-    from execdriver.cli import warm
-    from execdriver.kernel import forkserver
-    assert forkserver.FORWARDED == warm.FORWARDED
