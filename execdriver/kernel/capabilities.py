@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import types
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -199,8 +200,10 @@ def apply(*, bounding: list[str] | tuple[str, ...], effective: list[str] | tuple
     ``StepFailed("capabilities", ...)`` for sets that cannot go together, OSError
     from the kernel otherwise.
     """
-    from ..config import Capabilities
-    plan = prepare(Capabilities(bounding=tuple(bounding), effective=tuple(effective),
-                                permitted=tuple(permitted), inheritable=tuple(inheritable),
-                                ambient=tuple(ambient)))
+    # Not config.Capabilities: a driver calls this in a child that may already be in the
+    # container's root, where nothing more can be imported (prepare only reads the sets).
+    sets = types.SimpleNamespace(bounding=tuple(bounding), effective=tuple(effective),
+                                 permitted=tuple(permitted), inheritable=tuple(inheritable),
+                                 ambient=tuple(ambient))
+    plan = prepare(sets)  # type: ignore[arg-type]
     apply_user(uid, gid, tuple(additional_gids), plan, syscalls)
