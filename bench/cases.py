@@ -149,18 +149,19 @@ def runc_side(ctx: Context, args: list[str]) -> Side:
                    tag="runc")
 
 
-def _api_vs_runc(ctx: Context, name: str, driver: str, title: str) -> Latency:
-    """driver.run(true) in the bench's worker process against ``runc run``, target 0.5."""
+def _api_vs_runc(ctx: Context, name: str, driver: str, title: str,
+                 target: float) -> Latency:
+    """driver.run(true) in the bench's worker process against ``runc run``."""
     def build() -> tuple[Side, Side]:
         ours = WorkerRun(f"execdriver API ({driver})", ctx.worker, driver, ctx.state_root(name),
                          str(ctx.ws.rootfs), TRUE)
         return ours, runc_side(ctx, TRUE)
-    return Latency(name, title, "runc run", 0.5, build,
+    return Latency(name, title, "runc run", target, build,
                    lambda: _runc_missing() or _driver_missing(driver))
 
 
 def case_api(ctx: Context) -> Latency:
-    return _api_vs_runc(ctx, "api", "native", "embedded API, native driver.run(true)")
+    return _api_vs_runc(ctx, "api", "native", "embedded API, native driver.run(true)", 0.5)
 
 
 def case_cli(ctx: Context) -> list[Latency]:
@@ -233,7 +234,8 @@ def case_oci(ctx: Context) -> Latency:
 
 
 def case_chroot(ctx: Context) -> Latency:
-    return _api_vs_runc(ctx, "chroot", "chroot", "chroot driver.run(true) (API)")
+    # (issue 13's target: a chroot does far less than a container of runc's)
+    return _api_vs_runc(ctx, "chroot", "chroot", "chroot driver.run(true) (API)", 0.3)
 
 
 def case_nspawn(ctx: Context) -> Latency:
