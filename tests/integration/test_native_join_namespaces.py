@@ -9,6 +9,7 @@ joins its namespace through /proc/<holder>/ns/<kind>, and its own
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,13 @@ class Holder:
         return os.stat(self.path).st_ino
 
     def close(self) -> None:
+        # With --fork the sleep is unshare's child, pid 1 of its namespace: killing
+        # unshare alone left it running, re-parented to init (one per CI run).
+        if self.pid != self.proc.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)       # ours: started by this holder
+            except ProcessLookupError:
+                pass
         self.proc.kill()
         self.proc.wait()
 
