@@ -100,11 +100,11 @@ static void putstr(struct buf *b, const char *s, size_t n)
 
 /* --- falling back to Python ----------------------------------------------------- */
 
-static void reap_forker(void);
+static void reap_forker(int unused);
 
 static void run_python(const char *prog, int argc, char **argv)
 {
-    reap_forker();
+    reap_forker(1);     /* nothing ran: it has forked nothing */
     const char *module = strcmp(prog, "execdriver-oci") == 0 ? "execdriver.cli.oci" : "execdriver";
     char **args = calloc((size_t)argc + 5, sizeof(char *));
     if (!args) { perror("execdriver: calloc"); exit(125); }
@@ -166,14 +166,18 @@ static void spawn_forker(void)
     forker_fd = pair[1];
 }
 
-/* The forker ends when the worker has closed its end (or never got it). */
-static void reap_forker(void)
+/* The forker ends when the worker has closed its end (or never got it); one that was
+ * never used is ended at once (ours: we started it), not waited for through its
+ * imports. */
+static void reap_forker(int unused)
 {
     if (forker_pid <= 0)
         return;
     if (forker_fd >= 0)
         close(forker_fd);
     forker_fd = -1;
+    if (unused)
+        kill(forker_pid, SIGKILL);
     while (waitpid(forker_pid, NULL, 0) < 0 && errno == EINTR)
         ;
     forker_pid = -1;
@@ -539,7 +543,7 @@ int main(int argc, char **argv)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            reap_forker();
+            reap_forker(0);
             fprintf(stderr, "%s: the execdriver server went away before the command ended\n",
                     prog);
             return strcmp(prog, "execdriver-oci") == 0 ? 1 : 125;
@@ -552,13 +556,13 @@ int main(int argc, char **argv)
             run_python(prog, argc, argv);
         }
         if ((v = field(msg, "exit"))) {
-            reap_forker();
+            reap_forker(0);
             return atoi(v) & 0xff;
         }
         if ((v = field(msg, "signal"))) {
             /* die the way the worker died */
             int sig = atoi(v);
-            reap_forker();
+            reap_forker(0);
             signal(sig, SIG_DFL);
             sigset_t set;
             sigemptyset(&set);

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
-import types
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +81,7 @@ def last_cap() -> int:
         return len(CAPABILITIES) - 1
 
 
-def names_to_mask(names: list[str]) -> int:
+def names_to_mask(names: Iterable[str]) -> int:
     mask = 0
     for name in names:
         mask |= 1 << CAP_NUMBERS[normalize_capability(name)]
@@ -97,12 +97,19 @@ def mask_to_names(mask: int) -> list[str]:
     return out
 
 
+SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+
 def prepare(caps: Capabilities, kernel_last_cap: int | None = None) -> CapPlan:
     """Parent side: masks, the bounding caps to drop, and the capset structs."""
+    return prepare_sets({k: getattr(caps, k) for k in SETS}, kernel_last_cap)
+
+
+def prepare_sets(sets: dict[str, Sequence[str]], kernel_last_cap: int | None = None) -> CapPlan:
+    """prepare() from the five sets by name (SETS), each a list of capability names."""
     last = last_cap() if kernel_last_cap is None else kernel_last_cap
     known = (1 << (last + 1)) - 1
-    masks = {k: names_to_mask(getattr(caps, k)) & known
-             for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+    masks = {k: names_to_mask(sets[k]) & known for k in SETS}
     # capset(2) refuses inheritable bits outside the bounding set: say so now.
     outside = masks["inheritable"] & ~masks["bounding"]
     if outside:
@@ -201,9 +208,7 @@ def apply(*, bounding: list[str] | tuple[str, ...], effective: list[str] | tuple
     from the kernel otherwise.
     """
     # Not config.Capabilities: a driver calls this in a child that may already be in the
-    # container's root, where nothing more can be imported (prepare only reads the sets).
-    sets = types.SimpleNamespace(bounding=tuple(bounding), effective=tuple(effective),
-                                 permitted=tuple(permitted), inheritable=tuple(inheritable),
-                                 ambient=tuple(ambient))
-    plan = prepare(sets)  # type: ignore[arg-type]
+    # container's root, where nothing more can be imported.
+    plan = prepare_sets({"bounding": bounding, "effective": effective, "permitted": permitted,
+                         "inheritable": inheritable, "ambient": ambient})
     apply_user(uid, gid, tuple(additional_gids), plan, syscalls)

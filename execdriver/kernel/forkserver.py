@@ -125,12 +125,12 @@ def _clone(kind: str, proc: Any, args: tuple[Any, ...], fds: list[int]) -> int |
         if sent:
             raise ServerLost()
         return None
-    kind, _, value = reply.decode(errors="replace").partition(" ")
-    if kind == "ok":
+    answer, _, value = reply.decode(errors="replace").partition(" ")
+    if answer == "ok":
         global cloned
         cloned += 1
         return int(value)
-    if kind == "broken":
+    if answer == "broken":
         _drop(srv, broken=True)
     return None                         # our own fork reports the error properly
 
@@ -189,30 +189,7 @@ def serve_forker(sock: socket.socket) -> None:
     """The compiled client's child for a forked verb (``python -I -S``, client.c:
     spawn_forker): fork what the worker asks on ``sock`` until it closes it, wait for
     those children, exit. Never returns."""
-    # Everything stage-1 runs, imported once here.
-    from . import init as initmod
-    from . import launch
-    try:
-        sock.sendall(b"ready")
-    except OSError:
-        os._exit(0)                     # the worker is done already (it failed early)
-    while True:
-        try:
-            msg, fds = _recv(sock)
-        except OSError:
-            msg, fds = b"", []
-        if not msg:
-            break
-        try:
-            reply = _serve_one(msg, fds, [sock], initmod, launch, sibling=False)
-        finally:
-            for fd in fds:
-                os.close(fd)
-        try:
-            sock.send(reply)
-        except OSError:
-            break
-        _reap_children()
+    _serve_loop(sock, sibling=False)
     while True:                         # a detached stage-1 ends once its monitor is forked
         try:
             os.waitpid(-1, 0)
@@ -329,27 +306,39 @@ def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # a terminal's ^C is the caller's
     sc.reset_reserved_signals()
     sc.close_range(4)
-    sock = socket.socket(fileno=3)
+    _serve_loop(socket.socket(fileno=3), sibling=True)
+    os._exit(0)                         # the caller closed its end, or died
+
+
+def _serve_loop(sock: socket.socket, sibling: bool) -> None:
+    """Say "ready", then clone (``sibling``: as our parent's child) what each request on
+    ``sock`` asks for, until it is closed; its children are reaped unless ``sibling``
+    (then they are not ours)."""
     # Everything stage-1 and the exec helper run, imported once here.
     from . import init as initmod
     from . import launch
-    sock.sendall(b"ready")
+    try:
+        sock.sendall(b"ready")
+    except OSError:
+        return                          # the other end is gone already
     while True:
         try:
             msg, fds = _recv(sock)
         except OSError:
-            os._exit(0)
+            return
         if not msg:
-            os._exit(0)                 # the caller closed its end, or died
+            return
         try:
-            reply = _serve_one(msg, fds, [sock], initmod, launch)
+            reply = _serve_one(msg, fds, [sock], initmod, launch, sibling)
         finally:
             for fd in fds:
                 os.close(fd)
         try:
             sock.send(reply)
         except OSError:
-            os._exit(0)
+            return
+        if not sibling:
+            _reap_children()
 
 
 def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
@@ -371,7 +360,7 @@ def _serve_one(msg: bytes, fds: list[int], ours: list[socket.socket], initmod: A
     import pickle
     try:
         # (only our caller holds the other end of this unnamed socketpair)
-        kind, args, cwd, umask = pickle.loads(msg)  # noqa: S301
+        kind, args, cwd, umask = pickle.loads(msg)  # noqa: S301 - from our own caller only
     except Exception as exc:  # noqa: BLE001 - the caller learns why and forks itself
         return f"broken {type(exc).__name__}: {exc}".encode()
     want = 4 if kind == "stage1" else 5 + len(args[0]) if kind == "exec" else -1

@@ -134,9 +134,7 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
     kills the container. ``keep_channel`` (with ``wait_exec`` false): the init's
     sync socket comes back in ``Spawned.exec_channel``, for a caller that starts
     the container itself and wants to hear what fails before exec."""
-    parent_sock, child_sock = syscalls.socketpair()
-
-    def fork_stage1() -> int:
+    def fork_stage1(parent_sock: socket.socket, child_sock: socket.socket) -> int:
         pid = syscalls.fork()
         if pid == 0:
             parent_sock.close()
@@ -145,18 +143,9 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
             finally:
                 syscalls._exit(initmod.EXIT_SETUP_FAILED)
         return pid
-    try:
-        pid = forkserver.fork_stage1(cfg, child_sock, stdio) if syscalls is LIBC else None
-    except forkserver.ServerLost:
-        # A stage-1 the server may have cloned holds child_sock: ours gets a new pair.
-        parent_sock.close()
-        child_sock.close()
-        parent_sock, child_sock = syscalls.socketpair()
-        pid = None
-    if pid is None:
-        # (stage-1's parent-death signal must follow this process, not this thread)
-        pid = lifetime.call(fork_stage1)
-    child_sock.close()
+    pid, parent_sock = _fork_child(
+        syscalls.socketpair(), lambda child_sock: forkserver.fork_stage1(cfg, child_sock, stdio),
+        fork_stage1, syscalls)
     init_pid = 0
     pty_master = None
     keep = keep_channel and not wait_exec
@@ -207,6 +196,31 @@ def spawn(cfg: InitConfig, stdio: tuple[int, int, int], *,
         _kill_and_reap(pid, syscalls)
         raise
     return Spawned(monitor_pid, init_pid, pid, pty_master, parent_sock if keep else None)
+
+
+def _fork_child(socks: tuple[socket.socket, socket.socket],
+                ask_server: Callable[[socket.socket], int | None],
+                fork_here: Callable[[socket.socket, socket.socket], int],
+                syscalls: Syscalls) -> tuple[int, socket.socket]:
+    """Our child at the other end of the sync socketpair ``socks``: cloned by the fork
+    server (``ask_server(child_sock)``, None when it does not), else forked here by
+    ``fork_here(parent_sock, child_sock)`` on the lifetime thread (a parent-death signal
+    must follow this process, not this thread). Its pid and our end; the child's end
+    is closed here."""
+    parent_sock, child_sock = socks
+    try:
+        pid = ask_server(child_sock) if syscalls is LIBC else None
+    except forkserver.ServerLost:
+        # A child the server may have cloned holds child_sock: ours gets a new pair.
+        parent_sock.close()
+        child_sock.close()
+        parent_sock, child_sock = syscalls.socketpair()
+        pid = None
+    if pid is None:
+        ours, theirs = parent_sock, child_sock
+        pid = lifetime.call(lambda: fork_here(ours, theirs))
+    child_sock.close()
+    return pid, parent_sock
 
 
 def join_cgroup(procs: str, pid: int, syscalls: Syscalls = LIBC) -> None:
@@ -287,30 +301,23 @@ def exec_process(init_pid: int, ns_types: set[str], cgroup_procs: list[str],
     code mirrors the process's. Helpers are non-dumpable and hold no host
     directory fd once in the container (CVE-2016-9962).
     """
-    parent_sock, child_sock = syscalls.socketpair()
+    socks = syscalls.socketpair()
     root_fd = syscalls.open(f"/proc/{init_pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     ns_fds = join_fds(init_pid, ns_types, syscalls)
-    def fork_helper() -> int:
+
+    def fork_helper(parent_sock: socket.socket, child_sock: socket.socket) -> int:
         pid = syscalls.fork()
         if pid == 0:
             parent_sock.close()
             _exec_helper(root_fd, ns_fds, cgroup_procs, proc, stdio, child_sock, chroot_root,
                          detach, syscalls)
         return pid
-    try:
-        pid = forkserver.fork_exec_helper(
+
+    def ask_server(child_sock: socket.socket) -> int | None:
+        return forkserver.fork_exec_helper(
             ([flag for _, flag in ns_fds], cgroup_procs, proc, chroot_root, detach), proc,
-            [child_sock.fileno(), *stdio, root_fd, *(fd for fd, _ in ns_fds)],
-        ) if syscalls is LIBC else None
-    except forkserver.ServerLost:
-        # A helper the server may have cloned holds child_sock: ours gets a new pair.
-        parent_sock.close()
-        child_sock.close()
-        parent_sock, child_sock = syscalls.socketpair()
-        pid = None
-    if pid is None:
-        pid = lifetime.call(fork_helper)
-    child_sock.close()
+            [child_sock.fileno(), *stdio, root_fd, *(fd for fd, _ in ns_fds)])
+    pid, parent_sock = _fork_child(socks, ask_server, fork_helper, syscalls)
     syscalls.close(root_fd)
     for fd, _ in ns_fds:
         syscalls.close(fd)

@@ -27,10 +27,10 @@ def test_a_failing_list_falls_back_to_info_per_container(busybox_rootfs: Path, t
         for cid in ids:
             real.start(cid, spec, detach=True)
 
-        class ListFails(type(real)):  # type: ignore[misc]
-            def list(self) -> Any:
-                raise ExecDriverError("list: the state root could not be read")
-        broken = ListFails(state_root=root)
+        def list_fails() -> Any:
+            raise ExecDriverError("list: the state root could not be read")
+        broken = execdriver.loader.load_driver("native", root)
+        monkeypatch.setattr(broken, "list", list_fails)
         monkeypatch.setattr(execdriver.loader, "load_driver", lambda *a, **k: broken)
         rows = {r["id"]: r for r in collect_infos(root)}
         assert {cid: rows[cid]["status"] for cid in ids} == dict.fromkeys(ids, "running")
