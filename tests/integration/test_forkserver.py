@@ -24,7 +24,19 @@ import pytest
 from execdriver.state import pid_alive, pid_start_time
 from execdriver.testing.helpers import wait_until
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+def _has_clone3() -> bool:
+    """The server clones with clone3 (Linux 5.3): without it every container is forked
+    by its caller, correctly, and there is nothing here to test."""
+    release = os.uname().release.split(".")
+    try:
+        return (int(release[0]), int(release[1].split("-")[0])) >= (5, 3)
+    except (IndexError, ValueError):
+        return True
+
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(180),
+              pytest.mark.skipif(not _has_clone3(), reason="no clone3 (Linux < 5.3)")]
 
 PRELUDE = textwrap.dedent("""
     import json, os, signal, sys, threading, time
@@ -134,10 +146,13 @@ def test_the_container_is_set_up_as_from_a_forked_stage1(tmp_path: Path) -> None
         results.append(child(rootfs, tmp_path / name, body, env=env))
     served, forked = results
     assert served["served"] == 1 and forked["served"] == 0
-    # (busybox sh ignores SIGQUIT; nothing else is ignored: posix_spawn leaves glibc's
-    # two reserved signals, 32 and 33, ignored in the server)
-    assert served["out"] == forked["out"] == \
-        "/made 750\n/made/here 1777\nSigIgn:\t0000000000000004\n"
+    # The same set-up either way; and glibc's two reserved signals (32, 33), which
+    # posix_spawn leaves ignored in the server, are not ignored in the container (what
+    # else its shell ignores depends on the host's busybox).
+    assert served["out"] == forked["out"]
+    stat_lines, _, sig_line = served["out"].rpartition("SigIgn:")
+    assert stat_lines == "/made 750\n/made/here 1777\n"
+    assert int(sig_line.strip(), 16) & (1 << 31 | 1 << 32) == 0
 
 
 def test_the_server_dies_with_its_caller(busybox_rootfs: Path, tmp_path: Path) -> None:
