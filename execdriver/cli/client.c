@@ -134,8 +134,8 @@ static void spawn_forker(void)
     static const char boot[] =
         "import signal\n"
         "signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is our parent's\n"
-        "import array, ctypes, dataclasses, errno, faulthandler, fcntl, json, os, pickle\n"
-        "import resource, select, socket, stat, struct, sys, termios, typing\n"
+        "import array, ctypes, errno, faulthandler, fcntl, json, os, pickle\n"
+        "import resource, select, socket, stat, struct, sys, termios\n"
         "s = socket.socket(fileno=int(sys.argv[1]))\n"
         "root = s.recv(4096).decode()\n"
         "if not root:\n"

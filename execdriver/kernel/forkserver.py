@@ -38,10 +38,12 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
 
-from . import lifetime
 from . import syscalls as sc
+
+TYPE_CHECKING = False   # (typing costs 3 ms at start-up; mypy treats this as True)
+if TYPE_CHECKING:
+    from typing import Any
 
 ENV = "EXECDRIVER_FORKSERVER"
 #: the container at which a process starts its server: a one-shot CLI never pays for it
@@ -271,6 +273,8 @@ def _umask() -> int:
 
 def _start() -> _Server | None:
     """Spawn the server (it says "ready" once its imports are done)."""
+    from . import lifetime  # (here: the create's forker never spawns a server)
+
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     src = fcntl.fcntl(theirs.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
     theirs.close()
@@ -306,6 +310,7 @@ def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # a terminal's ^C is the caller's
     sc.reset_reserved_signals()
     sc.close_range(4)
+    from . import launch  # noqa: F401 - for the exec helpers, imported once here
     _serve_loop(socket.socket(fileno=3), sibling=True)
     os._exit(0)                         # the caller closed its end, or died
 
@@ -314,9 +319,9 @@ def _serve_loop(sock: socket.socket, sibling: bool) -> None:
     """Say "ready", then clone (``sibling``: as our parent's child) what each request on
     ``sock`` asks for, until it is closed; its children are reaped unless ``sibling``
     (then they are not ours)."""
-    # Everything stage-1 and the exec helper run, imported once here.
+    # Everything stage-1 runs, imported once here (the create's forker imports no more:
+    # its imports are on the create's critical path).
     from . import init as initmod
-    from . import launch
     try:
         sock.sendall(b"ready")
     except OSError:
@@ -329,7 +334,7 @@ def _serve_loop(sock: socket.socket, sibling: bool) -> None:
         if not msg:
             return
         try:
-            reply = _serve_one(msg, fds, [sock], initmod, launch, sibling)
+            reply = _serve_one(msg, fds, [sock], initmod, sibling)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -354,7 +359,7 @@ def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
 
 
 def _serve_one(msg: bytes, fds: list[int], ours: list[socket.socket], initmod: Any,
-               launch: Any, sibling: bool = True) -> bytes:
+               sibling: bool = True) -> bytes:
     """Clone (``sibling``: as our parent's child) what ``msg`` asks for; the clone
     closes ``ours`` first."""
     import pickle
@@ -381,6 +386,7 @@ def _serve_one(msg: bytes, fds: list[int], ours: list[socket.socket], initmod: A
             if kind == "stage1":
                 initmod.stage1(args[0], child, stdio, sc.LIBC)
             else:
+                from . import launch
                 flags, cgroup_procs, proc, chroot_root, detach = args
                 ns_fds = list(zip(fds[5:], flags, strict=True))
                 launch._exec_helper(fds[4], ns_fds, cgroup_procs, proc, stdio, child,

@@ -14,9 +14,9 @@ import errno
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from . import syscalls as sc
+from .record import field, record
 from .syscalls import Syscalls
 
 _FLAGS = {
@@ -85,7 +85,7 @@ def propagation_flags(name: str) -> int:
     return _PROPAGATION[name]
 LIBC = sc.LIBC
 
-@dataclass
+@record
 class MountPlan:
     """A spec mount, parsed in the parent; executed by the init."""
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from ..errors import StepFailed
 from .capabilities import has_effective
 from .syscalls import LIBC, Syscalls
 
+TYPE_CHECKING = False   # (typing costs 3 ms at start-up; mypy treats this as True)
 if TYPE_CHECKING:
     from ..config import Rlimit
 
