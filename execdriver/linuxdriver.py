@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from .spec import Process, Spec
 
 
+def rootless_unavailable() -> str | None:
+    """Why this unprivileged process cannot run containers here (None: it can, rootless:
+    a user namespace of its own, no cgroup unless one is delegated)."""
+    from .libcontainer import rootless
+    return rootless.unavailable()
+
+
 class LinuxContainerDriver(ExecDriver):
     """Shared lifecycle for drivers that run containers with the kernel layer."""
 

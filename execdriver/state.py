@@ -46,7 +46,9 @@ LOG_FILE = "output.log"
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("EXECDRIVER_ROOT") or DEFAULT_ROOT)
+    """$EXECDRIVER_ROOT, else /run/execdriver (see user_root)."""
+    from .userroot import user_root
+    return Path(os.environ.get("EXECDRIVER_ROOT") or user_root(DEFAULT_ROOT))
 
 
 def default_cgroup_name(state_root: str | os.PathLike[str], container_id: str) -> str:

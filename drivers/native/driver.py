@@ -11,7 +11,7 @@ import os
 from execdriver.config import RootMode
 from execdriver.driver import Availability
 from execdriver.features import ALL_FEATURES
-from execdriver.linuxdriver import LinuxContainerDriver
+from execdriver.linuxdriver import LinuxContainerDriver, rootless_unavailable
 
 _UNSUPPORTED: set[str] = set()
 
@@ -25,7 +25,9 @@ class NativeDriver(LinuxContainerDriver):
     @classmethod
     def availability(cls) -> Availability:
         if os.geteuid() != 0:
-            return Availability(False, "needs root (rootless mode is not supported yet)")
+            why = rootless_unavailable()
+            if why:
+                return Availability(False, f"rootless: {why}")
         if not os.path.exists("/proc/self/ns/pid"):
             return Availability(False, "kernel without namespaces")
         if not os.path.isdir("/sys/fs/cgroup"):

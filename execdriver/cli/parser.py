@@ -34,7 +34,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def default_root() -> str:
-    return os.environ.get("EXECDRIVER_ROOT") or DEFAULT_ROOT
+    from ..userroot import user_root
+    return os.environ.get("EXECDRIVER_ROOT") or user_root(DEFAULT_ROOT)
 
 
 MAIN_DESCRIPTION = """\
@@ -61,7 +62,8 @@ def _common(root_default: object) -> argparse.ArgumentParser:
     """--root and --debug, accepted before or after the verb."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--root", metavar="DIR", default=root_default,
-                   help="state root (default: $EXECDRIVER_ROOT or /run/execdriver)")
+                   help="state root (default: $EXECDRIVER_ROOT, else /run/execdriver; "
+                   "rootless: $XDG_RUNTIME_DIR/execdriver)")
     debug_default = argparse.SUPPRESS if root_default is argparse.SUPPRESS else False
     p.add_argument("--debug", action="store_true", default=debug_default,
                    help="show tracebacks of errors")

@@ -102,12 +102,15 @@ def mask_to_names(mask: int) -> list[str]:
 SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 
-def prepare(caps: Capabilities, kernel_last_cap: int | None = None) -> CapPlan:
-    """Parent side: masks, the bounding caps to drop, and the capset structs."""
-    return prepare_sets({k: getattr(caps, k) for k in SETS}, kernel_last_cap)
+def prepare(caps: Capabilities, kernel_last_cap: int | None = None,
+            in_userns: bool = False) -> CapPlan:
+    """Parent side: masks, the bounding caps to drop, and the capset structs.
+    ``in_userns``: the process will be in a user namespace of the container's."""
+    return prepare_sets({k: getattr(caps, k) for k in SETS}, kernel_last_cap, in_userns)
 
 
-def prepare_sets(sets: dict[str, Sequence[str]], kernel_last_cap: int | None = None) -> CapPlan:
+def prepare_sets(sets: dict[str, Sequence[str]], kernel_last_cap: int | None = None,
+                 in_userns: bool = False) -> CapPlan:
     """prepare() from the five sets by name (SETS), each a list of capability names."""
     last = last_cap() if kernel_last_cap is None else kernel_last_cap
     known = (1 << (last + 1)) - 1
@@ -120,7 +123,9 @@ def prepare_sets(sets: dict[str, Sequence[str]], kernel_last_cap: int | None = N
     # Nobody can give what it does not hold (capset would fail in the init, where for a
     # created container nobody hears it): say so now, before anything is made.
     wanted = masks["effective"] | masks["permitted"] | masks["inheritable"] | masks["ambient"]
-    missing = wanted & ~_held_bounding()
+    # Entering a user namespace (unshare or setns) gives a full bounding set in it,
+    # whatever ours is (a rootless caller's may be empty).
+    missing = 0 if in_userns else wanted & ~_held_bounding()
     if missing:
         raise StepFailed("capabilities", "not in this runtime's own bounding set, so it cannot "
                          "grant them: " + ", ".join(mask_to_names(missing)))

@@ -136,7 +136,9 @@ def _idmap(mappings: Sequence[Any]) -> str:
     return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
 
 
-def process_config(proc: Process) -> ProcessConfig:
+def process_config(proc: Process, in_userns: bool = False) -> ProcessConfig:
+    """``proc`` for stage-1 or an exec helper; ``in_userns``: in a user namespace of the
+    container's (new or joined)."""
     env = dict(proc.env)
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env.setdefault("HOME", "/root" if proc.user.uid == 0 else "/")
@@ -145,7 +147,7 @@ def process_config(proc: Process) -> ProcessConfig:
     return ProcessConfig(
         args=list(proc.args), env=[f"{k}={v}" for k, v in env.items()], cwd=proc.cwd,
         uid=proc.user.uid, gid=proc.user.gid, additional_gids=list(proc.user.additional_gids),
-        umask=proc.umask, cap_plan=capabilities.prepare(proc.capabilities),
+        umask=proc.umask, cap_plan=capabilities.prepare(proc.capabilities, in_userns=in_userns),
         no_new_privileges=proc.no_new_privileges, seccomp_filter=None,
         rlimits=rlimits.prepare(proc.rlimits), terminal=proc.terminal,
         preserve_fds=proc.preserve_fds, oom_score_adj=proc.oom_score_adj,
@@ -164,7 +166,7 @@ def build(container_id: str, spec: Config, *,
     if not os.path.isdir(root):
         raise StepFailed("rootfs", "not a directory" if os.path.exists(root)
                          else "no such directory", path=spec.root.path)
-    proc = process_config(spec.process)
+    proc = process_config(spec.process, in_userns="user" in spec.namespace_types())
     proc.seccomp_filter = seccomp.prepare(spec.seccomp)
     cfg = InitConfig(container_id=container_id, rootfs=root, root_mode=root_mode, process=proc,
                      cgroup_procs=list(cgroup_procs or []),

@@ -20,3 +20,28 @@ def pid_start_time(pid: int) -> int | None:
         return int(stat_fields(pid)[19])
     except (IndexError, ValueError):
         return None
+
+
+def pid_namespace_members(init_pid: int) -> list[int]:
+    """The host pids of every process in the pid namespace whose first process is
+    ``init_pid`` (a container without a cgroup: kernel/cgroups/none.py), or just
+    ``init_pid`` when it shares its parent's pid namespace; [] once it is gone."""
+    import os
+    try:
+        ns = os.stat(f"/proc/{init_pid}/ns/pid")
+        own = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return []
+    if (ns.st_dev, ns.st_ino) == (own.st_dev, own.st_ino):
+        return [init_pid]
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{name}/ns/pid")
+        except OSError:
+            continue                    # gone, or not ours to look at
+        if (st.st_dev, st.st_ino) == (ns.st_dev, ns.st_ino):
+            members.append(int(name))
+    return sorted(members)

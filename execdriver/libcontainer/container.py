@@ -167,11 +167,16 @@ class Container:
               warn: Warn | None = None) -> tuple[Container, Any]:
         """Claim the id in the store, recording the container's cgroup (its manager is
         returned too) with the first state write, before it exists."""
+        from . import rootless
+        if rootless.active():
+            config = rootless.adapt(config)
         config = _resolve_network_namespace(store, config)
         from ..kernel.cgroups import open_manager
         from ..state import validate_id
         cg = open_manager(config.cgroup_name or default_cgroup_name(store.root,
                                                                     validate_id(container_id)))
+        if rootless.active():
+            cg = rootless.cgroup_manager(cg, config.resources, warn or log_warning)
         st = store.create(container_id, owner, config=config, files=files,
                           resources={"cgroup": [cg.record()]})
         return cls(store, st, warn=warn, config=config), cg
@@ -407,7 +412,15 @@ class Container:
 
     def pids(self) -> list[int]:
         cg = self.cgroup()
+        if cg is not None and cg.version == 0:
+            return self._pids_without_cgroup()
         return sorted(cg.pids()) if cg is not None and cg.exists() else []
+
+    def _pids_without_cgroup(self) -> list[int]:
+        """A rootless container without a cgroup: the processes of its pid namespace."""
+        from ..kernel.procstat import pid_namespace_members
+        st = self.refresh()
+        return pid_namespace_members(st.pid or 0) if st.alive() else []
 
     def stats(self) -> dict[str, Any]:
         """The cgroup's counters, and per-interface counters under ``networks``."""
@@ -515,6 +528,10 @@ class Container:
         st = self._running("kill")
         if all_processes:
             cg = self.cgroup()
+            if cg is not None and cg.version == 0:
+                from ..kernel.cgroups import signal_pids
+                signal_pids(self._pids_without_cgroup(), sig)
+                return
             if cg is not None and cg.exists():
                 cg.kill_all(sig)
                 return
@@ -550,8 +567,9 @@ class Container:
         cg = self.cgroup()
         if cg is None or not cg.exists():
             self._gone_meanwhile(verb)
-            raise InvalidState(f"{verb} id={self.id}: the container has no cgroup",
-                               container_id=self.id, step=verb)
+            why = getattr(cg, "why", "")    # none.py: a rootless container without one
+            raise InvalidState(f"{verb} id={self.id}: the container has no cgroup"
+                               + (f" ({why})" if why else ""), container_id=self.id, step=verb)
         return cg
 
     def _gone_meanwhile(self, verb: str) -> None:
@@ -574,7 +592,7 @@ class Container:
         if not allow_paused and self.status() == PAUSED:
             raise InvalidState(f"exec id={self.id}: container is paused", container_id=self.id)
         config = self.config
-        proc = initconfig.process_config(process)
+        proc = initconfig.process_config(process, in_userns="user" in config.namespace_types())
         proc.seccomp_filter = seccomp.prepare(config.seccomp)
         cg = self.cgroup()
         try:
@@ -756,6 +774,8 @@ def wait_pid_exit(pid: int | None, start: int | None, timeout: float | None) -> 
 
 def _cgroup_dirs(cg: Any) -> dict[str, str]:
     rec = cg.record()
+    if rec.get("version") == 0:
+        return {}                       # no cgroup (rootless)
     if rec.get("version") == 2:
         return {"": rec["path"]} if "path" in rec else {}
     out = {}

@@ -73,8 +73,9 @@ def update_resources(c: Container, changes: Mapping[str, Mapping[str, Any]]) -> 
                            step="update")
     cg = c.cgroup()
     if cg is None or not cg.exists():
-        raise InvalidState(f"update id={c.id}: the container has no cgroup", container_id=c.id,
-                           step="update")
+        why = getattr(cg, "why", "")        # none.py: a rootless container without one
+        raise InvalidState(f"update id={c.id}: the container has no cgroup"
+                           + (f" ({why})" if why else ""), container_id=c.id, step="update")
     store = c.store
     with store.lock(c.id):
         spec = store.read_spec(c.id)

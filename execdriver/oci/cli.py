@@ -15,6 +15,7 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
+from ..userroot import user_root
 from .errors import UsageError
 from .log import Log
 from .state import DEFAULT_ROOT, OCI_VERSION
@@ -72,10 +73,8 @@ def dispatch(args: Any, log: Log) -> int:
         from .queries import features
         print(json.dumps(features(), indent=4))
     elif verb == "spec":
-        if args.rootless:
-            raise UsageError("spec --rootless: rootless containers are not supported")
         from .queries import write_spec
-        write_spec(args.bundle)
+        write_spec(args.bundle, rootless=args.rootless)
     elif verb == "update":
         _update(args)
     elif verb == "events":
@@ -156,7 +155,7 @@ _GLOBAL_FLAGS = {"--debug", "--systemd-cgroup", "-v", "--version"}
 def parse_fast(argv: list[str]) -> Any:
     """Parse the hot verbs (state, start, kill, delete) without argparse, whose
     import alone costs more than the verb. None: let argparse do it."""
-    ns = SimpleNamespace(root=os.environ.get("EXECDRIVER_OCI_ROOT") or DEFAULT_ROOT,
+    ns = SimpleNamespace(root=os.environ.get("EXECDRIVER_OCI_ROOT") or user_root(DEFAULT_ROOT),
                             log=None, log_format="text", debug=False, systemd_cgroup=False,
                             rootless="auto", criu=None, version=False, verb=None)
     i = 0
@@ -231,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--systemd-cgroup: the systemd cgroup driver is not supported; "
                              "use cgroupfs (podman: cgroup_manager = \"cgroupfs\"; containerd: "
                              "SystemdCgroup = false)")
-        if args.rootless == "true":
-            raise UsageError("--rootless true: rootless containers are not supported")
+        if args.rootless == "true" and os.geteuid() == 0:
+            raise UsageError("--rootless true: as root it is not supported; run execdriver-oci "
+                             "as the unprivileged user (rootless is then automatic)")
         log.debug(f"execdriver-oci {' '.join(argv)}")
         return dispatch(args, log)
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any
 
+from ..userroot import user_root
 from .errors import UsageError
 from .state import DEFAULT_ROOT
 
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     # value -- the warm server decides what it serves from the words before the verb.
     p = _Parser(prog="execdriver-oci", description="OCI runtime (runc-compatible) over "
                 "execdriver's native driver", allow_abbrev=False)
-    p.add_argument("--root", default=os.environ.get("EXECDRIVER_OCI_ROOT") or DEFAULT_ROOT,
+    p.add_argument("--root", default=os.environ.get("EXECDRIVER_OCI_ROOT") or user_root(DEFAULT_ROOT),
                    help="state directory (default %(default)s)")
     p.add_argument("--log", help="log file (default: stderr)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--systemd-cgroup", action="store_true",
                    help="not supported: execdriver-oci uses cgroupfs")
     p.add_argument("--rootless", default="auto", choices=("true", "false", "auto"),
-                   help="auto or false; true (rootless containers) is refused")
+                   help="auto (rootless when not root), true (the same; refused as root) or false")
     p.add_argument("--criu", help=argparse.SUPPRESS)
     p.add_argument("-v", "--version", action="store_true",
                    help="print the version and the runtime-spec version")
@@ -124,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-b", "--bundle", default=".",
                     help="directory to write config.json in (default %(default)s)")
     sp.add_argument("--rootless", action="store_true",
-                    help="a spec for a rootless container (refused: not supported)")
+                    help="a spec for a rootless container: a user namespace mapping container "
+                         "root to you, the host's network, no cgroup resources")
     u = sub.add_parser("update", help="change a running container's resource limits")
     u.add_argument("-r", "--resources", help="OCI LinuxResources JSON file, or - for stdin")
     for flag in ("memory", "memory-reservation", "memory-swap", "cpu-shares", "cpu-quota",

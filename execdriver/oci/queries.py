@@ -22,10 +22,21 @@ def list_states(root: str) -> list[dict[str, Any]]:
     out = []
     for name in store.ids():
         try:
-            out.append(state.load(root, name).oci_state())
+            st = state.load(root, name).oci_state()
+            # as runc: the owner is the user whose state directory it is
+            st["owner"] = st.get("owner") or _user_name(os.stat(store.dir(name)).st_uid)
+            out.append(st)
         except Exception:  # noqa: BLE001, S112 - a container removed meanwhile is not listed
             continue
     return out
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
 
 
 def format_list(states: list[dict[str, Any]], fmt: str, quiet: bool) -> str:
@@ -150,8 +161,34 @@ def features() -> dict[str, Any]:
     }
 
 
-def default_config() -> dict[str, Any]:
-    """A config.json to start from (``spec``), like runc's but without a terminal."""
+def default_config(rootless: bool = False) -> dict[str, Any]:
+    """A config.json to start from (``spec``), like runc's but without a terminal;
+    ``rootless``: for this unprivileged user (rootless_config)."""
+    config = _default_config()
+    return rootless_config(config) if rootless else config
+
+
+def rootless_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` for an unprivileged user, as ``runc spec --rootless`` makes it: a user
+    namespace mapping container root to the caller, no network namespace (a veth needs
+    root: the host's network), /sys bound from the host (sysfs can only be mounted in
+    a netns the user namespace owns), no gid= mount option (gid 5 is not mapped), no
+    cgroup resources (nothing is delegated)."""
+    linux = config.setdefault("linux", {})
+    linux["namespaces"] = [n for n in linux.get("namespaces", [])
+                           if n.get("type") not in ("network", "user")] + [{"type": "user"}]
+    linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+    linux.pop("resources", None)
+    for m in config.get("mounts", []):
+        if m.get("type") == "sysfs":
+            m.update(type="none", source="/sys",
+                     options=["rbind", "nosuid", "noexec", "nodev", "ro"])
+        m["options"] = [o for o in m.get("options", []) if not o.startswith("gid=")]
+    return config
+
+
+def _default_config() -> dict[str, Any]:
     from ..spec import DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
     caps = list(DEFAULT_CAPABILITIES)
     return {
@@ -195,12 +232,12 @@ def default_config() -> dict[str, Any]:
     }
 
 
-def write_spec(bundle: str) -> str:
+def write_spec(bundle: str, rootless: bool = False) -> str:
     path = os.path.join(bundle, "config.json")
     if os.path.exists(path):
         raise InvalidArgument(f"File {path} exists. Remove it first")
     with open(path, "w") as f:
-        json.dump(default_config(), f, indent="\t")
+        json.dump(default_config(rootless), f, indent="\t")
         f.write("\n")
     return path
 

@@ -339,6 +339,9 @@ def manager_from_record(rec: dict[str, Any]) -> CgroupManager:
     """Rebuild the manager stored by :meth:`CgroupManager.record` (e.g. after a crash)."""
     try:
         version = rec["version"]
+        if version == 0:
+            from .none import NoCgroupManager
+            return NoCgroupManager.from_record(rec)
         if version == 1:
             from .v1 import CgroupV1Manager
             return CgroupV1Manager.from_record(rec)

@@ -98,6 +98,8 @@ def _check_paths(cg: CgroupManager) -> None:
 
 def _expected_dirs(cg: CgroupManager, entries: Sequence[Any]) -> list[str] | None:
     version = getattr(cg, "version", None)
+    if version == 0:
+        return []                       # no cgroup (rootless): nothing to act on
     if version == 2:
         root = os.path.normpath(getattr(cg, "root", ""))
         if not any(e.fstype == "cgroup2" and os.path.normpath(e.mountpoint) == root

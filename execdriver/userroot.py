@@ -1,0 +1,27 @@
+"""Where a user's state lives by default: /run for root, the runtime directory of a
+rootless user. Imports only os (the CLI's parser uses it for --help)."""
+
+from __future__ import annotations
+
+import os
+
+
+def user_root(root_default: str) -> str:
+    """``root_default`` (a /run directory) for root. For another user (rootless) the same
+    name in the user's runtime directory, as runc and podman: $XDG_RUNTIME_DIR, else
+    /run/user/UID when it is the user's; else ``root_default`` (its use then fails
+    with the path named)."""
+    uid = os.geteuid()
+    if uid == 0:
+        return root_default
+    name = os.path.basename(root_default)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, name)
+    run_user = f"/run/user/{uid}"
+    try:
+        if os.stat(run_user).st_uid == uid:
+            return os.path.join(run_user, name)
+    except OSError:
+        pass
+    return root_default
