@@ -12,7 +12,9 @@ def user_root(root_default: str) -> str:
     /run/user/UID when it is the user's; else ``root_default`` (its use then fails
     with the path named)."""
     uid = os.geteuid()
-    if uid == 0:
+    # Root in a user namespace (rootless podman runs its runtime so) is rootless too,
+    # unless it says it is root (USER=root): runc's rule.
+    if uid == 0 and (os.environ.get("USER") == "root" or not _running_in_userns()):
         return root_default
     name = os.path.basename(root_default)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
@@ -25,3 +27,8 @@ def user_root(root_default: str) -> str:
     except OSError:
         pass
     return root_default
+
+
+def _running_in_userns() -> bool:
+    from .kernel.idmap import running_in_userns
+    return running_in_userns()

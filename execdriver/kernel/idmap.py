@@ -10,7 +10,6 @@ runc and LXC do.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Sequence
 
 from ..errors import StepFailed
@@ -21,6 +20,16 @@ if TYPE_CHECKING:
 
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 HELPERS = ("/usr/bin/newuidmap", "/usr/bin/newgidmap")
+
+
+def running_in_userns() -> bool:
+    """Is this process in a user namespace other than the host's (its uid_map is not
+    the identity map of every id)? Rootless podman runs its runtime as root there."""
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
 
 
 def subordinate_ranges(path: str, uid: int, name: str | None) -> list[tuple[int, int]]:
@@ -99,6 +108,7 @@ def _run_helper(helper: str, pid: int, maps: Sequence[tuple[int, int, int]]) -> 
         raise StepFailed("idmap", f"{name} is not installed (Debian: apt install uidmap); "
                          "without it a rootless container maps only the caller's own ids",
                          pid=pid)
+    import subprocess
     argv = [helper, str(pid)] + [str(n) for m in maps for n in m]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)

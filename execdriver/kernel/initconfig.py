@@ -201,7 +201,10 @@ def build(container_id: str, spec: Config, *,
     cfg.waiter = waiter.find()
     cfg.loopback_up = bool(cfg.unshare_flags & sc.CLONE_NEWNET) and spec.network.mode == "none"
     cfg.uid_map, cfg.gid_map = _idmap(spec.uid_mappings), _idmap(spec.gid_mappings)
-    in_userns = cfg.new_userns or any(flag == sc.CLONE_NEWUSER for flag, _ in cfg.join)
+    from .idmap import running_in_userns
+    # (ours may be one already: rootless podman runs its runtime as root in its own)
+    in_userns = (cfg.new_userns or any(flag == sc.CLONE_NEWUSER for flag, _ in cfg.join)
+                 or running_in_userns())
     for m in spec.mounts:
         if m.type == "cgroup":
             cfg.cgroup_mount = m.destination

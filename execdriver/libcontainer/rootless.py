@@ -29,8 +29,10 @@ NETWORK_MODES = ("none", "host", "container", "netns")
 
 
 def active() -> bool:
-    """Is this process making containers without root?"""
-    return os.geteuid() != 0
+    """Is this process making containers without root: not root, or root in a user
+    namespace (rootless podman's; as runc decides)?"""
+    from ..kernel.idmap import running_in_userns
+    return os.geteuid() != 0 or running_in_userns()
 
 
 def adapt(config: Config) -> Config:
@@ -39,6 +41,8 @@ def adapt(config: Config) -> Config:
     if config.network.mode not in NETWORK_MODES:
         raise InvalidArgument(f"network {config.network.mode!r}: a rootless container can "
                               f"only use {', '.join(NETWORK_MODES)} (a veth pair needs root)")
+    if os.geteuid() == 0:
+        return config                   # root in a user namespace: ours is the container's
     types = config.namespace_types()
     if "user" not in types:
         config = config.replace(namespaces=(*config.namespaces, Namespace(type="user")))

@@ -74,16 +74,20 @@ class RootlessUser:
     @classmethod
     def make(cls, rootfs_source: Path) -> RootlessUser:
         """The user, its home (runtime dir, venv, a copy of ``rootfs_source`` it owns)."""
-        created = [f for f in SUBID_FILES if not os.path.exists(f)]
-        for path in created:            # useradd grants ranges only where the files exist
-            with open(path, "x", encoding="utf-8"):
-                os.chmod(path, 0o644)
+        # (useradd and userdel also leave backups, FILE-, of the files they change)
+        created = [f for f in (*SUBID_FILES, *(p + "-" for p in SUBID_FILES))
+                   if not os.path.exists(f)]
+        for path in SUBID_FILES:        # useradd grants ranges only where the files exist
+            if path in created:
+                with open(path, "x", encoding="utf-8"):
+                    os.chmod(path, 0o644)
         name = f"edrl{os.getpid() % 100000}"
         made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
                                name], capture_output=True, text=True, check=False)
         if made.returncode != 0:
             for path in created:
-                os.unlink(path)
+                if os.path.exists(path):
+                    os.unlink(path)
             raise RuntimeError(f"useradd {name}: {made.stderr.strip()}")
         entry = pwd.getpwnam(name)
         home = Path(tempfile.mkdtemp(prefix="execdriver-rootless-"))
@@ -192,7 +196,8 @@ class RootlessUser:
         shutil.rmtree(self.home, ignore_errors=True)
         for path in self._created_files:
             try:
-                if os.path.getsize(path) == 0:
+                # the files, if nothing else was added meanwhile; their backups, always
+                if path.endswith("-") or os.path.getsize(path) == 0:
                     os.unlink(path)
             except OSError:
                 pass

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,7 +135,6 @@ def test_without_subordinate_ids_only_the_users_own_id_is_mapped(
         assert out.stdout.split() == ["0", str(other), "1", "deny", "0"]
         assert os.listdir(run_dir / "execdriver") == []
     finally:
-        import shutil
         shutil.rmtree(run_dir)
 
 
@@ -232,3 +235,73 @@ def test_a_map_beyond_the_users_ranges_is_refused_by_the_helper(
     assert out.returncode == 125
     errors = [line for line in out.stderr.splitlines() if line.startswith("execdriver:")]
     assert len(errors) == 1 and "idmap" in errors[0] and "/etc/subuid" in errors[0], out.stderr
+
+
+def _podman_setup(u: rootless.RootlessUser) -> tuple[Path, Path, dict[str, str]]:
+    """A rootless podman of the user's own (vfs storage, no network, cgroupfs) whose
+    runtime is execdriver-oci, run by the user's interpreter."""
+    base = u.home / "podman"
+    conf = base / "home" / ".config" / "containers"
+    conf.mkdir(parents=True)
+    (conf / "storage.conf").write_text(
+        f'[storage]\ndriver = "vfs"\nrunroot = "{base}/runroot"\ngraphroot = "{base}/storage"\n')
+    (conf / "containers.conf").write_text(
+        '[containers]\nnetns = "none"\ndefault_ulimits = []\n'
+        f'[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+        f'events_logfile_path = "{base}/events.log"\n')
+    runtime = base / "execdriver-oci"
+    runtime.write_text("#!/bin/sh\nexec " + u.python + ' -c "import sys; from execdriver.cli.oci '
+                       'import main; sys.exit(main())" "$@"\n')
+    runtime.chmod(0o755)
+    with tarfile.open(base / "rootfs.tar", "w") as tar:
+        tar.add(u.rootfs, arcname=".")
+    subprocess.run(["chown", "-R", f"{u.uid}:{u.gid}", str(base)], check=True)
+    return base, runtime, u.env(HOME=str(base / "home"))
+
+
+def _end_podman(u: rootless.RootlessUser, base: Path) -> None:
+    """podman's user-namespace holder (its pause process) is the test's to end, by pid;
+    its storage belongs to the user's subordinate ids."""
+    pause = u.runtime_dir / "libpod" / "tmp" / "pause.pid"
+    try:
+        pid = int(pause.read_text())
+    except (OSError, ValueError):
+        pid = 0
+    if pid and pid in u.processes():
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_rootless_podman_runs_containers_through_execdriver_oci(
+        clean: rootless.RootlessUser) -> None:
+    """Rootless podman runs its runtime as root in a user namespace of its own: the
+    runtime is rootless there too (no cgroup, devices bound, state in the user's
+    runtime directory)."""
+    if shutil.which("podman") is None or shutil.which("conmon") is None:
+        pytest.skip("podman/conmon not installed")
+    u = clean
+    base, runtime, env = _podman_setup(u)
+
+    def podman(*args: str) -> subprocess.CompletedProcess[str]:
+        return u.run(["podman", "--runtime", str(runtime), *args], env=env, timeout=180)
+    try:
+        imported = podman("import", str(base / "rootfs.tar"), "localhost/bb:rootless")
+        assert imported.returncode == 0, imported.stderr
+        out = podman("run", "--rm", "localhost/bb:rootless", "/bin/sh", "-c",
+                     "id -u; cat /proc/self/uid_map; ls /dev/null")
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0] == "0" and lines[1].split() == ["0", str(u.uid), "1"]
+        assert lines[-1] == "/dev/null"
+        started = podman("run", "-d", "--name", "pd", "localhost/bb:rootless", "sleep", "60")
+        assert started.returncode == 0, started.stderr
+        state = json.loads(podman("inspect", "pd").stdout)[0]["State"]
+        assert state["Running"] and _status_ids(state["Pid"])[0] == u.uid
+        ex = podman("exec", "pd", "/bin/sh", "-c", "echo in-$(id -u)")
+        assert ex.returncode == 0 and ex.stdout.strip() == "in-0", ex.stderr
+        removed = podman("rm", "--force", "--time", "0", "pd")
+        assert removed.returncode == 0, removed.stderr
+        assert podman("ps", "-aq").stdout.strip() == ""
+    finally:
+        podman("rm", "--all", "--force", "--time", "0")
+        _end_podman(u, base)

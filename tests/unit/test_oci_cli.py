@@ -93,7 +93,7 @@ def test_text_log_format() -> None:
 
 @pytest.mark.parametrize("argv,needle", [
     (["--systemd-cgroup", "state", "c1"], "--systemd-cgroup: the systemd cgroup driver is not supported"),
-    (["--rootless", "true", "list"], "rootless containers are not supported"),
+    (["--rootless", "true", "list"], "--rootless true: as root it is not supported"),
     (["create"], "the following arguments are required: id"),
     (["frobnicate"], "invalid choice"),
     (["create", "c1"], "invalid config.json: "),

@@ -55,16 +55,25 @@ def test_parse_reads_a_proc_map() -> None:
     assert idmap.parse("0 1000 1\n 1 100000 65536\n\n") == [(0, 1000, 1), (1, 100000, 65536)]
 
 
-def test_adapt_adds_a_user_namespace_and_keeps_given_maps() -> None:
+def test_adapt_adds_a_user_namespace_and_keeps_given_maps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
     base = Config(root=Root(path="/r"), namespaces=(Namespace("pid"), Namespace("mount")))
     adapted = rootless.adapt(base)
     assert "user" in adapted.namespace_types()
-    assert adapted.uid_mappings[0] == IDMapping(0, os.geteuid(), 1)
+    assert adapted.uid_mappings[0] == IDMapping(0, 4242, 1)
     given = (IDMapping(0, 5000, 1),)
     kept = rootless.adapt(base.replace(namespaces=(*base.namespaces, Namespace("user")),
                                        uid_mappings=given, gid_mappings=given))
     assert kept.uid_mappings == given and kept.gid_mappings == given
     assert [n.type for n in kept.namespaces].count("user") == 1
+
+
+def test_root_in_a_user_namespace_keeps_its_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rootless podman's runtime is root in podman's user namespace: no other one."""
+    base = Config(root=Root(path="/r"), namespaces=(Namespace("pid"),))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert rootless.adapt(base) == base
 
 
 def test_adapt_refuses_a_veth_network_by_name() -> None:
@@ -107,3 +116,18 @@ def test_a_users_state_root_is_its_runtime_dir(monkeypatch: pytest.MonkeyPatch) 
     assert user_root("/run/execdriver-oci") == "/run/user/4242/execdriver-oci"
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     assert user_root("/run/execdriver") == "/run/execdriver"   # no runtime dir of its own
+
+
+def test_root_in_a_user_namespace_uses_its_runtime_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """runc's rule: root in a user namespace honours $XDG_RUNTIME_DIR unless USER=root."""
+    import execdriver.userroot as userroot
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+    monkeypatch.delenv("USER", raising=False)
+    monkeypatch.setattr(userroot, "_running_in_userns", lambda: True)
+    assert user_root("/run/execdriver-oci") == "/run/user/1000/execdriver-oci"
+    monkeypatch.setenv("USER", "root")
+    assert user_root("/run/execdriver-oci") == "/run/execdriver-oci"
+    monkeypatch.delenv("USER")
+    monkeypatch.setattr(userroot, "_running_in_userns", lambda: False)
+    assert user_root("/run/execdriver-oci") == "/run/execdriver-oci"
