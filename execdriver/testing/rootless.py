@@ -145,15 +145,21 @@ class RootlessUser:
 
     def run(self, argv: list[str], *, uid: int | None = None, timeout: float = 60,
             env: dict[str, str] | None = None, cwd: str | None = None,
-            leaves_running: bool = False) -> subprocess.CompletedProcess[str]:
+            leaves_running: bool = False, cgroup: str | None = None,
+            ) -> subprocess.CompletedProcess[str]:
         """``argv`` as the user (or as ``uid``, a user with no passwd entry: no
         subordinate ids), no capabilities, a clean environment. ``leaves_running``: the
         command leaves a process holding its stdio (an OCI create), so its output goes
-        through files, not pipes that would stay open."""
+        through files, not pipes that would stay open. ``cgroup``: a cgroup v2 directory
+        the command is moved into first, by root (a session in a delegated subtree, as
+        systemd puts a user's login in user@UID.service)."""
         ids = ["--reuid", str(self.uid), "--regid", str(self.gid), "--init-groups"] \
             if uid is None else ["--reuid", str(uid), "--regid", str(uid), "--clear-groups"]
         # (the bounding set stays full, as a login's: newuidmap's setuid needs it)
         cmd = ["setpriv", *ids, "--inh-caps=-all", *argv]
+        if cgroup is not None:
+            cmd = ["sh", "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', "sh",
+                   cgroup, *cmd]
         env, cwd = env or self.env(), cwd or str(self.home)
         if not leaves_running:
             return subprocess.run(cmd, capture_output=True, text=True, check=False, env=env,
