@@ -9,7 +9,9 @@
 #
 # Environment: VM_TIMEOUT (seconds for the whole guest, default 900), VM_MEMORY (MiB, 3072),
 # VM_CPUS (2), VM_CACHE (initramfs cache, /var/cache/execdriver-vm), VM_KEEP=1 keeps the
-# result directory. Exit status: pytest's; 3 when the guest could not boot or did not report.
+# result directory, VM_INIT=systemd boots systemd as PID 1 (scripts/vm/stage2-systemd.sh:
+# the job is a unit; for the systemd cgroup driver). Exit status: pytest's; 3 when the
+# guest could not boot or did not report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd -P)
@@ -20,6 +22,11 @@ VM_CACHE=${VM_CACHE:-/var/cache/execdriver-vm}
 # what the guest loads from its initramfs (modinfo adds their dependencies, in order)
 MODULES="9p 9pnet_virtio overlay virtio_pci"
 die() { echo "vm-lane: $*" >&2; exit 3; }
+case "${VM_INIT:-}" in
+    "") STAGE2=stage2.sh ;;
+    systemd) STAGE2=stage2-systemd.sh ;;
+    *) die "VM_INIT=${VM_INIT}: only systemd (or unset) is known" ;;
+esac
 
 [ "$(id -u)" -eq 0 ] || die "needs root (apt, qemu's 9p shares of /)"
 [ -x .venv/bin/python ] || ./scripts/setup.sh
@@ -68,7 +75,7 @@ if [ $# -eq 0 ]; then
 fi
 {
     echo "cd $(printf '%q' "$REPO")"
-    echo "export EXECDRIVER_IN_VM=1 PYTHONDONTWRITEBYTECODE=1"
+    echo "export EXECDRIVER_IN_VM=1 EXECDRIVER_VM_INIT=${VM_INIT:-} PYTHONDONTWRITEBYTECODE=1"
     printf 'exec .venv/bin/python -m pytest -p no:cacheprovider -q -rs'
     printf ' %q' "$@"
     echo
@@ -85,7 +92,7 @@ timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -machine 
     -smp "$VM_CPUS" -m "$VM_MEMORY" -nodefaults -no-reboot -display none -monitor none \
     -serial "file:$console" \
     -kernel "$KERNEL" -initrd "$INITRD" \
-    -append "console=ttyS0 panic=-1 quiet apparmor=1 security=apparmor execdriver.stage2=$REPO/scripts/vm/stage2.sh" \
+    -append "console=ttyS0 panic=-1 quiet apparmor=1 security=apparmor execdriver.stage2=$REPO/scripts/vm/$STAGE2" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
     -virtfs "local,path=$RESULT,mount_tag=result,security_model=none" \
     </dev/null &

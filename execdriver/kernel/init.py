@@ -108,8 +108,8 @@ def write_exit(fd: int, status: int, syscalls: Syscalls = LIBC) -> None:
 def cgroupns_after_join(cfg: InitConfig) -> int:
     """CLONE_NEWCGROUP if the init makes its cgroup namespace once the runtime has put
     it in the container's cgroups (so that the namespace is rooted there), else 0."""
-    return sc.CLONE_NEWCGROUP if cfg.cgroup_procs and cfg.unshare_flags & sc.CLONE_NEWCGROUP \
-        else 0
+    later = cfg.cgroup_procs or cfg.cgroup_placed_later
+    return sc.CLONE_NEWCGROUP if later and cfg.unshare_flags & sc.CLONE_NEWCGROUP else 0
 
 
 def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int],

@@ -74,6 +74,9 @@ class InitConfig:
     uid_map: str = ""
     gid_map: str = ""
     cgroup_procs: list[str] = field(default_factory=list)
+    # the cgroup is made with the init in it, after the fork (systemd's scope): the init
+    # makes its cgroup namespace after that, as after joining cgroup_procs
+    cgroup_placed_later: bool = False
     readonly_root: bool = False
     # "/" in the new mount namespace before the rootfs is set up: runc's rslave by default
     # (host mounts still reach the container; nothing goes back), rprivate when asked.

@@ -204,6 +204,7 @@ class Container:
         hooks = set(self.state.hooks)
 
         def on_init(init_pid: int) -> None:
+            cg.placed(init_pid)
             if net_setup is not None:
                 net_setup(init_pid)
             for step in ("prestart", "createRuntime"):
@@ -227,6 +228,7 @@ class Container:
             cid, config, cgroup_procs=cg.procs_paths(), cgroup_dirs=_cgroup_dirs(cg),
             extra_binds=extra_binds, exec_fifo=fifo,
             exit_file=str(cdir / EXIT_FILE), detach=detach)
+        cfg.cgroup_placed_later = bool(getattr(cg, "made_by_placing", False))
         fds = stdio if stdio is not None else self._default_stdio(detach, opened)
         kwargs: dict[str, Any] = {}
         if config.hooks.create_container:

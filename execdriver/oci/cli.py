@@ -28,7 +28,8 @@ EXIT_EXEC_ERROR = 255
 
 def _context(args: Any, log: Log) -> Any:
     from .lifecycle import Context
-    return Context(root=args.root, warn=log.warning, debug=log.debug)
+    return Context(root=args.root, warn=log.warning, debug=log.debug,
+                   systemd_cgroup=bool(getattr(args, "systemd_cgroup", False)))
 
 
 def dispatch(args: Any, log: Log) -> int:
@@ -226,10 +227,6 @@ def main(argv: list[str] | None = None) -> int:
             from .parser import build_parser
             build_parser().print_help()
             return 0
-        if args.systemd_cgroup:
-            raise UsageError("--systemd-cgroup: the systemd cgroup driver is not supported; "
-                             "use cgroupfs (podman: cgroup_manager = \"cgroupfs\"; containerd: "
-                             "SystemdCgroup = false)")
         if args.rootless == "true" and os.geteuid() == 0:
             raise UsageError("--rootless true: as root it is not supported; run execdriver-oci "
                              "as the unprivileged user (rootless is then automatic)")

@@ -469,9 +469,11 @@ def convert_cgroups_path(value: Any, where: str, p: _Problems) -> str | None:
         p.add(where, "must be a string")
         return None
     if ":" in value:
-        p.add(where, f"{value!r} is a systemd slice:prefix:name path; the systemd cgroup "
-                     "driver is not supported (use cgroupfs)")
-        return None
+        if value.count(":") != 2:
+            p.add(where, f"{value!r} is neither a cgroup path like /parent/name nor a "
+                         "systemd slice:prefix:name")
+            return None
+        return "systemd:" + value       # for --systemd-cgroup (lifecycle._cgroup_driver)
     name = value.strip("/")
     if not name or any(part in ("", ".", "..") for part in name.split("/")):
         p.add(where, f"{value!r} is not a cgroup path like /parent/name")

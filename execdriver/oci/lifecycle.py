@@ -41,6 +41,7 @@ class Context:
     root: str
     warn: Callable[[str], None]
     debug: Callable[[str], None]
+    systemd_cgroup: bool = False
 
 
 def _load(ctx: Context, container_id: str) -> Container:
@@ -129,7 +130,8 @@ def _create(ctx: Context, container_id: str, bundle: str, *, pid_file: str | Non
     from ..config import Config
     size = prep["console_size"]
     console_size = (int(size[0]), int(size[1])) if size else None
-    c = Container.create(store, container_id, Config.from_json(prep["config"]),
+    config = _cgroup_driver(ctx, Config.from_json(prep["config"]), container_id)
+    c = Container.create(store, container_id, config,
                          owner=state.DRIVER, stdio=(0, 1, 2), detach=True, wait_for_start=True,
                          warn=ctx.warn, files={"spec.json": prep["spec"]},
                          keep_exec_channel=starts_it)
@@ -177,6 +179,23 @@ def prepare(bundle: str, preserve_fds: int = 0, no_pivot: bool = False) -> dict[
             "terminal": spec.process.terminal, "ignored": list(conv.ignored),
             "warnings": list(conv.warnings),
             "console_size": list(conv.console_size) if conv.console_size else None}
+
+
+def _cgroup_driver(ctx: Context, config: Any, container_id: str) -> Any:
+    """``config`` with the cgroup of the driver asked for: cgroupfs, or with
+    ``--systemd-cgroup`` a systemd scope (cgroupsPath slice:prefix:name; none given:
+    system.slice:execdriver:ID), as runc decides."""
+    name = config.cgroup_name or ""
+    systemd = name.startswith("systemd:")
+    if ctx.systemd_cgroup and not name:
+        return config.replace(cgroup_name=f"systemd::execdriver:{container_id}")
+    if ctx.systemd_cgroup and not systemd:
+        raise InvalidArgument(f"--systemd-cgroup: linux.cgroupsPath {'/' + name!r} is not "
+                              "slice:prefix:name")
+    if systemd and not ctx.systemd_cgroup:
+        raise InvalidArgument(f"linux.cgroupsPath {name[len('systemd:'):]!r} is a systemd "
+                              "slice:prefix:name path: pass --systemd-cgroup")
+    return config
 
 
 def _logged(ctx: Context, prep: dict[str, Any]) -> dict[str, Any]:

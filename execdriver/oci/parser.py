@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log lines as text or JSON objects (default %(default)s)")
     p.add_argument("--debug", action="store_true", help="log debug messages too")
     p.add_argument("--systemd-cgroup", action="store_true",
-                   help="not supported: execdriver-oci uses cgroupfs")
+                   help="cgroups through systemd: each container a transient scope unit "
+                   "(cgroupsPath slice:prefix:name); pure cgroup v2 hosts with systemd as "
+                   "init")
     p.add_argument("--rootless", default="auto", choices=("true", "false", "auto"),
                    help="auto (rootless when not root), true (the same; refused as root) or false")
     p.add_argument("--criu", help=argparse.SUPPRESS)

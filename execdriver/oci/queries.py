@@ -146,7 +146,7 @@ def features() -> dict[str, Any]:
         "linux": {
             "namespaces": list(NAMESPACES),
             "capabilities": list(CAPABILITIES),
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False,
                        "rdma": False},
             "seccomp": {"enabled": True, "actions": sorted(SECCOMP_ACTIONS),
                         "operators": sorted(SECCOMP_OPS),

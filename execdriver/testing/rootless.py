@@ -15,6 +15,7 @@ is none).
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -23,6 +24,7 @@ import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+from typing import Any
 
 SUBID_FILES = ("/etc/subuid", "/etc/subgid")
 
@@ -177,6 +179,18 @@ class RootlessUser:
     def execdriver_oci(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
         code = "import sys; from execdriver.cli.oci import main; sys.exit(main())"
         return self.run([self.python, "-c", code, *args], **kw)  # type: ignore[arg-type]
+
+    def rootless_bundle(self, name: str) -> tuple[Path, dict[str, Any]]:
+        """A bundle directory of the user's with its rootfs, and the config.json the
+        user's ``execdriver-oci spec --rootless`` wrote there (to change and write back)."""
+        bundle = self.home / name
+        bundle.mkdir()
+        os.chown(bundle, self.uid, self.gid)
+        os.symlink(self.rootfs, bundle / "rootfs")
+        spec = self.execdriver_oci("spec", "--rootless", cwd=str(bundle))
+        if spec.returncode != 0:
+            raise AssertionError(f"execdriver-oci spec --rootless: {spec.stderr}")
+        return bundle, json.loads((bundle / "config.json").read_text())
 
     def processes(self, uids: set[int] | None = None) -> list[int]:
         """Pids of processes running as the user (or as ``uids``)."""

@@ -181,13 +181,7 @@ def test_what_needs_root_is_refused_in_one_line(clean: rootless.RootlessUser,
 
 def test_the_oci_runtime_runs_a_rootless_bundle(clean: rootless.RootlessUser) -> None:
     u = clean
-    bundle = u.home / "bundle"
-    bundle.mkdir()
-    os.chown(bundle, u.uid, u.gid)
-    os.symlink(u.rootfs, bundle / "rootfs")
-    spec = u.execdriver_oci("spec", "--rootless", cwd=str(bundle))
-    assert spec.returncode == 0, spec.stderr
-    config = json.loads((bundle / "config.json").read_text())
+    bundle, config = u.rootless_bundle("bundle")
     assert {"type": "user"} in config["linux"]["namespaces"]
     assert {"type": "network"} not in config["linux"]["namespaces"]
     assert config["linux"]["uidMappings"] == [{"containerID": 0, "hostID": u.uid, "size": 1}]

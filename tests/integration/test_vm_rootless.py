@@ -60,13 +60,7 @@ def delegated(user: rootless.RootlessUser) -> Iterator[tuple[Path, Path]]:
 
 def _bundle(u: rootless.RootlessUser, name: str, args: list[str],
             cgroups_path: str | None, memory: int | None) -> Path:
-    bundle = u.home / name
-    bundle.mkdir()
-    os.chown(bundle, u.uid, u.gid)
-    os.symlink(u.rootfs, bundle / "rootfs")
-    spec = u.execdriver_oci("spec", "--rootless", cwd=str(bundle))
-    assert spec.returncode == 0, spec.stderr
-    config = json.loads((bundle / "config.json").read_text())
+    bundle, config = u.rootless_bundle(name)
     config["process"]["args"] = args
     if cgroups_path:
         config["linux"]["cgroupsPath"] = cgroups_path

@@ -92,7 +92,6 @@ def test_text_log_format() -> None:
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--systemd-cgroup", "state", "c1"], "--systemd-cgroup: the systemd cgroup driver is not supported"),
     (["--rootless", "true", "list"], "--rootless true: as root it is not supported"),
     (["create"], "the following arguments are required: id"),
     (["frobnicate"], "invalid choice"),
@@ -135,7 +134,7 @@ def test_features_json() -> None:
     data = json.loads(r.stdout)
     assert data["ociVersionMin"] == "1.0.0"
     assert "createContainer" in data["hooks"] and "rbind" in data["mountOptions"]
-    assert data["linux"]["cgroup"]["systemd"] is False
+    assert data["linux"]["cgroup"]["systemd"] is True
     assert "SCMP_ACT_ERRNO" in data["linux"]["seccomp"]["actions"]
 
 

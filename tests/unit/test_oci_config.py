@@ -182,7 +182,7 @@ def test_as_runc_kernel_memory_and_unknown_capabilities_are_warned_about_not_ref
     ("linux.devices", {"path": "/dev/fuse"}, "linux.devices: must be an array"),
     ("linux.mountLabel", "system_u:object_r:x", "linux.mountLabel: SELinux"),
     ("linux.rootfsPropagation", "rbogus", "linux.rootfsPropagation: 'rbogus' is not a propagation"),
-    ("linux.cgroupsPath", "machine.slice:libpod:abc", "linux.cgroupsPath: 'machine.slice:libpod:abc'"),
+    ("linux.cgroupsPath", "machine.slice:abc", "linux.cgroupsPath: 'machine.slice:abc' is neither"),
     ("linux.cgroupsPath", "/a/../b", "linux.cgroupsPath: '/a/../b' is not a cgroup path"),
     ("linux.resources.hugepageLimits", [{"pageSize": "2MB", "limit": 1}],
      "linux.resources.hugepageLimits: hugetlb"),

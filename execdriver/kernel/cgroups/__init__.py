@@ -248,6 +248,11 @@ class CgroupManager(abc.ABC):
         for path in self.procs_paths():
             write_file(path, pid)
 
+    def placed(self, pid: int) -> None:
+        """The container's init ``pid`` exists and has joined procs_paths(); a manager
+        whose cgroup is made with the init in it (systemd.py) makes it now."""
+        return None
+
     @abc.abstractmethod
     def freeze(self) -> None: ...
 
@@ -325,6 +330,12 @@ def open_manager(name: str, root: str = DEFAULT_ROOT) -> CgroupManager:
     """The manager for this host: v2 if cgroup2 is mounted at ``root``, else v1 (hybrid too)."""
     from .mountinfo import is_unified, read_mountinfo, v1_hierarchies
     entries = read_mountinfo()
+    if name.startswith("systemd:"):
+        if not is_unified(entries, root):
+            raise StepFailed("systemd", "the systemd cgroup driver needs a pure cgroup v2 "
+                             f"host (cgroup2 at {root}); this one has v1 hierarchies")
+        from .systemd import SystemdCgroupManager
+        return SystemdCgroupManager.from_name(name, root)
     if is_unified(entries, root):
         from .v2 import CgroupV2Manager
         return CgroupV2Manager(name, root)
@@ -345,6 +356,9 @@ def manager_from_record(rec: dict[str, Any]) -> CgroupManager:
         if version == 1:
             from .v1 import CgroupV1Manager
             return CgroupV1Manager.from_record(rec)
+        if version == 2 and rec.get("systemd"):
+            from .systemd import SystemdCgroupManager
+            return SystemdCgroupManager.from_record(rec)
         if version == 2:
             from .v2 import CgroupV2Manager
             return CgroupV2Manager.from_record(rec)
