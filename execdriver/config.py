@@ -193,6 +193,7 @@ class Network:
     ports: tuple[PortMapping, ...] = ()
     dns: tuple[str, ...] = ()
     isolate: bool = False
+    host_loopback: bool = False         # slirp4netns: 10.0.2.2 is the host's 127.0.0.1
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ ALL_FEATURES = (
     "resources.memory", "resources.cpu", "resources.cpuset", "resources.pids",
     "resources.block_io", "resources.devices", "devices", "network.none", "network.host",
     "network.bridge", "network.container", "network.netns", "network.ports",
+    "network.slirp4netns",
     "seccomp.default", "seccomp.profile", "masked_paths", "readonly_paths",
     "sysctls", "hooks", "idmap", "pause", "exec", "stats", "checkpoint",
 )

@@ -486,7 +486,7 @@ class Route(_Model):
 
 
 class Network(_Model):
-    mode: Literal["none", "host", "bridge", "container", "netns"] = "none"
+    mode: Literal["none", "host", "bridge", "container", "netns", "slirp4netns"] = "none"
     container: CString | None = Field(None, description="with mode container: the id whose netns to join")
     netns_path: CString | None = Field(None, description="with mode netns: a namespace file to join")
     bridge: CString = Field("execdriver0", max_length=15)
@@ -498,6 +498,8 @@ class Network(_Model):
     ports: list[PortMapping] = []
     dns: list[CString] = []
     isolate: bool = Field(False, description="block traffic to other containers on the bridge")
+    host_loopback: bool = Field(False, description="slirp4netns: the host's 127.0.0.1 is "
+                                "reachable as 10.0.2.2")
 
     @model_validator(mode="after")
     def _mode_args(self) -> Network:
@@ -667,9 +669,11 @@ class Spec(_Model):
         net_ns = "network" in types
         if self.network.mode == "host" and net_ns:
             raise ValueError("network mode host cannot have a network namespace")
-        if self.network.mode in ("none", "bridge", "container", "netns") and not net_ns:
+        if self.network.mode in ("none", "bridge", "container", "netns", "slirp4netns") \
+                and not net_ns:
             raise ValueError(f"network mode {self.network.mode} needs a network namespace")
-        if self.network.mode in ("none", "bridge") and self.namespace_path("network"):
+        if self.network.mode in ("none", "bridge", "slirp4netns") \
+                and self.namespace_path("network"):
             raise ValueError(f"network mode {self.network.mode} creates its own network namespace: "
                              "use mode netns to join one")
         return self

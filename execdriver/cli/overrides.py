@@ -380,13 +380,19 @@ def parse_volume(text: str, problems: list[str]) -> dict[str, Any] | None:
 
 
 def apply_network(data: dict[str, Any], mode: str, problems: list[str]) -> None:
-    """none | host | bridge | container:<id> | ns:<path>."""
+    """none | host | bridge | slirp4netns[:allow_host_loopback=true] | container:<id> |
+    ns:<path>."""
     net = data["network"]
     namespaces = data["namespaces"]
     has_netns = any(ns["type"] == "network" for ns in namespaces)
     kind, _, value = mode.partition(":")
     if mode in ("none", "bridge"):
         net["mode"] = mode
+        if not has_netns:
+            namespaces.append({"type": "network", "path": None})
+    elif kind == "slirp4netns" and value in ("", "allow_host_loopback=true",
+                                             "allow_host_loopback=false"):
+        net["mode"], net["host_loopback"] = "slirp4netns", value.endswith("=true")
         if not has_netns:
             namespaces.append({"type": "network", "path": None})
     elif mode == "host":
@@ -397,7 +403,8 @@ def apply_network(data: dict[str, Any], mode: str, problems: list[str]) -> None:
     elif kind == "ns" and value:
         net["mode"], net["netns_path"] = "netns", value
     else:
-        problems.append(f"--network: {mode!r} is not none, host, bridge, container:<id> or ns:<path>")
+        problems.append(f"--network: {mode!r} is not none, host, bridge, "
+                        "slirp4netns[:allow_host_loopback=true], container:<id> or ns:<path>")
 
 
 def parse_user(text: str, rootfs: str | None) -> tuple[int, int]:

@@ -198,7 +198,8 @@ examples:
     ov.add_argument("-v", "--volume", metavar="SRC:DST[:ro]", action="append", default=[],
                     help="bind-mount host path SRC at DST (repeatable)")
     ov.add_argument("--network", metavar="MODE",
-                    help="none, host, bridge, container:<id> or ns:<path>")
+                    help="none, host, bridge, slirp4netns[:allow_host_loopback=true] (user-mode "
+                    "networking: rootless), container:<id> or ns:<path>")
     ov.add_argument("-p", "--publish", metavar="[IP:]HOSTPORT:PORT[/PROTO]", action="append",
                     default=[], help="publish a container port (needs --network bridge)")
     ov.add_argument("--mount", metavar="type=bind|tmpfs,...", action="append", default=[],

@@ -147,15 +147,16 @@ def stage1(cfg: InitConfig, sock: socket.socket, stdio: tuple[int, int, int],
         if cfg.new_userns:
             step = "namespace user"
             syscalls.unshare(sc.CLONE_NEWUSER)
-            rootless = os.geteuid() != 0
-            if rootless:
-                # /proc/PID/*_map of a non-dumpable process are root's: an unprivileged
-                # parent (or its newuidmap) could not write them (runc does the same).
+            if os.geteuid() != 0:
+                # /proc/PID/* of a non-dumpable process are root's: an unprivileged
+                # parent (or its newuidmap) could not write the id maps, nor slirp4netns
+                # open the namespaces. Rootless, we and the init stay dumpable: they are
+                # the user's own processes, the runtime's files are not theirs to write
+                # (so no /proc/PID/exe overwrite, CVE-2019-5736), and an exec makes any
+                # process dumpable again anyway.
                 syscalls.set_dumpable(True)
             sync.send(sock, {"type": "userns", "pid": syscalls.getpid()})
             sync.expect(sock, "mapped")
-            if rootless:
-                syscalls.set_dumpable(False)
             syscalls.setresgid(0, 0, 0)
             syscalls.setresuid(0, 0, 0)
             if not cfg.detach:

@@ -202,7 +202,8 @@ def build(container_id: str, spec: Config, *,
             cfg.unshare_flags |= flag
     from . import waiter
     cfg.waiter = waiter.find()
-    cfg.loopback_up = bool(cfg.unshare_flags & sc.CLONE_NEWNET) and spec.network.mode == "none"
+    cfg.loopback_up = (bool(cfg.unshare_flags & sc.CLONE_NEWNET)
+                       and spec.network.mode in ("none", "slirp4netns"))
     cfg.uid_map, cfg.gid_map = _idmap(spec.uid_mappings), _idmap(spec.gid_mappings)
     from .idmap import running_in_userns
     # (ours may be one already: rootless podman runs its runtime as root in its own)

@@ -281,6 +281,8 @@ class Container:
     def _network(self) -> tuple[list[tuple[str, str]], Callable[[int], None] | None]:
         """Plan the network; return (files to bind into /etc, the set-up to run on the init)."""
         config = self.config
+        if config.network.mode == "slirp4netns":
+            return self._slirp4netns()
         if config.network.mode in ("host", "container", "netns", "none"):
             # "none": the init brings lo up itself (no pyroute2 on the hot path).
             return [], None
@@ -293,6 +295,20 @@ class Container:
         def setup(init_pid: int) -> None:
             network.setup(plan, init_pid)
         return sorted(files.items()), setup
+
+    def _slirp4netns(self) -> tuple[list[tuple[str, str]], Callable[[int], None]]:
+        """User-mode networking (kernel/network/slirp.py): tap0 configured by slirp4netns
+        before the init goes on; its DNS forwarder in resolv.conf."""
+        from ..kernel.network import slirp
+        resolv = self.dir / "resolv.conf"
+        resolv.write_text("".join(f"nameserver {ns}\n" for ns in self.config.network.dns
+                                  or (slirp.DNS,)))
+
+        def setup(init_pid: int) -> None:
+            rec = slirp.start(init_pid, self.config.network.host_loopback,
+                              str(self.dir / "slirp4netns.log"))
+            self.store.record(self.id, "network", rec)
+        return [("/etc/resolv.conf", str(resolv))], setup
 
     # -- start ----------------------------------------------------------------------
     def start(self) -> None:

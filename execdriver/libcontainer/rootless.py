@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..kernel.cgroups import CgroupManager
 
 # network modes a user namespace can set up alone ("none": a netns with lo only)
-NETWORK_MODES = ("none", "host", "container", "netns")
+NETWORK_MODES = ("none", "host", "slirp4netns", "container", "netns")
 
 
 def active() -> bool:

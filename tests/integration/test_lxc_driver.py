@@ -652,6 +652,9 @@ def test_user_namespace_with_idmap(tmp_path):
     """
     from execdriver.rootfs import build_busybox
     from execdriver_lxc.driver import LXCDriver
+    missing = [f for f in ("/etc/subuid", "/etc/subgid") if not os.path.exists(f)]
+    if missing:
+        pytest.skip(f"{missing[0]} does not exist here: nothing to bind the test's ranges over")
     base = Path(tempfile.mkdtemp(prefix="execdriver-lxc-userns-", dir="/tmp"))
     try:
         base.chmod(0o711)

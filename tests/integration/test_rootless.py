@@ -299,3 +299,51 @@ def test_rootless_podman_runs_containers_through_execdriver_oci(
     finally:
         podman("rm", "--all", "--force", "--time", "0")
         _end_podman(u, base)
+
+
+def _loopback_server(greeting: bytes) -> tuple[int, list[bool]]:
+    """A one-shot TCP server on the host's 127.0.0.1 (a thread); its port, and a list
+    that gets True when somebody connected."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(15)
+    seen: list[bool] = []
+
+    def serve() -> None:
+        with srv:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            seen.append(True)
+            with conn:
+                conn.sendall(greeting)
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], seen
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_slirp4netns_networks_a_rootless_container(clean: rootless.RootlessUser,
+                                                   allow: bool) -> None:
+    """User-mode networking: tap0 is 10.0.2.100 with 10.0.2.2 as gateway; 10.0.2.2 is the
+    host's loopback only when asked for (closed by default, as podman); slirp4netns ends
+    with the container (the fixture checks no process of the user is left)."""
+    if shutil.which("slirp4netns") is None:
+        pytest.skip("slirp4netns is not installed")
+    u = clean
+    port, seen = _loopback_server(b"hello-over-slirp\n")
+    mode = "slirp4netns:allow_host_loopback=true" if allow else "slirp4netns"
+    out = u.execdriver("run", "--rootfs", str(u.rootfs), "--network", mode, "--", "/bin/sh",
+                       "-c", f"ip -4 addr show tap0; cat /etc/resolv.conf; "
+                       f"busybox nc -w 5 10.0.2.2 {port} </dev/null; echo nc=$?")
+    assert out.returncode == 0, out.stderr
+    assert "inet 10.0.2.100/24" in out.stdout
+    assert "nameserver 10.0.2.3" in out.stdout
+    if allow:
+        assert "hello-over-slirp" in out.stdout and seen == [True]
+    else:
+        assert "hello-over-slirp" not in out.stdout and "nc=0" not in out.stdout
+        assert seen == []

@@ -131,3 +131,17 @@ def test_root_in_a_user_namespace_uses_its_runtime_dir(monkeypatch: pytest.Monke
     monkeypatch.delenv("USER")
     monkeypatch.setattr(userroot, "_running_in_userns", lambda: False)
     assert user_root("/run/execdriver-oci") == "/run/execdriver-oci"
+
+
+@pytest.mark.parametrize(("arg", "loopback"), [("slirp4netns", False),
+                                               ("slirp4netns:allow_host_loopback=true", True)])
+def test_the_slirp4netns_network_flag(arg: str, loopback: bool) -> None:
+    from execdriver.cli.overrides import apply_network
+    data: dict[str, object] = {"network": {"mode": "host"}, "namespaces": []}
+    problems: list[str] = []
+    apply_network(data, arg, problems)
+    assert problems == []
+    assert data["network"] == {"mode": "slirp4netns", "host_loopback": loopback}
+    assert data["namespaces"] == [{"type": "network", "path": None}]
+    apply_network(data, "slirp4netns:bogus", problems)
+    assert problems and "slirp4netns[:allow_host_loopback=true]" in problems[0]

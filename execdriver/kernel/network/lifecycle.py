@@ -115,7 +115,12 @@ def _undo_container(p: NetworkPlan) -> None:
 
 
 def teardown(record: NetworkPlan | dict[str, Any]) -> None:
-    """Remove veth, rules and lease; then the bridge and tables nobody uses. Idempotent."""
+    """Remove veth, rules and lease; then the bridge and tables nobody uses. Idempotent.
+    A slirp4netns record: end that process."""
+    if isinstance(record, dict) and record.get("mode") == "slirp4netns":
+        from . import slirp
+        slirp.stop(record)
+        return
     p = _as_plan(record)
     if p.mode != "bridge" or not p.bridge:
         return
