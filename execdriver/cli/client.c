@@ -224,6 +224,29 @@ static uint32_t fnv1a(const char *s)
     return h;
 }
 
+/* FNV-1a of our namespaces and root, "INO:...:DEV:INO" (warm.namespace_hash()); 0 when
+ * /proc cannot tell. A server serves only clients in its own namespaces: each set of them
+ * has its default socket. */
+static uint32_t namespace_hash(void)
+{
+    static const char *const names[] = {"mnt", "net", "pid", "ipc", "uts", "cgroup", "user"};
+    char text[512], path[64];
+    size_t off = 0;
+    struct stat st;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "/proc/self/ns/%s", names[i]);
+        if (stat(path, &st) < 0)
+            return 0;
+        off += (size_t)snprintf(text + off, sizeof text - off, "%s%llu", i ? ":" : "",
+                                (unsigned long long)st.st_ino);
+    }
+    if (stat("/proc/self/root", &st) < 0)
+        return 0;
+    snprintf(text + off, sizeof text - off, ":%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    return fnv1a(text);
+}
+
 /* --- a server on first use --------------------------------------------------------- */
 
 /* No server answers on the default socket: start one, detached (own session, stdio on
@@ -395,7 +418,8 @@ int main(int argc, char **argv)
     const char *path = getenv("EXECDRIVER_SERVER_SOCKET");
     char socket_path[sizeof ((struct sockaddr_un *)0)->sun_path + 64];
     if (!path || !*path) {
-        snprintf(socket_path, sizeof socket_path, "%s/%08x.sock", SOCKET_DIR, fnv1a(key));
+        snprintf(socket_path, sizeof socket_path, "%s/%08x-%08x.sock", SOCKET_DIR, fnv1a(key),
+                 namespace_hash());
         path = socket_path;
     }
     struct sockaddr_un addr = {.sun_family = AF_UNIX};

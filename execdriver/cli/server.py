@@ -52,7 +52,7 @@ RLIMITS = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_
            "RLIMIT_NOFILE", "RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_MEMLOCK", "RLIMIT_LOCKS",
            "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_RTPRIO",
            "RLIMIT_RTTIME")
-NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "cgroup", "user")
+NAMESPACES = warm.NAMESPACES
 MAX_SOCKET_PATH = 107       # sun_path holds 108 bytes with the NUL
 DEFAULT_IDLE = 0.0          # seconds without a client before the server exits; 0: never
 MAX_REQUEST = 1 << 20       # bytes; a larger request is dropped (its client runs it itself)

@@ -185,12 +185,31 @@ def fnv1a(text: str) -> int:
     return h
 
 
+#: what a server compares with its client's (server.py: "other namespaces"), and so what
+#: names its default socket
+NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "cgroup", "user")
+
+
+def namespace_hash() -> int:
+    """FNV-1a of the caller's namespaces and root ("INO:...:DEV:INO"; 0 when /proc cannot
+    tell): each set of them has a default server of its own (client.c: namespace_hash)."""
+    try:
+        parts = [str(os.stat(f"/proc/self/ns/{ns}").st_ino) for ns in NAMESPACES]
+        root = os.stat("/proc/self/root")
+    except OSError:
+        return 0
+    return fnv1a(":".join([*parts, str(root.st_dev), str(root.st_ino)]))
+
+
 def socket_path() -> str:
-    """$EXECDRIVER_SERVER_SOCKET, else one default socket per installation."""
+    """$EXECDRIVER_SERVER_SOCKET, else the default socket of this installation and these
+    namespaces: a server refuses a client in other namespaces (they see other mounts,
+    networks, pids), so a caller in another network namespace (a private dockerd, a
+    shim there) gets, and starts, a server of its own instead of always running cold."""
     path = os.environ.get(SOCKET_ENV)
     if path:
         return path
-    return f"{SOCKET_DIR}/{fnv1a(install_key()):08x}.sock"
+    return f"{SOCKET_DIR}/{fnv1a(install_key()):08x}-{namespace_hash():08x}.sock"
 
 
 def _open_fds() -> list[int]:

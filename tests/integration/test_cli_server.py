@@ -658,3 +658,39 @@ def test_bad_server_input_is_one_line_and_125(tmp_path: Path, args: list[str],
     assert r.returncode == 125 and message in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1
     assert not any(n.endswith((".sock", ".tmp")) for n in os.listdir(tmp_path))
+
+
+def test_another_network_namespace_gets_a_default_server_of_its_own(tmp_path: Path) -> None:
+    """A server serves only clients in its own namespaces, so each set of namespaces has
+    its own default socket (warm.socket_path, client.c namespace_hash): a caller in a
+    private network namespace (a dockerd's shim) starts and then uses a server there,
+    instead of being refused by the host's and running cold every time."""
+    from execdriver.cli import warm
+    compiled = Path(sys.executable).parent / "execdriver-oci"
+    if not compiled.exists():
+        pytest.skip(f"{compiled} not installed")
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "300"])
+    inside = ["nsenter", f"--net=/proc/{holder.pid}/ns/net"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECDRIVER_SERVER")}
+    env["EXECDRIVER_DEBUG"] = "1"
+    try:
+        own = os.readlink("/proc/self/ns/net")
+        wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/net") != own)
+        path = subprocess.run([*inside, sys.executable, "-c", "from execdriver.cli import "
+                               "warm; print(warm.socket_path())"], env=env, check=True,
+                              capture_output=True, text=True, timeout=60).stdout.strip()
+        assert path != warm.socket_path()
+        root = tmp_path / "oci"
+        first = subprocess.run([*inside, str(compiled), "--root", str(root), "list"], env=env,
+                               capture_output=True, text=True, timeout=60, check=False)
+        assert first.returncode == 0, first.stderr
+        wait_for(lambda: os.path.exists(path), timeout=30)     # the compiled client's name
+        second = subprocess.run([*inside, str(compiled), "--root", str(root), "list"], env=env,
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert second.returncode == 0, second.stderr
+        assert "did not take the command" not in second.stderr     # served there
+    finally:
+        subprocess.run([*inside, sys.executable, "-m", "execdriver", "server", "stop"], env=env,
+                       capture_output=True, timeout=60, check=False)
+        holder.kill()
+        holder.wait()
