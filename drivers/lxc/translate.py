@@ -74,6 +74,7 @@ UNSUPPORTED = {
     "network.container": "joining another container's network is left to the networking work",
     "network.netns": "joining a network namespace file is left to the networking work",
     "network.ports": "published ports need network mode bridge",
+    "network.slirp4netns": "user-mode networking (slirp4netns) is left to the networking work",
     "devices": "extra device nodes are not translated to LXC keys (lxc.mount.entry, cgroup "
                "rules) yet",
     "checkpoint": "lxc-checkpoint drives its own CRIU: not wired to execdriver's state yet",

@@ -99,6 +99,7 @@ FEATURE_REQUESTS: dict[str, Callable[[SpecDict], None]] = {
     "network.container": _network("container", container="conformance-other"),
     "network.netns": _network("netns", netns_path="/run/netns/conformance"),
     "network.ports": _network("bridge", ports=[{"host_port": 18080, "container_port": 80}]),
+    "network.slirp4netns": _network("slirp4netns"),
     "seccomp.default": _set("seccomp", value={"mode": "default", "profile": None}),
     "seccomp.profile": _set("seccomp", value={"mode": "profile",
                                               "profile": {"default_action": "allow"}}),
