@@ -30,5 +30,6 @@ def user_root(root_default: str) -> str:
 
 
 def _running_in_userns() -> bool:
-    from .kernel.idmap import running_in_userns
+    # (procstat imports only os: every command starts here)
+    from .kernel.procstat import running_in_userns
     return running_in_userns()

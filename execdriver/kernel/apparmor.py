@@ -119,14 +119,14 @@ def plan(profile: str | None) -> str | None:
                          profile=profile)
     name = profile or DEFAULT_PROFILE
     if name not in loaded_profiles():
-        from .idmap import running_in_userns
-        rootless = os.geteuid() != 0 or running_in_userns()
+        from .procstat import rootless
+        unprivileged = rootless()
         if name != DEFAULT_PROFILE:
-            if rootless and not os.access(os.path.join(SECURITYFS, "profiles"), os.R_OK):
+            if unprivileged and not os.access(os.path.join(SECURITYFS, "profiles"), os.R_OK):
                 return name             # we cannot list them: the kernel decides at exec
             raise StepFailed("apparmor", "profile not loaded (load it with apparmor_parser -r)",
                              profile=name)
-        if rootless:
+        if unprivileged:
             # Loading a profile needs root. As docker's and podman's rootless modes, the
             # container runs without the default profile unless root has loaded it.
             return None

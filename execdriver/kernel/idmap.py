@@ -22,16 +22,6 @@ SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 HELPERS = ("/usr/bin/newuidmap", "/usr/bin/newgidmap")
 
 
-def running_in_userns() -> bool:
-    """Is this process in a user namespace other than the host's (its uid_map is not
-    the identity map of every id)? Rootless podman runs its runtime as root there."""
-    try:
-        with open("/proc/self/uid_map", encoding="ascii") as f:
-            return f.read().split() != ["0", "0", "4294967295"]
-    except OSError:
-        return False
-
-
 def subordinate_ranges(path: str, uid: int, name: str | None) -> list[tuple[int, int]]:
     """The (start, count) ranges ``path`` (/etc/subuid, /etc/subgid) grants to the user
     ``uid`` (by number or by ``name``), in file order."""

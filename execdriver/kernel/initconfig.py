@@ -205,7 +205,7 @@ def build(container_id: str, spec: Config, *,
     cfg.loopback_up = (bool(cfg.unshare_flags & sc.CLONE_NEWNET)
                        and spec.network.mode in ("none", "slirp4netns"))
     cfg.uid_map, cfg.gid_map = _idmap(spec.uid_mappings), _idmap(spec.gid_mappings)
-    from .idmap import running_in_userns
+    from .procstat import running_in_userns
     # (ours may be one already: rootless podman runs its runtime as root in its own)
     in_userns = (cfg.new_userns or any(flag == sc.CLONE_NEWUSER for flag, _ in cfg.join)
                  or running_in_userns())

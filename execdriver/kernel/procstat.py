@@ -1,4 +1,5 @@
-"""/proc/<pid>/stat, read without imports beyond os: what a process is and since when."""
+"""What /proc tells of a process, read without imports beyond os: what it is and since
+when (/proc/<pid>/stat), and whether it runs rootless (/proc/self/uid_map)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,21 @@ def pid_namespace_members(init_pid: int) -> list[int]:
         if (st.st_dev, st.st_ino) == (ns.st_dev, ns.st_ino):
             members.append(int(name))
     return sorted(members)
+
+
+def running_in_userns() -> bool:
+    """Is this process in a user namespace other than the host's (its uid_map is not
+    the identity map of every id)? Rootless podman runs its runtime as root there."""
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def rootless() -> bool:
+    """Does this process lack the host's root: not root, or root in a user namespace
+    (runc's rule)? Then no cgroup outside a delegated subtree, no BPF device filter, no
+    AppArmor profile loading."""
+    import os
+    return os.geteuid() != 0 or running_in_userns()

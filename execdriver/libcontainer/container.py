@@ -168,14 +168,15 @@ class Container:
         """Claim the id in the store, recording the container's cgroup (its manager is
         returned too) with the first state write, before it exists."""
         from . import rootless
-        if rootless.active():
+        unprivileged = rootless.active()
+        if unprivileged:
             config = rootless.adapt(config)
         config = _resolve_network_namespace(store, config)
         from ..kernel.cgroups import open_manager
         from ..state import validate_id
         cg = open_manager(config.cgroup_name or default_cgroup_name(store.root,
                                                                     validate_id(container_id)))
-        if rootless.active():
+        if unprivileged:
             cg = rootless.cgroup_manager(cg, config.resources, warn or log_warning)
         st = store.create(container_id, owner, config=config, files=files,
                           resources={"cgroup": [cg.record()]})
@@ -228,7 +229,7 @@ class Container:
             cid, config, cgroup_procs=cg.procs_paths(), cgroup_dirs=_cgroup_dirs(cg),
             extra_binds=extra_binds, exec_fifo=fifo,
             exit_file=str(cdir / EXIT_FILE), detach=detach)
-        cfg.cgroup_placed_later = bool(getattr(cg, "made_by_placing", False))
+        cfg.cgroup_placed_later = cg.made_by_placing
         fds = stdio if stdio is not None else self._default_stdio(detach, opened)
         kwargs: dict[str, Any] = {}
         if config.hooks.create_container:

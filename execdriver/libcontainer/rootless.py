@@ -31,8 +31,8 @@ NETWORK_MODES = ("none", "host", "slirp4netns", "container", "netns")
 def active() -> bool:
     """Is this process making containers without root: not root, or root in a user
     namespace (rootless podman's; as runc decides)?"""
-    from ..kernel.idmap import running_in_userns
-    return os.geteuid() != 0 or running_in_userns()
+    from ..kernel.procstat import rootless
+    return rootless()
 
 
 def adapt(config: Config) -> Config:

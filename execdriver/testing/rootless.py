@@ -23,6 +23,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,8 @@ class RootlessUser:
         home = Path(tempfile.mkdtemp(prefix="execdriver-rootless-"))
         user = cls(name, entry.pw_uid, entry.pw_gid, home, created)
         try:
-            if user.subordinate() is None:
+            from execdriver.kernel.idmap import subordinate_ranges
+            if not subordinate_ranges("/etc/subuid", user.uid, name):
                 # useradd adds ranges only where /etc/subuid exists: give it one, past
                 # every range granted already
                 start = max([100000] + [a + n for a, n in _all_ranges()])
@@ -134,8 +136,11 @@ class RootlessUser:
         return self.home / "rootfs"
 
     def subordinate(self) -> tuple[int, int] | None:
-        """The user's first /etc/subuid range (start, count), if any."""
-        from execdriver.kernel.idmap import subordinate_ranges
+        """The user's first /etc/subuid range (start, count), if it has one and
+        newuidmap/newgidmap are installed to map it (Debian ``uidmap``)."""
+        from execdriver.kernel.idmap import HELPERS, subordinate_ranges
+        if not all(os.access(h, os.X_OK) for h in HELPERS):
+            return None
         ranges = subordinate_ranges("/etc/subuid", self.uid, self.name)
         return ranges[0] if ranges else None
 
@@ -173,12 +178,24 @@ class RootlessUser:
             err.seek(0)
             return subprocess.CompletedProcess(cmd, done.returncode, out.read(), err.read())
 
-    def execdriver(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-        return self.run([self.python, "-m", "execdriver", *args], **kw)  # type: ignore[arg-type]
+    def execdriver(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return self.run([self.python, "-m", "execdriver", *args], **kw)
 
-    def execdriver_oci(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    def execdriver_oci(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         code = "import sys; from execdriver.cli.oci import main; sys.exit(main())"
-        return self.run([self.python, "-c", code, *args], **kw)  # type: ignore[arg-type]
+        return self.run([self.python, "-c", code, *args], **kw)
+
+    def end_oci(self, cid: str, timeout: float = 30, **kw: Any) -> subprocess.CompletedProcess[str]:
+        """SIGKILL the user's OCI container ``cid``, wait until it is stopped, delete it;
+        the delete's result."""
+        self.execdriver_oci("kill", cid, "KILL", **kw)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = json.loads(self.execdriver_oci("state", cid, **kw).stdout or "{}")
+            if st.get("status") == "stopped":
+                break
+            time.sleep(0.05)
+        return self.execdriver_oci("delete", cid, **kw)
 
     def rootless_bundle(self, name: str) -> tuple[Path, dict[str, Any]]:
         """A bundle directory of the user's with its rootfs, and the config.json the

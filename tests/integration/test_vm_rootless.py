@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,14 +106,7 @@ def test_in_a_delegated_subtree_limits_land_and_an_oom_kill_is_reported(
         state = json.loads(u.execdriver_oci("state", "held").stdout)
         assert str(state["pid"]) in (cg / "cgroup.procs").read_text().split()
     finally:
-        u.execdriver_oci("kill", "held", "KILL", cgroup=str(session))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            st = json.loads(u.execdriver_oci("state", "held").stdout or "{}")
-            if st.get("status") == "stopped":
-                break
-            time.sleep(0.2)
-        deleted = u.execdriver_oci("delete", "held", cgroup=str(session))
+        deleted = u.end_oci("held", cgroup=str(session))
         assert deleted.returncode == 0, deleted.stderr
     assert not (subtree / "held").exists()
 

@@ -211,9 +211,13 @@ class CgroupManager(abc.ABC):
     """One container's cgroup(s). Build with :func:`open_manager` or :func:`manager_from_record`."""
 
     version: int
+    #: the directories exist only once placed() made them with the init in them (systemd):
+    #: the owner mark waits in pending_mark until then
+    made_by_placing = False
 
     def __init__(self, name: str) -> None:
         self.name = check_name(name)
+        self.pending_mark: tuple[str, bytes] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

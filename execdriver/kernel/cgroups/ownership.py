@@ -43,8 +43,8 @@ def _attr() -> str:
 def mark(cg: CgroupManager, token: bytes) -> None:
     """Mark every directory of ``cg`` as the container's (after create())."""
     attr = _attr()
-    if getattr(cg, "made_by_placing", False):
-        cg.pending_mark = (attr, token)  # type: ignore[attr-defined]  # set in placed()
+    if cg.made_by_placing:
+        cg.pending_mark = (attr, token)     # set by placed()
         return
     for path in cg.directories():
         try:

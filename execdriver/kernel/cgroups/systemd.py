@@ -113,7 +113,6 @@ class SystemdCgroupManager(CgroupV2Manager):
         self.slice, self.unit = slice_, unit
         self.description = description or f"execdriver container {unit}"
         self._pending: tuple[Resources, Sequence[Device]] | None = None
-        self.pending_mark: tuple[str, bytes] | None = None
 
     @classmethod
     def from_name(cls, cgroup_name: str, root: str = DEFAULT_ROOT) -> SystemdCgroupManager:

@@ -193,8 +193,8 @@ class CgroupV2Manager(CgroupManager):
                 write_file(self._file("io.bfq.weight"), weight)     # same 1..1000 scale
             else:
                 write_file(self._file("io.weight"), blkio_to_io_weight(weight))
-        from ..idmap import running_in_userns
-        if os.geteuid() != 0 or running_in_userns():
+        from ..procstat import rootless
+        if rootless():
             # Rootless (a delegated subtree): attaching a BPF program needs privilege in
             # the host's user namespace. As runc, no device rules then: the container's
             # user namespace makes no device node, and the bound ones keep their modes.
